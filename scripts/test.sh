@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs the whole test suite the way CI does: setup, format and lint gates,
+# then every test of the workspace (unit, trainer CLI, and integration tests
+# that start their own mosquitto and VictoriaMetrics on loopback ports).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$(pwd)/.ort/libonnxruntime.so.1.31.1}"
+export SKAB_DIR="${SKAB_DIR:-$(pwd)/../shared/data/skab}"
+start=$(date +%s)
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked
+echo "tests: passed in $(( $(date +%s) - start )) s"

@@ -1,0 +1,493 @@
+//! `anomalyd run`: wires the stages together (DESIGN.md §2) and owns the
+//! process lifecycle: start-up, systemd notifications, SIGHUP reload and a
+//! draining shutdown.
+//!
+//! ```text
+//! MQTT task (decode, align, window, normalise)
+//!   --bounded--> scoring thread (ORT sessions, micro-batches, detectors)
+//!   --bounded--> sink task (InfluxDB batches)
+//! ```
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant, SystemTime};
+
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ConfigError};
+use crate::decode::Decoder;
+use crate::metrics::Metrics;
+use crate::mqtt::{InferenceMsg, SourceParts, SourceReload};
+use crate::onnxrt::{LoadedModel, RuntimeError, RuntimeOptions};
+use crate::pipeline::{Binder, FeatureStage, ModelSlot, NamedModel, Output, Scorer, StageSettings};
+use crate::sink::{InfluxWriter, SinkSettings};
+
+/// Why the daemon could not start (reload failures are logged, not fatal).
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("model {name:?} ({path}): {message}")]
+    Model {
+        name: String,
+        path: PathBuf,
+        message: String,
+    },
+    #[error(transparent)]
+    Sink(#[from] crate::sink::SinkError),
+    #[error(transparent)]
+    Mqtt(#[from] crate::mqtt::MqttError),
+    #[error("metrics listener on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("the scoring thread could not be started: {0}")]
+    Thread(std::io::Error),
+}
+
+impl DaemonError {
+    /// Exit code: 78 for configuration and model problems, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            DaemonError::Config(_) | DaemonError::Model { .. } | DaemonError::Sink(_) | DaemonError::Mqtt(_) => {
+                crate::config::EXIT_CONFIG
+            }
+            DaemonError::Runtime(RuntimeError::Library { .. }) => crate::config::EXIT_CONFIG,
+            _ => 1,
+        }
+    }
+}
+
+/// Checks the model file's SHA-256 against the pinned value, if any.
+fn check_pin(path: &Path, expected: Option<&str>) -> Result<(), String> {
+    let Some(expected) = expected else {
+        return Ok(());
+    };
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    let actual = Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>();
+    if actual.eq_ignore_ascii_case(expected) {
+        Ok(())
+    } else {
+        Err(format!("SHA-256 is {actual}, config pins {expected}: refusing the file"))
+    }
+}
+
+/// Loads and validates every configured model.
+///
+/// # Errors
+/// The first model that fails to load, pin-check or validate.
+pub fn load_models(cfg: &Config) -> Result<Vec<NamedModel>, DaemonError> {
+    let opts = RuntimeOptions {
+        library_path: cfg.runtime.library_path.clone(),
+        execution_provider: cfg.runtime.execution_provider,
+        intra_threads: cfg.runtime.intra_threads,
+    };
+    let mut out = Vec::new();
+    for mc in &cfg.models {
+        let err = |message: String| DaemonError::Model {
+            name: mc.name.clone(),
+            path: mc.path.clone(),
+            message,
+        };
+        check_pin(&mc.path, mc.sha256.as_deref()).map_err(err)?;
+        let model = LoadedModel::load(&mc.path, &opts).map_err(|e| err(e.to_string()))?;
+        tracing::info!(
+            model = %mc.name,
+            version = %model.metadata.version,
+            provider = %model.provider,
+            channels = model.metadata.channels.len(),
+            window = model.metadata.window,
+            threshold = model.metadata.threshold.value,
+            "model loaded"
+        );
+        out.push(NamedModel {
+            name: mc.name.as_str().into(),
+            model,
+        });
+    }
+    Ok(out)
+}
+
+/// `check-config`: validates the config and loads every model without
+/// connecting anywhere. Returns a summary for the operator.
+///
+/// # Errors
+/// As [`load_models`], plus configuration errors.
+pub fn check_config(path: &Path) -> Result<String, DaemonError> {
+    let cfg = Config::load(path)?;
+    crate::onnxrt::init_runtime(cfg.runtime.library_path.as_deref())?;
+    let models = load_models(&cfg)?;
+    let _ = cfg.mqtt_password()?;
+    let _ = cfg.influx_token()?;
+    let mut s = format!("config {} is valid\n", path.display());
+    for m in &models {
+        s.push_str(&format!(
+            "  model {:?}: {} v{} ({} channels, window {}, threshold {}, provider {})\n",
+            m.name,
+            m.model.path.display(),
+            m.model.metadata.version,
+            m.model.metadata.channels.len(),
+            m.model.metadata.window,
+            m.model.metadata.threshold.value,
+            m.model.provider
+        ));
+    }
+    for t in &cfg.topics {
+        s.push_str(&format!("  topic {} ({:?})\n", t.filter, t.payload));
+    }
+    Ok(s)
+}
+
+fn slots_of(models: &[NamedModel]) -> Vec<ModelSlot> {
+    models
+        .iter()
+        .map(|m| ModelSlot::new(&m.name, m.model.metadata.clone()))
+        .collect()
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+fn model_info(models: &[NamedModel]) -> Vec<(String, String, String)> {
+    models
+        .iter()
+        .map(|m| {
+            (
+                m.name.to_string(),
+                m.model.metadata.version.clone(),
+                m.model.provider.to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The scoring thread: owns the ONNX Runtime sessions, micro-batches
+/// windows across assets (up to `max_batch`, waiting at most `max_wait` for
+/// a batch to fill), runs the detectors and hands outputs to the sink.
+fn spawn_scorer(
+    mut scorer: Scorer,
+    mut rx: mpsc::Receiver<InferenceMsg>,
+    tx: mpsc::Sender<Output>,
+    max_batch: usize,
+    max_wait: Duration,
+    heartbeat: Arc<AtomicU64>,
+    rt: tokio::runtime::Handle,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("anomalyd-score".into())
+        .spawn(move || {
+            let mut pending = Vec::with_capacity(max_batch);
+            let mut outputs = Vec::with_capacity(max_batch * 2);
+            let mut open = true;
+            while open {
+                heartbeat.store(now_ns(), Relaxed);
+                // Wait (bounded, so the heartbeat keeps beating) for work.
+                let first = rt.block_on(async { tokio::time::timeout(Duration::from_secs(1), rx.recv()).await });
+                let msg = match first {
+                    Err(_) => continue,
+                    Ok(None) => break,
+                    Ok(Some(m)) => m,
+                };
+                let mut swap = None;
+                match msg {
+                    InferenceMsg::Windows(w) => pending.extend(w),
+                    InferenceMsg::Swap(m) => swap = Some(m),
+                }
+                // Fill the batch: what is queued now, then wait up to max_wait.
+                let deadline = Instant::now() + max_wait;
+                while swap.is_none() && pending.len() < max_batch {
+                    match rx.try_recv() {
+                        Ok(InferenceMsg::Windows(w)) => pending.extend(w),
+                        Ok(InferenceMsg::Swap(m)) => swap = Some(m),
+                        Err(mpsc::error::TryRecvError::Empty) => {
+                            let left = deadline.saturating_duration_since(Instant::now());
+                            if left.is_zero() {
+                                break;
+                            }
+                            match rt.block_on(async { tokio::time::timeout(left, rx.recv()).await }) {
+                                Err(_) => break,
+                                Ok(None) => {
+                                    open = false;
+                                    break;
+                                }
+                                Ok(Some(InferenceMsg::Windows(w))) => pending.extend(w),
+                                Ok(Some(InferenceMsg::Swap(m))) => swap = Some(m),
+                            }
+                        }
+                        Err(mpsc::error::TryRecvError::Disconnected) => {
+                            open = false;
+                            break;
+                        }
+                    }
+                }
+                while !pending.is_empty() {
+                    let take = pending.len().min(max_batch);
+                    let mut chunk: Vec<_> = pending.drain(..take).collect();
+                    scorer.score(&mut chunk, &mut outputs);
+                    for o in outputs.drain(..) {
+                        if tx.blocking_send(o).is_err() {
+                            return;
+                        }
+                    }
+                }
+                if let Some(models) = swap {
+                    scorer.replace_models(models);
+                }
+            }
+        })
+}
+
+/// Runs the daemon until `shutdown` resolves (SIGTERM/SIGINT in the
+/// binary). `reload` yields once per SIGHUP. `config_path` is re-read on
+/// reload.
+///
+/// # Errors
+/// Start-up failures: config, ONNX Runtime library, models, sink, listener.
+pub async fn run(
+    cfg: Config,
+    config_path: PathBuf,
+    shutdown: impl Future<Output = ()>,
+    mut reload: mpsc::Receiver<()>,
+) -> Result<(), DaemonError> {
+    let started = Instant::now();
+    let lib = crate::onnxrt::init_runtime(cfg.runtime.library_path.as_deref())?;
+    tracing::info!(library = %lib.display(), "ONNX Runtime loaded");
+    let cfg_for_load = cfg.clone();
+    let models = tokio::task::spawn_blocking(move || load_models(&cfg_for_load))
+        .await
+        .map_err(|e| DaemonError::Thread(std::io::Error::other(e.to_string())))??;
+    let metrics = Arc::new(Metrics::default());
+    metrics.set_models(model_info(&models));
+
+    let token = cfg.influx_token()?;
+    let writer = InfluxWriter::new(&cfg.influx, token.expose())?;
+    let password = cfg.mqtt_password()?;
+    let options = crate::mqtt::mqtt_options(&cfg.mqtt, password.as_ref())?;
+    let decoder = Decoder::from_config(&cfg.topics).map_err(|e| {
+        DaemonError::Config(ConfigError::Parse {
+            origin: config_path.display().to_string(),
+            message: e.to_string(),
+        })
+    })?;
+
+    let source_hb = Arc::new(AtomicU64::new(now_ns()));
+    let scorer_hb = Arc::new(AtomicU64::new(now_ns()));
+    let listen_stop = CancellationToken::new();
+    if !cfg.metrics.listen.is_empty() {
+        let health = crate::http::Health {
+            metrics: metrics.clone(),
+            heartbeats: vec![source_hb.clone(), scorer_hb.clone()],
+            stale_after: Duration::from_secs(10),
+        };
+        let addr = crate::http::serve(&cfg.metrics.listen, health, listen_stop.clone())
+            .await
+            .map_err(|source| DaemonError::Listen {
+                addr: cfg.metrics.listen.clone(),
+                source,
+            })?;
+        tracing::info!(%addr, "metrics at http://{addr}/metrics");
+    }
+
+    let stage = FeatureStage::new(
+        slots_of(&models),
+        Binder::from_config(&cfg),
+        StageSettings::from_config(&cfg),
+        metrics.clone(),
+    );
+    let (win_tx, win_rx) = mpsc::channel::<InferenceMsg>(cfg.pipeline.queue_capacity);
+    let (out_tx, out_rx) = mpsc::channel::<Output>(cfg.influx.queue_capacity);
+    let (reload_tx, reload_rx) = mpsc::channel::<SourceReload>(1);
+    let (ready_tx, ready_rx) = oneshot::channel();
+
+    let scorer = Scorer::new(models, metrics.clone());
+    let scorer_thread = spawn_scorer(
+        scorer,
+        win_rx,
+        out_tx,
+        cfg.runtime.max_batch,
+        Duration::from_millis(cfg.runtime.max_wait_ms),
+        scorer_hb.clone(),
+        tokio::runtime::Handle::current(),
+    )
+    .map_err(DaemonError::Thread)?;
+
+    let sink_stop = CancellationToken::new();
+    let sink = tokio::spawn(crate::sink::run_sink(
+        writer,
+        SinkSettings::from_config(&cfg.influx),
+        out_rx,
+        metrics.clone(),
+        sink_stop.clone(),
+    ));
+
+    let source_stop = CancellationToken::new();
+    let source = tokio::spawn(crate::mqtt::run_source(
+        SourceParts {
+            options,
+            qos: cfg.mqtt.qos,
+            max_payload: cfg.mqtt.max_packet_size,
+            reconnect_min: Duration::from_millis(cfg.mqtt.reconnect_min_ms),
+            reconnect_max: Duration::from_millis(cfg.mqtt.reconnect_max_ms),
+            decoder,
+            stage,
+        },
+        win_tx.clone(),
+        reload_rx,
+        metrics.clone(),
+        source_hb.clone(),
+        ready_tx,
+        source_stop.clone(),
+    ));
+
+    // READY once the models are loaded and the broker has answered.
+    let ready_metrics = metrics.clone();
+    tokio::spawn(async move {
+        if ready_rx.await.is_ok() {
+            let ms = started.elapsed().as_millis();
+            tracing::info!(startup_ms = ms as u64, "ready");
+            let _ = crate::notify::ready();
+            let _ = crate::notify::status(&format!(
+                "scoring; {} asset(s)",
+                ready_metrics.assets.load(Relaxed)
+            ));
+        }
+    });
+    // WATCHDOG=1 only while both pipeline loops beat.
+    if let Some(interval) = crate::notify::watchdog_interval() {
+        let hbs = [source_hb.clone(), scorer_hb.clone()];
+        let stop = source_stop.clone();
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(interval);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = t.tick() => {
+                        let now = now_ns();
+                        let fresh = hbs.iter().all(|h| now.saturating_sub(h.load(Relaxed)) < 5_000_000_000 + interval.as_nanos() as u64 * 2);
+                        if fresh {
+                            let _ = crate::notify::watchdog();
+                        } else {
+                            tracing::error!("pipeline heartbeat is stale; withholding the watchdog ping");
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    tokio::pin!(shutdown);
+    let mut current = cfg;
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(()) = reload.recv() => {
+                match reload_config(&config_path, &current).await {
+                    Ok((new_cfg, models)) => {
+                        let old: Vec<String> = current.models.iter().map(|m| m.name.clone()).collect();
+                        let info = model_info(&models);
+                        let reload_msg = SourceReload {
+                            slots: slots_of(&models),
+                            binder: Binder::from_config(&new_cfg),
+                            settings: StageSettings::from_config(&new_cfg),
+                            decoder: match Decoder::from_config(&new_cfg.topics) {
+                                Ok(d) => d,
+                                Err(e) => {
+                                    tracing::error!(error = %e, "reload refused");
+                                    metrics.reload_failures.fetch_add(1, Relaxed);
+                                    continue;
+                                }
+                            },
+                        };
+                        // Models first (ordered with queued windows), then the source.
+                        if win_tx.send(InferenceMsg::Swap(models)).await.is_err() || reload_tx.send(reload_msg).await.is_err() {
+                            break;
+                        }
+                        metrics.set_models(info.clone());
+                        metrics.reloads.fetch_add(1, Relaxed);
+                        tracing::info!(old = ?old, new = ?info, "reloaded config and models");
+                        if new_cfg.influx.url != current.influx.url || new_cfg.mqtt.host != current.mqtt.host || new_cfg.mqtt.port != current.mqtt.port {
+                            tracing::warn!("connection settings changed: they take effect at the next restart");
+                        }
+                        current = new_cfg;
+                    }
+                    Err(e) => {
+                        metrics.reload_failures.fetch_add(1, Relaxed);
+                        tracing::error!(error = %e, "reload refused; the running config and models stay in service");
+                    }
+                }
+            }
+        }
+    }
+
+    // Shutdown: stop reading, drain the pipeline, flush the sink.
+    tracing::info!("shutting down: draining the pipeline");
+    let _ = crate::notify::stopping();
+    drop(win_tx);
+    drop(reload_tx);
+    source_stop.cancel();
+    let deadline = current.shutdown_timeout();
+    let drain = async {
+        let _ = source.await;
+        let _ = tokio::task::spawn_blocking(move || scorer_thread.join()).await;
+        let _ = sink.await;
+    };
+    tokio::pin!(drain);
+    if tokio::time::timeout(deadline, &mut drain).await.is_err() {
+        tracing::error!(timeout_s = deadline.as_secs(), "shutdown deadline reached; dropping what is left");
+        sink_stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+    }
+    listen_stop.cancel();
+    tracing::info!(
+        windows_scored = metrics.windows_scored.load(Relaxed),
+        points_written = metrics.points_written.load(Relaxed),
+        points_dropped = metrics.points_dropped.load(Relaxed),
+        "stopped"
+    );
+    Ok(())
+}
+
+async fn reload_config(path: &Path, current: &Config) -> Result<(Config, Vec<NamedModel>), DaemonError> {
+    let new_cfg = Config::load(path)?;
+    if new_cfg.runtime.library_path != current.runtime.library_path {
+        tracing::warn!("runtime.library_path changed: it takes effect at the next restart");
+    }
+    let c = new_cfg.clone();
+    let models = tokio::task::spawn_blocking(move || load_models(&c))
+        .await
+        .map_err(|e| DaemonError::Thread(std::io::Error::other(e.to_string())))??;
+    Ok((new_cfg, models))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pin_mismatch_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("m.onnx");
+        std::fs::write(&f, b"abc").unwrap();
+        // sha256("abc")
+        let good = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        assert!(check_pin(&f, Some(good)).is_ok());
+        assert!(check_pin(&f, None).is_ok());
+        let err = check_pin(&f, Some(&"0".repeat(64))).unwrap_err();
+        assert!(err.contains("refusing") && err.contains(good), "{err}");
+    }
+}

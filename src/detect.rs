@@ -1,0 +1,346 @@
+//! The per-asset alert state machine (DESIGN.md §5): window scores in,
+//! the anomalous/normal state and alert events out. No I/O.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::metadata::DetectorDefaults;
+
+/// How many channels an alert names as its top contributors.
+pub const TOP_CHANNELS: usize = 3;
+
+/// Thresholds and hysteresis of one asset's detector.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DetectorSettings {
+    pub threshold: f32,
+    /// Consecutive windows above `threshold` before an alert is raised.
+    pub raise_after: u32,
+    /// Consecutive windows below `threshold * clear_ratio` before it clears.
+    pub clear_after: u32,
+    pub clear_ratio: f32,
+}
+
+impl DetectorSettings {
+    /// Settings from the model's stored defaults and threshold.
+    pub fn from_model(threshold: f32, d: &DetectorDefaults) -> Self {
+        Self {
+            threshold,
+            raise_after: d.raise_after.max(1),
+            clear_after: d.clear_after.max(1),
+            clear_ratio: d.clear_ratio,
+        }
+    }
+}
+
+/// Whether an alert started or ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertKind {
+    Raised,
+    Cleared,
+}
+
+impl AlertKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::Raised => "raised",
+            AlertKind::Cleared => "cleared",
+        }
+    }
+}
+
+/// A state transition of one asset's detector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertEvent {
+    pub kind: AlertKind,
+    /// End time of the first window of the episode above the threshold.
+    pub start_ts: i64,
+    /// End time of the window that caused this transition.
+    pub ts: i64,
+    /// Score of the window that caused this transition.
+    pub score: f32,
+    /// Highest score seen in the episode so far.
+    pub peak: f32,
+    pub threshold: f32,
+    /// Channels with the largest mean error over the episode, largest first.
+    pub top_channels: Vec<(String, f32)>,
+}
+
+impl AlertEvent {
+    /// Seconds from the start of the episode to this event.
+    pub fn duration_s(&self) -> f64 {
+        (self.ts - self.start_ts) as f64 / 1e9
+    }
+}
+
+/// What the detector concluded from one window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// State after this window: true while an alert is open.
+    pub anomalous: bool,
+    pub alert: Option<AlertEvent>,
+}
+
+#[derive(Debug, Clone)]
+struct Episode {
+    start_ts: i64,
+    peak: f32,
+    error_sum: Vec<f64>,
+    windows: u64,
+}
+
+impl Episode {
+    fn new(ts: i64, channels: usize) -> Self {
+        Self {
+            start_ts: ts,
+            peak: f32::MIN,
+            error_sum: vec![0.0; channels],
+            windows: 0,
+        }
+    }
+
+    fn add(&mut self, score: f32, channel_error: &[f32]) {
+        self.peak = self.peak.max(score);
+        for (sum, e) in self.error_sum.iter_mut().zip(channel_error) {
+            if e.is_finite() {
+                *sum += f64::from(*e);
+            }
+        }
+        self.windows += 1;
+    }
+}
+
+/// One asset's alert state machine.
+#[derive(Debug, Clone)]
+pub struct Detector {
+    settings: DetectorSettings,
+    channels: Arc<[String]>,
+    anomalous: bool,
+    /// Consecutive windows in the direction that would change the state.
+    run: u32,
+    /// The candidate (while normal) or open (while anomalous) episode.
+    episode: Option<Episode>,
+    skipped_non_finite: u64,
+}
+
+impl Detector {
+    pub fn new(settings: DetectorSettings, channels: Arc<[String]>) -> Self {
+        Self {
+            settings,
+            channels,
+            anomalous: false,
+            run: 0,
+            episode: None,
+            skipped_non_finite: 0,
+        }
+    }
+
+    pub fn settings(&self) -> &DetectorSettings {
+        &self.settings
+    }
+
+    /// Replaces the thresholds (config reload) keeping the current state.
+    pub fn set_settings(&mut self, settings: DetectorSettings) {
+        self.settings = settings;
+    }
+
+    pub fn is_anomalous(&self) -> bool {
+        self.anomalous
+    }
+
+    /// Scores that were NaN or infinite and therefore ignored.
+    pub fn skipped_non_finite(&self) -> u64 {
+        self.skipped_non_finite
+    }
+
+    /// Marks the asset as already in an open alert (restored after a
+    /// restart), so the same episode is not raised twice.
+    pub fn restore_open_alert(&mut self, start_ts: i64, peak: f32) {
+        let mut ep = Episode::new(start_ts, self.channels.len());
+        ep.peak = peak;
+        self.anomalous = true;
+        self.run = 0;
+        self.episode = Some(ep);
+    }
+
+    /// Start time and peak of the open alert, if any.
+    pub fn open_alert(&self) -> Option<(i64, f32)> {
+        if self.anomalous {
+            self.episode.as_ref().map(|e| (e.start_ts, e.peak))
+        } else {
+            None
+        }
+    }
+
+    /// Feeds the score of the window ending at `ts`.
+    pub fn observe(&mut self, ts: i64, score: f32, channel_error: &[f32]) -> Decision {
+        if !score.is_finite() {
+            self.skipped_non_finite += 1;
+            return Decision {
+                anomalous: self.anomalous,
+                alert: None,
+            };
+        }
+        let s = self.settings;
+        let channels = self.channels.len();
+        let alert = if !self.anomalous {
+            if score > s.threshold {
+                self.run += 1;
+                let ep = self
+                    .episode
+                    .get_or_insert_with(|| Episode::new(ts, channels));
+                ep.add(score, channel_error);
+                if self.run >= s.raise_after {
+                    self.anomalous = true;
+                    self.run = 0;
+                    Some(self.event(AlertKind::Raised, ts, score))
+                } else {
+                    None
+                }
+            } else {
+                self.run = 0;
+                self.episode = None;
+                None
+            }
+        } else {
+            if let Some(ep) = self.episode.as_mut() {
+                ep.add(score, channel_error);
+            }
+            if score < s.threshold * s.clear_ratio {
+                self.run += 1;
+                if self.run >= s.clear_after {
+                    let ev = self.event(AlertKind::Cleared, ts, score);
+                    self.anomalous = false;
+                    self.run = 0;
+                    self.episode = None;
+                    Some(ev)
+                } else {
+                    None
+                }
+            } else {
+                self.run = 0;
+                None
+            }
+        };
+        Decision {
+            anomalous: self.anomalous,
+            alert,
+        }
+    }
+
+    fn event(&self, kind: AlertKind, ts: i64, score: f32) -> AlertEvent {
+        let (start_ts, peak, top_channels) = match &self.episode {
+            Some(ep) => (ep.start_ts, ep.peak, self.top_channels(ep)),
+            None => (ts, score, Vec::new()),
+        };
+        AlertEvent {
+            kind,
+            start_ts,
+            ts,
+            score,
+            peak,
+            threshold: self.settings.threshold,
+            top_channels,
+        }
+    }
+
+    fn top_channels(&self, ep: &Episode) -> Vec<(String, f32)> {
+        let n = ep.windows.max(1) as f64;
+        let mut ranked: Vec<(usize, f64)> = ep
+            .error_sum
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i, s / n))
+            .collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        ranked
+            .into_iter()
+            .take(TOP_CHANNELS)
+            .filter_map(|(i, e)| self.channels.get(i).map(|c| (c.clone(), e as f32)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn detector(raise: u32, clear: u32, ratio: f32) -> Detector {
+        Detector::new(
+            DetectorSettings {
+                threshold: 1.0,
+                raise_after: raise,
+                clear_after: clear,
+                clear_ratio: ratio,
+            },
+            vec!["a".to_string(), "b".to_string(), "c".to_string()].into(),
+        )
+    }
+
+    fn feed(d: &mut Detector, scores: &[f32]) -> Vec<(bool, Option<AlertKind>)> {
+        scores
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| {
+                let r = d.observe(i as i64 * 1_000_000_000, s, &[s, 0.1, 0.0]);
+                (r.anomalous, r.alert.map(|a| a.kind))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn raises_only_after_consecutive_windows_above() {
+        let mut d = detector(3, 2, 0.8);
+        let out = feed(&mut d, &[2.0, 2.0, 0.5, 2.0, 2.0, 2.0, 2.0]);
+        let states: Vec<bool> = out.iter().map(|o| o.0).collect();
+        assert_eq!(states, [false, false, false, false, false, true, true]);
+        assert_eq!(out[5].1, Some(AlertKind::Raised));
+        assert!(out.iter().filter(|o| o.1.is_some()).count() == 1);
+    }
+
+    #[test]
+    fn clears_with_hysteresis() {
+        let mut d = detector(1, 2, 0.5);
+        // 0.9 is below the threshold but above threshold*clear_ratio: stays raised.
+        let out = feed(&mut d, &[2.0, 0.9, 0.9, 0.4, 0.9, 0.4, 0.4]);
+        let states: Vec<bool> = out.iter().map(|o| o.0).collect();
+        assert_eq!(states, [true, true, true, true, true, true, false]);
+        assert_eq!(out[6].1, Some(AlertKind::Cleared));
+    }
+
+    #[test]
+    fn alert_carries_episode_start_peak_and_top_channels() {
+        let mut d = detector(2, 1, 0.8);
+        d.observe(10, 0.2, &[0.0, 0.0, 0.0]);
+        assert!(d.observe(20, 3.0, &[0.1, 5.0, 1.0]).alert.is_none());
+        let raised = d.observe(30, 2.0, &[0.1, 3.0, 2.0]).alert.unwrap();
+        assert_eq!(raised.kind, AlertKind::Raised);
+        assert_eq!(raised.start_ts, 20);
+        assert_eq!(raised.peak, 3.0);
+        assert_eq!(raised.top_channels[0].0, "b");
+        assert_eq!(raised.top_channels[1].0, "c");
+        assert!((raised.top_channels[0].1 - 4.0).abs() < 1e-6);
+        let cleared = d.observe(1_000_000_040, 0.1, &[0.0; 3]).alert.unwrap();
+        assert_eq!(cleared.kind, AlertKind::Cleared);
+        assert_eq!(cleared.start_ts, 20);
+        assert!((cleared.duration_s() - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn non_finite_scores_are_counted_not_used() {
+        let mut d = detector(1, 1, 0.8);
+        let r = d.observe(0, f32::NAN, &[0.0; 3]);
+        assert!(!r.anomalous && r.alert.is_none());
+        assert_eq!(d.skipped_non_finite(), 1);
+    }
+
+    #[test]
+    fn restored_alert_is_not_raised_again() {
+        let mut d = detector(1, 2, 0.8);
+        d.restore_open_alert(5, 4.0);
+        let out = feed(&mut d, &[2.0, 2.0, 0.1, 0.1]);
+        assert_eq!(out[0].1, None);
+        assert_eq!(out[3].1, Some(AlertKind::Cleared));
+    }
+}

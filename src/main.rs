@@ -1,0 +1,247 @@
+//! The `anomalyd` binary: parses the command line, sets up logging and the
+//! runtime, and hands over to the library. Errors are printed with their
+//! cause chain and mapped to exit codes (78 for configuration problems).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use anomalyd::config::{AssetRule, Config, EXIT_CONFIG, LogFormat};
+use anomalyd::onnxrt::{ExecutionProvider, RuntimeOptions};
+
+#[derive(Debug, Parser)]
+#[command(name = "anomalyd", version, about = "Streaming anomaly detection for industrial sensors")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon: MQTT in, scores and alerts out to InfluxDB.
+    Run {
+        /// Config file (default: $CONFIGURATION_DIRECTORY/anomalyd.toml, else /etc/anomalyd/anomalyd.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Validate the config and load its models without connecting anywhere.
+    CheckConfig {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Print a model file's metadata and graph inputs/outputs.
+    InspectModel {
+        model: PathBuf,
+        /// ONNX Runtime library (default: ORT_DYLIB_PATH, then next to the binary).
+        #[arg(long)]
+        ort_library: Option<PathBuf>,
+    },
+    /// Run the pipeline over a CSV or line-protocol file.
+    Replay(ReplayArgs),
+    /// Publish rows (a CSV file or synthetic pump data) as MQTT messages.
+    Simulate(anomalyd::simulate::SimulateArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ReplayArgs {
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long)]
+    input: PathBuf,
+    /// Config for detector overrides, pipeline settings and --influx.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Asset name written to the output.
+    #[arg(long, default_value = "replay")]
+    asset: String,
+    /// Output CSV: timestamp,asset,score,threshold,probability,anomaly.
+    #[arg(long, required_unless_present = "influx")]
+    output: Option<PathBuf>,
+    /// Send the records to the configured InfluxDB (backfill).
+    #[arg(long)]
+    influx: bool,
+    #[arg(long)]
+    timestamp_column: Option<String>,
+    /// Override the model's threshold.
+    #[arg(long)]
+    threshold: Option<f32>,
+    #[arg(long)]
+    raise_after: Option<u32>,
+    #[arg(long)]
+    clear_after: Option<u32>,
+    #[arg(long)]
+    clear_ratio: Option<f32>,
+    /// Windows per ONNX Runtime call.
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+    #[arg(long)]
+    ort_library: Option<PathBuf>,
+    #[arg(long, default_value = "cpu")]
+    execution_provider: ExecutionProvider,
+}
+
+fn default_config() -> PathBuf {
+    match std::env::var_os("CONFIGURATION_DIRECTORY") {
+        Some(dir) => PathBuf::from(dir).join("anomalyd.toml"),
+        None => PathBuf::from("/etc/anomalyd/anomalyd.toml"),
+    }
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // journald adds its own timestamps; plain output stays short.
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Plain => builder.try_init(),
+    };
+}
+
+fn print_error(err: &anyhow::Error) {
+    eprintln!("error: {err}");
+    for cause in err.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            print_error(&e);
+            let code = e
+                .chain()
+                .find_map(|c| {
+                    c.downcast_ref::<anomalyd::config::ConfigError>()
+                        .map(|_| EXIT_CONFIG)
+                        .or_else(|| c.downcast_ref::<anomalyd::daemon::DaemonError>().map(|d| d.exit_code()))
+                })
+                .unwrap_or(1);
+            ExitCode::from(u8::try_from(code).unwrap_or(1))
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run { config } => {
+            let path = config.unwrap_or_else(default_config);
+            let cfg = Config::load(&path)?;
+            init_logging(cfg.log.format, &cfg.log.level);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            rt.block_on(async move {
+                let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+                let shutdown = signals(reload_tx)?;
+                anomalyd::daemon::run(cfg, path, shutdown, reload_rx).await?;
+                Ok::<_, anyhow::Error>(())
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig { config } => {
+            init_logging(LogFormat::Plain, "warn");
+            let path = config.unwrap_or_else(default_config);
+            let summary = anomalyd::daemon::check_config(&path)?;
+            print!("{summary}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::InspectModel { model, ort_library } => {
+            init_logging(LogFormat::Plain, "warn");
+            let opts = RuntimeOptions {
+                library_path: ort_library,
+                ..RuntimeOptions::cpu()
+            };
+            print!("{}", anomalyd::onnxrt::describe_model(&model, &opts)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replay(a) => {
+            init_logging(LogFormat::Plain, "warn");
+            let config = a.config.as_deref().map(Config::load).transpose()?;
+            let rule = (a.threshold.is_some() || a.raise_after.is_some() || a.clear_after.is_some() || a.clear_ratio.is_some())
+                .then(|| AssetRule {
+                    pattern: "*".into(),
+                    model: None,
+                    threshold: a.threshold,
+                    raise_after: a.raise_after,
+                    clear_after: a.clear_after,
+                    clear_ratio: a.clear_ratio,
+                });
+            let library_path = a
+                .ort_library
+                .or_else(|| config.as_ref().and_then(|c| c.runtime.library_path.clone()));
+            let opts = anomalyd::replay::ReplayOptions {
+                model: a.model,
+                input: a.input,
+                asset: a.asset,
+                output: a.output,
+                config,
+                influx: a.influx,
+                timestamp_column: a.timestamp_column,
+                runtime: RuntimeOptions {
+                    library_path,
+                    execution_provider: a.execution_provider,
+                    intra_threads: 1,
+                },
+                batch: a.batch,
+                rule,
+                progress: true,
+            };
+            let (s, _) = anomalyd::replay::replay(&opts)?;
+            eprintln!(
+                "replay: {} rows, {} windows scored, {} alert(s), {} anomalous rows, {} readings dropped, {:.2} s",
+                s.rows, s.windows, s.alerts_raised, s.anomalous_rows, s.dropped, s.seconds
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Simulate(args) => {
+            init_logging(LogFormat::Plain, "info");
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            rt.block_on(async move {
+                let opts = args.into_options()?;
+                let report = anomalyd::simulate::simulate(opts, async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
+                .await?;
+                eprintln!("{report}");
+                Ok::<_, anyhow::Error>(())
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// SIGTERM/SIGINT resolve the returned future; each SIGHUP sends on `reload`.
+fn signals(reload: tokio::sync::mpsc::Sender<()>) -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading");
+            if reload.try_send(()).is_err() {
+                tracing::warn!("a reload is already pending");
+            }
+        }
+    });
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+    })
+}

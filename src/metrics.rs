@@ -1,0 +1,201 @@
+//! Process-wide counters and gauges, and their Prometheus text rendering
+//! (DESIGN.md §9). Plain atomics: every stage increments them without locks.
+
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::decode::DropReason;
+
+/// Upper bounds (seconds) of the inference latency histogram buckets.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
+];
+
+/// A fixed-bucket histogram.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    sum_ns: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, seconds: f64) {
+        for (b, le) in self.buckets.iter().zip(LATENCY_BUCKETS) {
+            if seconds <= le {
+                b.fetch_add(1, Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_ns.fetch_add((seconds * 1e9) as u64, Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Relaxed)
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (b, le) in self.buckets.iter().zip(LATENCY_BUCKETS) {
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {}", b.load(Relaxed));
+        }
+        let count = self.count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "{name}_sum {}\n{name}_count {count}",
+            self.sum_ns.load(Relaxed) as f64 / 1e9
+        );
+    }
+}
+
+/// Every number the daemon exports.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub messages_received: AtomicU64,
+    pub readings_received: AtomicU64,
+    pub readings_used: AtomicU64,
+    dropped: [AtomicU64; DropReason::ALL.len()],
+    pub frames: AtomicU64,
+    pub frames_imputed_values: AtomicU64,
+    pub windows_scored: AtomicU64,
+    pub windows_skipped_gap: AtomicU64,
+    pub windows_dropped: AtomicU64,
+    pub inference_batches: AtomicU64,
+    pub inference_errors: AtomicU64,
+    pub inference_latency: Histogram,
+    pub alerts_raised: AtomicU64,
+    pub alerts_cleared: AtomicU64,
+    pub points_written: AtomicU64,
+    pub points_dropped: AtomicU64,
+    pub write_errors: AtomicU64,
+    pub write_retries: AtomicU64,
+    pub sink_queue_depth: AtomicU64,
+    pub last_write_unix_s: AtomicU64,
+    pub mqtt_connects: AtomicU64,
+    pub mqtt_connected: AtomicU64,
+    pub assets: AtomicU64,
+    pub reloads: AtomicU64,
+    pub reload_failures: AtomicU64,
+    /// `provider` label per loaded model: (model, provider).
+    providers: Mutex<Vec<(String, String, String)>>,
+}
+
+impl Metrics {
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.dropped[reason as usize].load(Relaxed)
+    }
+
+    pub fn count_drop(&self, reason: DropReason, n: u64) {
+        self.dropped[reason as usize].fetch_add(n, Relaxed);
+    }
+
+    pub fn total_dropped(&self) -> u64 {
+        self.dropped.iter().map(|d| d.load(Relaxed)).sum()
+    }
+
+    /// Records which execution provider serves each model (and its version).
+    pub fn set_models(&self, models: Vec<(String, String, String)>) {
+        if let Ok(mut p) = self.providers.lock() {
+            *p = models;
+        }
+    }
+
+    /// Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut o = String::with_capacity(4096);
+        let c = |o: &mut String, name: &str, help: &str, v: &AtomicU64| {
+            let _ = writeln!(
+                o,
+                "# HELP anomalyd_{name} {help}\n# TYPE anomalyd_{name} counter\nanomalyd_{name} {}",
+                v.load(Relaxed)
+            );
+        };
+        let g = |o: &mut String, name: &str, help: &str, v: u64| {
+            let _ = writeln!(
+                o,
+                "# HELP anomalyd_{name} {help}\n# TYPE anomalyd_{name} gauge\nanomalyd_{name} {v}"
+            );
+        };
+        c(&mut o, "messages_received_total", "MQTT messages received.", &self.messages_received);
+        c(&mut o, "readings_received_total", "Channel values decoded from messages.", &self.readings_received);
+        c(&mut o, "readings_used_total", "Channel values accepted by an aligner.", &self.readings_used);
+        let _ = writeln!(
+            o,
+            "# HELP anomalyd_readings_dropped_total Readings or messages not used, by reason.\n# TYPE anomalyd_readings_dropped_total counter"
+        );
+        for r in DropReason::ALL {
+            let _ = writeln!(
+                o,
+                "anomalyd_readings_dropped_total{{reason=\"{}\"}} {}",
+                r.as_str(),
+                self.dropped(r)
+            );
+        }
+        c(&mut o, "frames_total", "Aligned frames.", &self.frames);
+        c(&mut o, "imputed_values_total", "Frame cells imputed from an older value.", &self.frames_imputed_values);
+        c(&mut o, "windows_scored_total", "Windows scored by a model.", &self.windows_scored);
+        c(&mut o, "windows_skipped_gap_total", "Windows not scored: too many imputed values (gap).", &self.windows_skipped_gap);
+        c(&mut o, "windows_dropped_total", "Windows dropped without a score (model reload, inference error).", &self.windows_dropped);
+        c(&mut o, "inference_batches_total", "ONNX Runtime calls.", &self.inference_batches);
+        c(&mut o, "inference_errors_total", "Failed ONNX Runtime calls.", &self.inference_errors);
+        self.inference_latency.render(
+            &mut o,
+            "anomalyd_inference_latency_seconds",
+            "Time of one ONNX Runtime call (one micro-batch).",
+        );
+        c(&mut o, "alerts_raised_total", "Alerts raised.", &self.alerts_raised);
+        c(&mut o, "alerts_cleared_total", "Alerts cleared.", &self.alerts_cleared);
+        c(&mut o, "points_written_total", "Points accepted by the database.", &self.points_written);
+        c(&mut o, "points_dropped_total", "Points dropped (rejected by the database or queue overflow).", &self.points_dropped);
+        c(&mut o, "write_errors_total", "Failed write attempts.", &self.write_errors);
+        c(&mut o, "write_retries_total", "Write attempts retried.", &self.write_retries);
+        g(&mut o, "sink_queue_points", "Points waiting to be written.", self.sink_queue_depth.load(Relaxed));
+        g(&mut o, "last_write_timestamp_seconds", "Unix time of the last successful write.", self.last_write_unix_s.load(Relaxed));
+        c(&mut o, "mqtt_connects_total", "Successful MQTT connections.", &self.mqtt_connects);
+        g(&mut o, "mqtt_connected", "1 while connected to the broker.", self.mqtt_connected.load(Relaxed));
+        g(&mut o, "assets", "Assets being tracked.", self.assets.load(Relaxed));
+        c(&mut o, "reloads_total", "Successful reloads (SIGHUP).", &self.reloads);
+        c(&mut o, "reload_failures_total", "Refused reloads.", &self.reload_failures);
+        let _ = writeln!(
+            o,
+            "# HELP anomalyd_model_info Loaded models, their version and execution provider.\n# TYPE anomalyd_model_info gauge"
+        );
+        if let Ok(p) = self.providers.lock() {
+            for (model, version, provider) in p.iter() {
+                let _ = writeln!(
+                    o,
+                    "anomalyd_model_info{{model=\"{}\",version=\"{}\",provider=\"{}\"}} 1",
+                    escape_label(model),
+                    escape_label(version),
+                    escape_label(provider)
+                );
+            }
+        }
+        o
+    }
+}
+
+fn escape_label(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_by_reason_and_histogram() {
+        let m = Metrics::default();
+        m.count_drop(DropReason::BadPayload, 3);
+        m.inference_latency.observe(0.0003);
+        m.set_models(vec![("pump".into(), "1\"x".into(), "cpu".into())]);
+        let text = m.render();
+        assert!(text.contains("anomalyd_readings_dropped_total{reason=\"bad_payload\"} 3"));
+        assert!(text.contains("anomalyd_inference_latency_seconds_bucket{le=\"0.0005\"} 1"));
+        assert!(text.contains("anomalyd_inference_latency_seconds_bucket{le=\"0.00025\"} 0"));
+        assert!(text.contains("anomalyd_model_info{model=\"pump\",version=\"1\\\"x\",provider=\"cpu\"} 1"));
+        assert_eq!(m.total_dropped(), 3);
+    }
+}

@@ -1,0 +1,301 @@
+//! `anomalyd replay`: the daemon's pipeline fed from a CSV or line-protocol
+//! file instead of MQTT. Writes one CSV row per input row (or sends the
+//! records to InfluxDB for backfill). Used for evaluation and in tests that
+//! hold the live path to the same numbers.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::config::{AssetRule, Config};
+use crate::loader::{LoadOptions, load_log};
+use crate::metrics::Metrics;
+use crate::onnxrt::{LoadedModel, RuntimeOptions};
+use crate::pipeline::{Binder, FeatureStage, ModelSlot, NamedModel, Output, Scorer, StageSettings};
+
+/// Why a replay failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error(transparent)]
+    Runtime(#[from] crate::onnxrt::RuntimeError),
+    #[error(transparent)]
+    Load(#[from] crate::loader::LoadError),
+    #[error("input {path} lacks channel(s) the model needs: {missing:?} (it has {available:?})")]
+    MissingChannels {
+        path: PathBuf,
+        missing: Vec<String>,
+        available: Vec<String>,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("--influx needs a config with an [influx] section (--config)")]
+    NoInfluxConfig,
+    #[error(transparent)]
+    Sink(#[from] crate::sink::SinkError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// What to replay.
+#[derive(Debug, Clone)]
+pub struct ReplayOptions {
+    pub model: PathBuf,
+    pub input: PathBuf,
+    pub asset: String,
+    pub output: Option<PathBuf>,
+    pub config: Option<Config>,
+    pub influx: bool,
+    pub timestamp_column: Option<String>,
+    pub runtime: RuntimeOptions,
+    /// Windows per ONNX Runtime call.
+    pub batch: usize,
+    /// Overrides of the detector (e.g. from the command line).
+    pub rule: Option<AssetRule>,
+    pub progress: bool,
+}
+
+/// Figures of a finished replay.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplaySummary {
+    pub rows: usize,
+    pub windows: u64,
+    pub alerts_raised: u64,
+    pub anomalous_rows: usize,
+    pub seconds: f64,
+    pub dropped: u64,
+}
+
+/// One output row per input row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowResult {
+    pub ts: i64,
+    pub score: Option<f32>,
+    pub threshold: f32,
+    pub probability: Option<f64>,
+    pub anomalous: bool,
+}
+
+/// Runs the replay.
+///
+/// # Errors
+/// Unreadable model or input, missing channels, output not writable.
+pub fn replay(opts: &ReplayOptions) -> Result<(ReplaySummary, Vec<RowResult>), ReplayError> {
+    let start = Instant::now();
+    crate::onnxrt::init_runtime(opts.runtime.library_path.as_deref())?;
+    let model = LoadedModel::load(&opts.model, &opts.runtime)?;
+    let meta = model.metadata.clone();
+    let log = load_log(
+        &opts.input,
+        &LoadOptions {
+            timestamp_column: opts.timestamp_column.clone(),
+            rows: None,
+        },
+    )?;
+    let missing: Vec<String> = meta
+        .channels
+        .iter()
+        .filter(|c| log.column_index(c).is_none())
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        return Err(ReplayError::MissingChannels {
+            path: opts.input.clone(),
+            missing,
+            available: log.columns.clone(),
+        });
+    }
+    let cols = log.select(&meta.channels)?;
+
+    let metrics = Arc::new(Metrics::default());
+    let name = meta.name.clone();
+    let mut binder = match &opts.config {
+        Some(cfg) => Binder::from_config(cfg),
+        None => Binder::single(&name),
+    };
+    if opts.config.is_some() {
+        // The model given on the command line is the one used, whatever
+        // name the config's rules use.
+        binder = binder.with_rule(AssetRule {
+            pattern: "*".into(),
+            model: Some(name.clone()),
+            threshold: None,
+            raise_after: None,
+            clear_after: None,
+            clear_ratio: None,
+        });
+        if let Some(cfg) = &opts.config
+            && let Some(r) = cfg.rule_for(&opts.asset)
+        {
+            binder = binder.with_rule(AssetRule {
+                model: Some(name.clone()),
+                ..r.clone()
+            });
+        }
+    }
+    if let Some(rule) = &opts.rule {
+        binder = binder.with_rule(AssetRule {
+            model: Some(name.clone()),
+            ..rule.clone()
+        });
+    }
+    let settings = opts
+        .config
+        .as_ref()
+        .map(StageSettings::from_config)
+        .unwrap_or_default();
+    let mut stage = FeatureStage::new(vec![ModelSlot::new(&name, meta.clone())], binder, settings, metrics.clone());
+    let mut scorer = Scorer::new(
+        vec![NamedModel {
+            name: name.as_str().into(),
+            model,
+        }],
+        metrics.clone(),
+    );
+
+    let mut requests = Vec::new();
+    let mut outputs = Vec::new();
+    let mut row = vec![0f64; cols.len()];
+    let batch = opts.batch.max(1);
+    let n = log.timestamps.len();
+    let mut next_progress = n / 10;
+    for (i, (ts, values)) in log.timestamps.iter().zip(&log.values).enumerate() {
+        for (k, &c) in cols.iter().enumerate() {
+            row[k] = values[c];
+        }
+        stage.push_row(&opts.asset, *ts, &row, &mut requests);
+        if requests.len() >= batch {
+            scorer.score(&mut requests, &mut outputs);
+        }
+        if opts.progress && n >= 10_000 && i >= next_progress {
+            eprintln!("replay: {}% ({i}/{n} rows)", i * 100 / n);
+            next_progress += n / 10;
+        }
+    }
+    stage.flush(&mut requests);
+    scorer.score(&mut requests, &mut outputs);
+
+    // Per-row results: the state after the latest window ending at or
+    // before the row's frame tick.
+    let period = meta.sample_period_ms as i64 * 1_000_000;
+    let mut scored: Vec<(i64, f32, f32, f64, bool)> = outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Score(r) => Some((r.ts, r.score, r.threshold, r.probability, r.anomalous)),
+            Output::Alert { .. } => None,
+        })
+        .collect();
+    scored.sort_by_key(|s| s.0);
+    let default_threshold = scored.first().map(|s| s.2).unwrap_or(meta.threshold.value);
+    let rows: Vec<RowResult> = log
+        .timestamps
+        .iter()
+        .map(|&ts| {
+            let tick = ts.div_euclid(period) * period;
+            let k = scored.partition_point(|s| s.0 <= tick);
+            match k.checked_sub(1).map(|i| scored[i]) {
+                Some((_, score, threshold, p, anomalous)) => RowResult {
+                    ts,
+                    score: Some(score),
+                    threshold,
+                    probability: p.is_finite().then_some(p),
+                    anomalous,
+                },
+                None => RowResult {
+                    ts,
+                    score: None,
+                    threshold: default_threshold,
+                    probability: None,
+                    anomalous: false,
+                },
+            }
+        })
+        .collect();
+
+    if let Some(path) = &opts.output {
+        write_csv(path, &opts.asset, &rows)?;
+    }
+    if opts.influx {
+        let cfg = opts.config.as_ref().ok_or(ReplayError::NoInfluxConfig)?;
+        send_to_influx(cfg, outputs, metrics.clone())?;
+    }
+    let summary = ReplaySummary {
+        rows: rows.len(),
+        windows: metrics.windows_scored.load(std::sync::atomic::Ordering::Relaxed),
+        alerts_raised: metrics.alerts_raised.load(std::sync::atomic::Ordering::Relaxed),
+        anomalous_rows: rows.iter().filter(|r| r.anomalous).count(),
+        seconds: start.elapsed().as_secs_f64(),
+        dropped: metrics.total_dropped(),
+    };
+    Ok((summary, rows))
+}
+
+/// Writes `timestamp,asset,score,threshold,probability,anomaly`, atomically.
+fn write_csv(path: &Path, asset: &str, rows: &[RowResult]) -> Result<(), ReplayError> {
+    let werr = |source| ReplayError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tmp = path.with_extension("csv.tmp");
+    let file = std::fs::File::create(&tmp).map_err(werr)?;
+    let mut w = std::io::BufWriter::new(file);
+    let asset_field = csv_field(asset);
+    writeln!(w, "timestamp,asset,score,threshold,probability,anomaly").map_err(werr)?;
+    for r in rows {
+        write!(w, "{},{},", crate::timestamp::format_rfc3339(r.ts), asset_field).map_err(werr)?;
+        if let Some(s) = r.score {
+            write!(w, "{s}").map_err(werr)?;
+        }
+        write!(w, ",{},", r.threshold).map_err(werr)?;
+        if let Some(p) = r.probability {
+            write!(w, "{p:.6}").map_err(werr)?;
+        }
+        writeln!(w, ",{}", u8::from(r.anomalous)).map_err(werr)?;
+    }
+    w.flush().map_err(werr)?;
+    drop(w);
+    std::fs::rename(&tmp, path).map_err(werr)
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn send_to_influx(cfg: &Config, outputs: Vec<Output>, metrics: Arc<Metrics>) -> Result<(), ReplayError> {
+    let token = cfg.influx_token()?;
+    let writer = crate::sink::InfluxWriter::new(&cfg.influx, token.expose())?;
+    let settings = crate::sink::SinkSettings::from_config(&cfg.influx);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ReplayError::Other(format!("cannot start the I/O runtime: {e}")))?;
+    let n = outputs.len() as u64;
+    rt.block_on(async {
+        let (tx, rx) = tokio::sync::mpsc::channel(cfg.influx.queue_capacity);
+        let stop = tokio_util::sync::CancellationToken::new();
+        let sink = tokio::spawn(crate::sink::run_sink(writer, settings, rx, metrics.clone(), stop.clone()));
+        for o in outputs {
+            if tx.send(o).await.is_err() {
+                break;
+            }
+        }
+        drop(tx);
+        let _ = sink.await;
+    });
+    let written = metrics.points_written.load(std::sync::atomic::Ordering::Relaxed);
+    if written < n {
+        return Err(ReplayError::Other(format!(
+            "only {written} of {n} points reached the database"
+        )));
+    }
+    Ok(())
+}

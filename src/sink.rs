@@ -1,0 +1,431 @@
+//! The InfluxDB sink (DESIGN.md §6): scores and alerts become line protocol,
+//! batched by size and time and written with the `influxdb2` client to the
+//! v2 write API (InfluxDB 2.x/3.x/Cloud/1.8+, VictoriaMetrics). Connection
+//! errors, 5xx and 429 are retried with capped exponential backoff while the
+//! bounded channel in front of the sink holds the pipeline back; a batch the
+//! server rejects as malformed is dropped, counted and logged.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::InfluxConfig;
+use crate::metrics::Metrics;
+use crate::pipeline::{Output, ScoreRecord};
+
+/// Why the sink could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("influx.url {url:?} is not a usable URL: {message}")]
+    Url { url: String, message: String },
+    #[error("cannot read influx.ca_file {path}: {source}")]
+    Ca {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+}
+
+/// How a failed write is handled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteFailure {
+    /// Try again later (connection error, timeout, 5xx, 429).
+    Retry(String),
+    /// The server refused the data itself (4xx): retrying cannot help.
+    Reject(String),
+}
+
+/// Writes line-protocol batches to one bucket.
+#[derive(Debug, Clone)]
+pub struct InfluxWriter {
+    client: influxdb2::Client,
+    org: String,
+    bucket: String,
+}
+
+impl InfluxWriter {
+    /// Builds the client with connect and request timeouts (the crate sets
+    /// none, and a silent server would hang a write forever).
+    ///
+    /// # Errors
+    /// A bad URL (checked here because the crate panics on one), an
+    /// unreadable CA file, or a client that cannot be built.
+    pub fn new(cfg: &InfluxConfig, token: &str) -> Result<Self, SinkError> {
+        let url = reqwest::Url::parse(&cfg.url).map_err(|e| SinkError::Url {
+            url: cfg.url.clone(),
+            message: e.to_string(),
+        })?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(SinkError::Url {
+                url: cfg.url.clone(),
+                message: "scheme must be http or https, with a host".into(),
+            });
+        }
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
+            .timeout(Duration::from_millis(cfg.request_timeout_ms))
+            .pool_idle_timeout(Duration::from_secs(30));
+        if let Some(path) = &cfg.ca_file {
+            let pem = std::fs::read(path).map_err(|source| SinkError::Ca {
+                path: path.clone(),
+                source,
+            })?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| SinkError::Client(format!("influx.ca_file {}: {e}", path.display())))?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let client = influxdb2::ClientBuilder::with_builder(builder, cfg.url.as_str(), cfg.org.as_str(), token)
+            .build()
+            .map_err(|e| SinkError::Client(e.to_string()))?;
+        Ok(Self {
+            client,
+            org: cfg.org.clone(),
+            bucket: cfg.bucket.clone(),
+        })
+    }
+
+    /// Writes one batch of line protocol (nanosecond timestamps).
+    ///
+    /// # Errors
+    /// [`WriteFailure`] says whether retrying can help.
+    pub async fn write(&self, body: String) -> Result<(), WriteFailure> {
+        match self
+            .client
+            .write_line_protocol_with_precision(
+                &self.org,
+                &self.bucket,
+                body,
+                influxdb2::api::write::TimestampPrecision::Nanoseconds,
+            )
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(influxdb2::RequestError::Http { status, text }) => {
+                let msg = format!("HTTP {status}: {}", text.trim());
+                if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
+                    Err(WriteFailure::Retry(msg))
+                } else {
+                    Err(WriteFailure::Reject(msg))
+                }
+            }
+            Err(e) => Err(WriteFailure::Retry(e.to_string())),
+        }
+    }
+}
+
+/// Measurement names.
+#[derive(Debug, Clone)]
+pub struct Measurements {
+    pub score: String,
+    pub alert: String,
+}
+
+/// Appends one output as a line of line protocol.
+pub fn format_output(out: &Output, m: &Measurements, buf: &mut String) {
+    match out {
+        Output::Score(r) => format_score(r, &m.score, buf),
+        Output::Alert { binding, event } => {
+            escape_key(&m.alert, buf);
+            buf.push_str(",asset=");
+            escape_tag(&binding.asset, buf);
+            buf.push_str(",model=");
+            escape_tag(&binding.model, buf);
+            buf.push_str(",state=");
+            buf.push_str(event.kind.as_str());
+            if let Some((top, _)) = event.top_channels.first() {
+                buf.push_str(",top_channel=");
+                escape_tag(top, buf);
+            }
+            let _ = write!(
+                buf,
+                " score={},peak={},threshold={},duration_s={}",
+                finite(event.score),
+                finite(event.peak),
+                finite(event.threshold),
+                event.duration_s()
+            );
+            // The first channel is the `top_channel` tag; the errors of the
+            // ranking are numbers so every compatible store keeps them.
+            for (i, (_, err)) in event.top_channels.iter().enumerate() {
+                let _ = write!(buf, ",top{}_error={}", i + 1, finite(*err));
+            }
+            let _ = writeln!(buf, " {}", event.ts);
+        }
+    }
+}
+
+fn format_score(r: &ScoreRecord, measurement: &str, buf: &mut String) {
+    escape_key(measurement, buf);
+    buf.push_str(",asset=");
+    escape_tag(&r.binding.asset, buf);
+    buf.push_str(",model=");
+    escape_tag(&r.binding.model, buf);
+    let _ = write!(
+        buf,
+        " score={},threshold={},anomalous={}",
+        finite(r.score),
+        finite(r.threshold),
+        r.anomalous
+    );
+    if r.probability.is_finite() {
+        let _ = write!(buf, ",probability={}", r.probability);
+    }
+    for (ch, e) in r.binding.channels.iter().zip(&r.channel_error) {
+        if e.is_finite() {
+            buf.push_str(",err_");
+            escape_key(ch, buf);
+            let _ = write!(buf, "={e}");
+        }
+    }
+    let _ = writeln!(buf, " {}", r.ts);
+}
+
+/// Line protocol cannot carry NaN/inf; they are written as 0 only where a
+/// field is mandatory (score fields are finite by construction).
+fn finite(v: f32) -> f32 {
+    if v.is_finite() { v } else { 0.0 }
+}
+
+fn escape_key(s: &str, buf: &mut String) {
+    for c in s.chars() {
+        if matches!(c, ',' | ' ' | '=' | '\\') {
+            buf.push('\\');
+        }
+        if c == '\n' {
+            buf.push_str("\\n");
+            continue;
+        }
+        buf.push(c);
+    }
+}
+
+fn escape_tag(s: &str, buf: &mut String) {
+    if s.is_empty() {
+        // An empty tag value is invalid line protocol.
+        buf.push('_');
+        return;
+    }
+    escape_key(s, buf);
+}
+
+/// Settings of the writer loop.
+#[derive(Debug, Clone)]
+pub struct SinkSettings {
+    pub batch_size: usize,
+    pub flush_interval: Duration,
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+    pub measurements: Measurements,
+}
+
+impl SinkSettings {
+    pub fn from_config(c: &InfluxConfig) -> Self {
+        Self {
+            batch_size: c.batch_size,
+            flush_interval: Duration::from_millis(c.flush_interval_ms),
+            retry_min: Duration::from_millis(c.retry_min_ms),
+            retry_max: Duration::from_millis(c.retry_max_ms),
+            measurements: Measurements {
+                score: c.score_measurement.clone(),
+                alert: c.alert_measurement.clone(),
+            },
+        }
+    }
+}
+
+/// Receives outputs until the channel closes, writing batches. On `stop`
+/// (the shutdown deadline) a batch still being retried is dropped and
+/// counted.
+pub async fn run_sink(
+    writer: InfluxWriter,
+    settings: SinkSettings,
+    mut rx: mpsc::Receiver<Output>,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
+    let mut buf = String::with_capacity(settings.batch_size * 200);
+    let mut points = 0usize;
+    let mut tick = tokio::time::interval(settings.flush_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            item = rx.recv() => match item {
+                Some(out) => {
+                    format_output(&out, &settings.measurements, &mut buf);
+                    points += 1;
+                    metrics.sink_queue_depth.store(rx.len() as u64, Relaxed);
+                    if points >= settings.batch_size {
+                        flush(&writer, &settings, &mut buf, &mut points, &metrics, &stop).await;
+                    }
+                }
+                None => break,
+            },
+            _ = tick.tick() => {
+                if points > 0 {
+                    flush(&writer, &settings, &mut buf, &mut points, &metrics, &stop).await;
+                }
+            }
+        }
+    }
+    if points > 0 {
+        flush(&writer, &settings, &mut buf, &mut points, &metrics, &stop).await;
+    }
+}
+
+async fn flush(
+    writer: &InfluxWriter,
+    settings: &SinkSettings,
+    buf: &mut String,
+    points: &mut usize,
+    metrics: &Metrics,
+    stop: &CancellationToken,
+) {
+    let body = std::mem::take(buf);
+    let n = std::mem::take(points) as u64;
+    let mut delay = settings.retry_min;
+    loop {
+        match writer.write(body.clone()).await {
+            Ok(()) => {
+                metrics.points_written.fetch_add(n, Relaxed);
+                let now = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                metrics.last_write_unix_s.store(now, Relaxed);
+                break;
+            }
+            Err(WriteFailure::Reject(msg)) => {
+                metrics.write_errors.fetch_add(1, Relaxed);
+                metrics.points_dropped.fetch_add(n, Relaxed);
+                tracing::error!(points = n, error = %msg, "database rejected a batch; it is dropped");
+                break;
+            }
+            Err(WriteFailure::Retry(msg)) => {
+                metrics.write_errors.fetch_add(1, Relaxed);
+                if stop.is_cancelled() {
+                    metrics.points_dropped.fetch_add(n, Relaxed);
+                    tracing::error!(points = n, error = %msg, "shutdown deadline reached while the database is unreachable; batch dropped");
+                    break;
+                }
+                metrics.write_retries.fetch_add(1, Relaxed);
+                tracing::warn!(points = n, error = %msg, retry_in_ms = delay.as_millis() as u64, "write failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.cancelled() => {}
+                }
+                delay = (delay * 2).min(settings.retry_max);
+            }
+        }
+    }
+    *buf = body;
+    buf.clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::{AlertEvent, AlertKind, DetectorSettings};
+    use crate::pipeline::AssetBinding;
+
+    fn binding() -> Arc<AssetBinding> {
+        Arc::new(AssetBinding {
+            asset: "pump 1".into(),
+            model: "pump".into(),
+            detector: DetectorSettings {
+                threshold: 0.5,
+                raise_after: 1,
+                clear_after: 1,
+                clear_ratio: 0.8,
+            },
+            channels: vec!["flow rate".to_string(), "p,1".to_string()].into(),
+        })
+    }
+
+    fn m() -> Measurements {
+        Measurements {
+            score: "anomaly_score".into(),
+            alert: "anomaly_alert".into(),
+        }
+    }
+
+    #[test]
+    fn score_line_escapes_and_carries_all_fields() {
+        let mut buf = String::new();
+        format_output(
+            &Output::Score(ScoreRecord {
+                binding: binding(),
+                ts: 1_700_000_000_000_000_000,
+                score: 0.25,
+                threshold: 0.5,
+                anomalous: false,
+                probability: 0.9,
+                channel_error: vec![0.1, 0.4],
+            }),
+            &m(),
+            &mut buf,
+        );
+        assert_eq!(
+            buf,
+            "anomaly_score,asset=pump\\ 1,model=pump score=0.25,threshold=0.5,anomalous=false,probability=0.9,err_flow\\ rate=0.1,err_p\\,1=0.4 1700000000000000000\n"
+        );
+    }
+
+    #[test]
+    fn nan_probability_is_left_out() {
+        let mut buf = String::new();
+        format_output(
+            &Output::Score(ScoreRecord {
+                binding: binding(),
+                ts: 5,
+                score: 1.0,
+                threshold: 0.5,
+                anomalous: true,
+                probability: f64::NAN,
+                channel_error: vec![f32::NAN, 1.0],
+            }),
+            &m(),
+            &mut buf,
+        );
+        assert!(!buf.contains("probability") && !buf.contains("NaN"), "{buf}");
+        assert!(buf.contains("anomalous=true"));
+    }
+
+    #[test]
+    fn alert_line_has_state_and_top_channel_tags() {
+        let mut buf = String::new();
+        format_output(
+            &Output::Alert {
+                binding: binding(),
+                event: AlertEvent {
+                    kind: AlertKind::Raised,
+                    start_ts: 1_000_000_000,
+                    ts: 4_000_000_000,
+                    score: 2.0,
+                    peak: 3.0,
+                    threshold: 0.5,
+                    top_channels: vec![("p,1".into(), 1.5), ("flow rate".into(), 0.5)],
+                },
+            },
+            &m(),
+            &mut buf,
+        );
+        assert_eq!(
+            buf,
+            "anomaly_alert,asset=pump\\ 1,model=pump,state=raised,top_channel=p\\,1 score=2,peak=3,threshold=0.5,duration_s=3,top1_error=1.5,top2_error=0.5 4000000000\n"
+        );
+    }
+
+    #[test]
+    fn bad_url_is_an_error_not_a_panic() {
+        let cfg: InfluxConfig = serde_json::from_value(serde_json::json!({
+            "url": "htp:/nowhere", "bucket": "b"
+        }))
+        .unwrap();
+        assert!(InfluxWriter::new(&cfg, "").is_err());
+    }
+}
