@@ -14,6 +14,10 @@
 //! `max_gap_frames` ticks are not filled in: the next frame carries
 //! `gap_before` so consumers restart their windows.
 //!
+//! Closing a tick once every channel has passed it assumes that each
+//! channel's own readings arrive in time order (as MQTT delivers one topic);
+//! readings of different channels may interleave freely within the lateness.
+//!
 //! Memory is bounded by `allowed_lateness / period` ticks times the number of
 //! channels: only ticks that can still change are buffered, and closed ticks
 //! leave just the last value per channel behind.
@@ -179,7 +183,13 @@ impl Aligner {
     }
 
     /// Offers one reading; frames it closes are appended to `out`.
-    pub fn push(&mut self, channel: usize, ts: i64, value: f64, out: &mut Vec<Frame>) -> PushOutcome {
+    pub fn push(
+        &mut self,
+        channel: usize,
+        ts: i64,
+        value: f64,
+        out: &mut Vec<Frame>,
+    ) -> PushOutcome {
         if channel >= self.channels {
             return PushOutcome::UnknownChannel;
         }
@@ -337,7 +347,10 @@ impl Aligner {
             return;
         };
         while self.pending.len() <= offset {
-            let bucket = self.spare.pop().unwrap_or_else(|| vec![None; self.channels]);
+            let bucket = self
+                .spare
+                .pop()
+                .unwrap_or_else(|| vec![None; self.channels]);
             self.pending.push_back(bucket);
         }
         let slot = &mut self.pending[offset][channel];
@@ -369,7 +382,9 @@ impl Aligner {
 
     /// Closes ticks up to index `target`, in order.
     fn close_through(&mut self, target: i64, out: &mut Vec<Frame>) {
-        let Some(mut closed) = self.closed else { return };
+        let Some(mut closed) = self.closed else {
+            return;
+        };
         while closed < target {
             let k = closed + 1;
             if let Some(bucket) = self.pending.pop_front() {
@@ -519,7 +534,17 @@ mod tests {
             assert!(!f.gap_before);
         }
         let s = a.stats();
-        assert_eq!((s.readings, s.frames, s.late, s.imputed_values, s.warmup_frames, s.gaps), (300, 100, 0, 0, 0, 0));
+        assert_eq!(
+            (
+                s.readings,
+                s.frames,
+                s.late,
+                s.imputed_values,
+                s.warmup_frames,
+                s.gaps
+            ),
+            (300, 100, 0, 0, 0, 0)
+        );
         // Flushing again changes nothing.
         a.flush(&mut out);
         assert_eq!(out.len(), 100);
@@ -536,7 +561,10 @@ mod tests {
         // Ticks 1, 2, 3 hold the rows at 0.5, 1.5, 2.5; the row at 3.5 has no
         // tick at or after it yet.
         assert_eq!(ts_of(&out), [1, 2, 3]);
-        assert_eq!(out.iter().map(|f| f.values[0]).collect::<Vec<_>>(), [0.0, 1.0, 2.0]);
+        assert_eq!(
+            out.iter().map(|f| f.values[0]).collect::<Vec<_>>(),
+            [0.0, 1.0, 2.0]
+        );
     }
 
     #[test]
@@ -549,7 +577,10 @@ mod tests {
         }
         a.flush(&mut out);
         assert_eq!(ts_of(&out), [0, 1, 2, 3, 4]);
-        assert_eq!(out.iter().map(|f| f.values[0]).collect::<Vec<_>>(), [1.0, 2.0, 2.0, 3.0, 4.0]);
+        assert_eq!(
+            out.iter().map(|f| f.values[0]).collect::<Vec<_>>(),
+            [1.0, 2.0, 2.0, 3.0, 4.0]
+        );
         assert!(out.iter().all(|f| f.imputed == [false]));
     }
 
@@ -587,7 +618,10 @@ mod tests {
         assert_eq!(a.push(0, T0 + 4 * S, 9.0, &mut out), PushOutcome::Late);
         assert_eq!(a.push(0, T0 + 2 * S + 1, 9.0, &mut out), PushOutcome::Late);
         // Just after the last emitted tick is still on time.
-        assert_eq!(a.push(0, T0 + 4 * S + 1, 7.0, &mut out), PushOutcome::Accepted);
+        assert_eq!(
+            a.push(0, T0 + 4 * S + 1, 7.0, &mut out),
+            PushOutcome::Accepted
+        );
         a.push_row(T0, &[1.0], &mut out);
         assert_eq!(a.stats().late, 3);
         a.flush(&mut out);
@@ -707,7 +741,10 @@ mod tests {
         let mut a = aligner(2);
         let mut out = Vec::new();
         assert_eq!(a.push(0, T0, f64::NAN, &mut out), PushOutcome::NonFinite);
-        assert_eq!(a.push(0, T0, f64::INFINITY, &mut out), PushOutcome::NonFinite);
+        assert_eq!(
+            a.push(0, T0, f64::INFINITY, &mut out),
+            PushOutcome::NonFinite
+        );
         assert_eq!(a.push(5, T0, 1.0, &mut out), PushOutcome::UnknownChannel);
         a.push_row(T0, &[1.0, 2.0], &mut out);
         a.push_row(T0 + S, &[f64::NAN, 3.0], &mut out);
@@ -734,7 +771,9 @@ mod tests {
                 if c == 2 && i > 100 {
                     continue;
                 }
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 let jitter = ((x >> 33) % 1_500) as i64 * 1_000_000;
                 a.push(c, T0 + i * S - jitter, 1.0, &mut out);
                 assert!(a.pending_ticks() <= 4, "{}", a.pending_ticks());

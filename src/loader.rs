@@ -310,8 +310,8 @@ pub fn parse_csv(text: &str, source: &Path, opts: &LoadOptions) -> Result<LogTab
             continue;
         }
         let n = fields.len();
-        let ok_width = n == width
-            || (trailing_delimiter && n == width + 1 && fields[width].trim().is_empty());
+        let ok_width =
+            n == width || (trailing_delimiter && n == width + 1 && fields[width].trim().is_empty());
         if !ok_width {
             return Err(bad_line(
                 line,
@@ -612,8 +612,8 @@ impl<'a> CsvRecords<'a> {
 /// when the same key appears in several measurements; string fields are
 /// listed in [`LogTable::skipped_columns`]. Lines with the same timestamp and
 /// tag set merge into one row (a later value for the same field wins, as in
-/// InfluxDB); rows are sorted by time; `opts.rows` applies to the merged
-/// rows. The timestamp unit is detected by magnitude (InfluxDB exports ns).
+/// InfluxDB); times with only string fields make no row; rows are sorted by
+/// time; `opts.rows` applies to the merged rows. The timestamp unit is detected by magnitude (InfluxDB exports ns).
 ///
 /// # Errors
 /// [`LoadError::Empty`] (no data line), [`LoadError::BadLine`] (malformed
@@ -675,15 +675,15 @@ pub fn parse_line_protocol(
         let mut parts = split_unescaped(key, b',', false);
         let measurement = unescape(parts.next().unwrap_or(""));
         if measurement.is_empty() {
-            return Err(bad_line(line_no, "the measurement name is empty".to_string()));
+            return Err(bad_line(
+                line_no,
+                "the measurement name is empty".to_string(),
+            ));
         }
         tags.clear();
         for tag in parts {
             if find_unescaped(tag, b'=', false).is_none_or(|p| p == 0 || p + 1 == tag.len()) {
-                return Err(bad_line(
-                    line_no,
-                    format!("tag {tag:?} is not key=value"),
-                ));
+                return Err(bad_line(line_no, format!("tag {tag:?} is not key=value")));
             }
             tags.push(tag);
         }
@@ -799,6 +799,8 @@ pub fn parse_line_protocol(
         });
     }
 
+    // A time with only string fields is not a row of sensor values.
+    rows.retain(|r| !r.cells.is_empty());
     rows.sort_by_key(|r| r.ts); // stable: ties keep file order
     let total = rows.len();
     let range = opts.rows.clone().unwrap_or(0..total);
@@ -857,8 +859,9 @@ fn parse_lp_value(v: &str) -> Option<Option<f64>> {
 /// Splits a line into its key (measurement and tags), field set and optional
 /// timestamp, at unescaped spaces outside string values.
 fn split_lp_sections(line: &str) -> Result<(&str, &str, Option<&str>), String> {
-    let key_end = find_unescaped(line, b' ', false)
-        .ok_or_else(|| "expected `measurement field=value timestamp`; found no space".to_string())?;
+    let key_end = find_unescaped(line, b' ', false).ok_or_else(|| {
+        "expected `measurement field=value timestamp`; found no space".to_string()
+    })?;
     let key = &line[..key_end];
     let rest = line[key_end..].trim_start_matches(' ');
     let field_end = find_unescaped(rest, b' ', true).unwrap_or(rest.len());
@@ -972,8 +975,7 @@ mod tests {
 
     #[test]
     fn csv_comma_rfc3339() {
-        let t = csv("time,a,b\n2020-03-09T10:14:33Z,1.5,2\n2020-03-09T10:14:34Z,-3,4e2\n")
-            .unwrap();
+        let t = csv("time,a,b\n2020-03-09T10:14:33Z,1.5,2\n2020-03-09T10:14:34Z,-3,4e2\n").unwrap();
         assert_eq!(t.timestamp_column, "time");
         assert_eq!(t.columns, ["a", "b"]);
         assert_eq!(t.timestamps, [T0, T0 + NANOS_PER_SEC]);
@@ -1071,7 +1073,10 @@ mod tests {
         )
         .unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("log.csv") && msg.contains("\"zeit\"") && msg.contains("a, when, b"), "{msg}");
+        assert!(
+            msg.contains("log.csv") && msg.contains("\"zeit\"") && msg.contains("a, when, b"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -1156,7 +1161,8 @@ mod tests {
         assert_eq!(t.select(&["x".into(), "Anomaly".into()]).unwrap(), [1, 0]);
         let e = t.select(&["y".into()]).unwrap_err();
         assert!(
-            e.to_string().contains("\"y\"") && e.to_string().contains("Anomaly, x, LABEL, changepoint"),
+            e.to_string().contains("\"y\"")
+                && e.to_string().contains("Anomaly, x, LABEL, changepoint"),
             "{e}"
         );
         assert_eq!(t.column_index("x"), Some(1));
@@ -1168,17 +1174,36 @@ mod tests {
         let e = csv("t,a\n1,1\n2,1,3\n").unwrap_err();
         assert!(matches!(e, LoadError::BadLine { line: 3, .. }), "{e}");
         assert!(e.to_string().starts_with("log.csv:3: "), "{e}");
-        assert!(e.to_string().contains("3 cells") && e.to_string().contains("2 columns"), "{e}");
+        assert!(
+            e.to_string().contains("3 cells") && e.to_string().contains("2 columns"),
+            "{e}"
+        );
 
         let e = csv("t,a\n1,1\n2,1\n3,oops\n").unwrap_err();
         let msg = e.to_string();
-        assert!(matches!(e, LoadError::BadCell { line: 4, row: 2, .. }), "{msg}");
-        assert_eq!(msg, "log.csv:4: data row 2, column \"a\": \"oops\" is not a number");
+        assert!(
+            matches!(
+                e,
+                LoadError::BadCell {
+                    line: 4,
+                    row: 2,
+                    ..
+                }
+            ),
+            "{msg}"
+        );
+        assert_eq!(
+            msg,
+            "log.csv:4: data row 2, column \"a\": \"oops\" is not a number"
+        );
 
         let e = csv("t,a\n\n2020-03-09 10:14:33,1\n2020-02-30 10:00:00,1\n").unwrap_err();
         assert!(matches!(e, LoadError::BadTimestamp { line: 4, .. }), "{e}");
         let msg = e.to_string();
-        assert!(msg.starts_with("log.csv:4: column \"t\": \"2020-02-30 10:00:00\""), "{msg}");
+        assert!(
+            msg.starts_with("log.csv:4: column \"t\": \"2020-02-30 10:00:00\""),
+            "{msg}"
+        );
 
         let e = csv("t,a\n,1\n").unwrap_err();
         assert!(matches!(e, LoadError::BadTimestamp { line: 2, .. }), "{e}");
@@ -1190,7 +1215,10 @@ mod tests {
         assert!(matches!(e, LoadError::BadLine { line: 2, .. }), "{e}");
 
         assert!(matches!(csv("").unwrap_err(), LoadError::Empty { .. }));
-        assert!(matches!(csv(" \r\n\n").unwrap_err(), LoadError::Empty { .. }));
+        assert!(matches!(
+            csv(" \r\n\n").unwrap_err(),
+            LoadError::Empty { .. }
+        ));
         let e = csv("t,a\n").unwrap_err();
         assert!(matches!(e, LoadError::NoRows { .. }), "{e}");
         assert!(e.to_string().contains("header but no data rows"), "{e}");
@@ -1205,14 +1233,28 @@ mod tests {
         assert!(matches!(e, LoadError::NoColumns { .. }), "{e}");
         assert!(e.to_string().contains("status"), "{e}");
         let e = csv("t\n1\n").unwrap_err();
-        assert!(matches!(e, LoadError::NoHeader { .. } | LoadError::NoColumns { .. }), "{e}");
+        assert!(
+            matches!(e, LoadError::NoHeader { .. } | LoadError::NoColumns { .. }),
+            "{e}"
+        );
     }
 
     #[test]
     fn csv_never_panics_on_odd_input() {
         for text in [
-            "\"", "\"\"", ",", ";;;", "\n\n\r\n", "a\n\"", "t,a\n1,\"", "t,a\r", "t,a\n1,2\r",
-            "é,ü\n1,2\n", "t,a\n1,2\n\"\n", "\u{feff}", "t,\"a\"\"\n",
+            "\"",
+            "\"\"",
+            ",",
+            ";;;",
+            "\n\n\r\n",
+            "a\n\"",
+            "t,a\n1,\"",
+            "t,a\r",
+            "t,a\n1,2\r",
+            "é,ü\n1,2\n",
+            "t,a\n1,2\n\"\n",
+            "\u{feff}",
+            "t,\"a\"\"\n",
         ] {
             let _ = csv(text);
             let _ = lp(text);
@@ -1232,7 +1274,17 @@ pump,site=a\\ b,asset=p1 fl\\,ow\\=x\\ y=1 1583748872000000000
 ";
         let t = lp(text).unwrap();
         assert_eq!(t.timestamp_column, "time");
-        assert_eq!(t.columns, ["current", "rpm", "running", "pressure", "count", "fl,ow=x y"]);
+        assert_eq!(
+            t.columns,
+            [
+                "current",
+                "rpm",
+                "running",
+                "pressure",
+                "count",
+                "fl,ow=x y"
+            ]
+        );
         assert_eq!(t.skipped_columns, ["state"]);
         // Sorted by time; the two lines at T0 (tags in another order) merged.
         assert_eq!(t.timestamps, [T0 - NANOS_PER_SEC, T0, T0 + NANOS_PER_SEC]);
@@ -1279,21 +1331,41 @@ pump,site=a\\ b,asset=p1 fl\\,ow\\=x\\ y=1 1583748872000000000
     fn line_protocol_errors_name_line() {
         let e = lp("m v=1 1\nm v=2\n").unwrap_err();
         assert!(matches!(e, LoadError::BadLine { line: 2, .. }), "{e}");
-        assert!(e.to_string().starts_with("log.lp:2: ") && e.to_string().contains("timestamp"), "{e}");
+        assert!(
+            e.to_string().starts_with("log.lp:2: ") && e.to_string().contains("timestamp"),
+            "{e}"
+        );
         let e = lp("m v=abc 1\n").unwrap_err();
-        assert!(e.to_string().contains("\"v\"") && e.to_string().contains("\"abc\""), "{e}");
+        assert!(
+            e.to_string().contains("\"v\"") && e.to_string().contains("\"abc\""),
+            "{e}"
+        );
         let e = lp("m v=1 yesterday\n").unwrap_err();
         assert!(matches!(e, LoadError::BadTimestamp { line: 1, .. }), "{e}");
         let e = lp("m v=1 1\nm v=\"x\" 2\n").unwrap_err();
-        assert!(e.to_string().contains("a string here but a number on line 1"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("a string here but a number on line 1"),
+            "{e}"
+        );
         let e = lp("m,tag v=1 1\n").unwrap_err();
         assert!(matches!(e, LoadError::BadLine { line: 1, .. }), "{e}");
         let e = lp("m v=\"open 1\n").unwrap_err();
         assert!(matches!(e, LoadError::BadLine { line: 1, .. }), "{e}");
         let e = lp("m v=1 1 extra\n").unwrap_err();
         assert!(matches!(e, LoadError::BadLine { line: 1, .. }), "{e}");
-        assert!(matches!(lp("# only a comment\n").unwrap_err(), LoadError::Empty { .. }));
-        assert!(matches!(lp("m s=\"x\" 1\n").unwrap_err(), LoadError::NoColumns { .. }));
+        assert!(matches!(
+            lp("# only a comment\n").unwrap_err(),
+            LoadError::Empty { .. }
+        ));
+        assert!(matches!(
+            lp("m s=\"x\" 1\n").unwrap_err(),
+            LoadError::NoColumns { .. }
+        ));
+        // A time with only string fields makes no row.
+        let t = lp("m v=1 1\nm s=\"x\" 2\nm v=3 3\n").unwrap();
+        assert_eq!(t.timestamps, [NANOS_PER_SEC, 3 * NANOS_PER_SEC]);
+        assert_eq!(t.skipped_columns, ["s"]);
         let e = parse_line_protocol(
             "m v=1 1\n",
             Path::new("x.lp"),
@@ -1304,6 +1376,155 @@ pump,site=a\\ b,asset=p1 fl\\,ow\\=x\\ y=1 1583748872000000000
         )
         .unwrap_err();
         assert!(matches!(e, LoadError::NoRows { .. }), "{e}");
+    }
+
+    /// SKAB's valve1/0.csv, from `SKAB_DIR` or `../shared/data/skab`.
+    /// Skipped with a message when absent, except under `CI=true`.
+    fn skab_file(name: &str) -> Option<PathBuf> {
+        let dir = std::env::var_os("SKAB_DIR").map_or_else(
+            || Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/skab"),
+            PathBuf::from,
+        );
+        let path = dir.join(name);
+        if path.is_file() {
+            return Some(path);
+        }
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+        assert!(
+            !ci,
+            "SKAB data missing at {} (CI=true requires it)",
+            path.display()
+        );
+        eprintln!(
+            "skipping: SKAB data not found at {} (set SKAB_DIR)",
+            path.display()
+        );
+        None
+    }
+
+    #[test]
+    fn skab_valve1_loads_and_aligns_about_one_frame_per_row() {
+        use crate::align::{Aligner, AlignerConfig};
+        let Some(path) = skab_file("valve1/0.csv") else {
+            return;
+        };
+        let all = load_log(&path, &LoadOptions::default()).unwrap();
+        assert_eq!(all.timestamp_column, "datetime");
+        assert_eq!(all.len(), 1147);
+        let channels = all.default_channels();
+        assert_eq!(
+            channels,
+            [
+                "Accelerometer1RMS",
+                "Accelerometer2RMS",
+                "Current",
+                "Pressure",
+                "Temperature",
+                "Thermocouple",
+                "Voltage",
+                "Volume Flow RateRMS"
+            ]
+        );
+        assert_eq!(all.columns.len(), 10); // plus anomaly, changepoint
+        assert!(all.skipped_columns.is_empty());
+        assert_eq!(all.timestamps[0], T0);
+        assert_eq!(all.values[0][0], 0.0265878);
+
+        let opts = LoadOptions {
+            timestamp_column: Some("datetime".into()),
+            rows: Some(0..400),
+        };
+        let train = load_log(&path, &opts).unwrap();
+        assert_eq!(train.len(), 400);
+        assert_eq!(train.values[..], all.values[..400]);
+
+        // SKAB rows are 1 s apart except for some 2 s steps; the aligner fills
+        // each missing second with the previous row (age 1 s, not imputed).
+        let steps = |t: &[i64]| -> (usize, usize) {
+            let d: Vec<i64> = t.windows(2).map(|w| w[1] - w[0]).collect();
+            let one = d.iter().filter(|&&x| x == NANOS_PER_SEC).count();
+            let two = d.iter().filter(|&&x| x == 2 * NANOS_PER_SEC).count();
+            assert_eq!(one + two, d.len(), "only 1 s and 2 s steps");
+            (one, two)
+        };
+        let idx = train.select(&channels).unwrap();
+        for (table, two_s_steps) in [(&train, 18), (&all, 53)] {
+            assert_eq!(steps(&table.timestamps).1, two_s_steps);
+            let mut aligner = Aligner::new(idx.len(), AlignerConfig::for_period(NANOS_PER_SEC));
+            let mut frames = Vec::new();
+            let mut row = Vec::new();
+            for (ts, values) in table.timestamps.iter().zip(&table.values) {
+                row.clear();
+                row.extend(idx.iter().map(|&i| values[i]));
+                aligner.push_row(*ts, &row, &mut frames);
+            }
+            aligner.flush(&mut frames);
+            assert_eq!(frames.len(), table.len() + two_s_steps);
+            let s = aligner.stats();
+            assert_eq!(
+                (
+                    s.late,
+                    s.non_finite,
+                    s.imputed_values,
+                    s.gaps,
+                    s.warmup_frames
+                ),
+                (0, 0, 0, 0, 0)
+            );
+            // Every row's timestamp is a frame's, with that row's values.
+            let mut f = frames.iter();
+            for (ts, values) in table.timestamps.iter().zip(&table.values) {
+                let frame = f.find(|fr| fr.ts == *ts).unwrap();
+                assert_eq!(frame.values[0], values[idx[0]] as f32);
+            }
+        }
+    }
+
+    #[test]
+    fn every_skab_file_loads_with_eight_channels() {
+        use crate::align::{Aligner, AlignerConfig};
+        let Some(first) = skab_file("valve1/0.csv") else {
+            return;
+        };
+        let root = first.parent().and_then(Path::parent).unwrap().to_path_buf();
+        let mut files = Vec::new();
+        for dir in std::fs::read_dir(&root).unwrap() {
+            let dir = dir.unwrap().path();
+            if dir.is_dir() {
+                for f in std::fs::read_dir(&dir).unwrap() {
+                    let f = f.unwrap().path();
+                    if f.extension().is_some_and(|e| e == "csv") {
+                        files.push(f);
+                    }
+                }
+            }
+        }
+        files.sort();
+        assert!(files.len() >= 20, "{files:?}");
+        let (mut rows, mut frames_total, mut gaps) = (0, 0, 0);
+        for f in &files {
+            let t = load_log(f, &LoadOptions::default()).unwrap();
+            let channels = t.default_channels();
+            assert_eq!(channels.len(), 8, "{}", f.display());
+            let idx = t.select(&channels).unwrap();
+            let mut aligner = Aligner::new(8, AlignerConfig::for_period(NANOS_PER_SEC));
+            let mut frames = Vec::new();
+            for (ts, v) in t.timestamps.iter().zip(&t.values) {
+                let row: Vec<f64> = idx.iter().map(|&i| v[i]).collect();
+                aligner.push_row(*ts, &row, &mut frames);
+            }
+            aligner.flush(&mut frames);
+            let s = aligner.stats();
+            assert_eq!((s.late, s.non_finite), (0, 0), "{}", f.display());
+            assert!(frames.len() >= t.len(), "{}", f.display());
+            rows += t.len();
+            frames_total += frames.len();
+            gaps += s.gaps;
+        }
+        eprintln!(
+            "SKAB: {} files, {rows} rows, {frames_total} frames, {gaps} gaps",
+            files.len()
+        );
     }
 
     #[test]

@@ -20,7 +20,14 @@ impl Normaliser {
     pub fn new(params: &NormaliserParams) -> Self {
         let channels = params.mean.len().max(params.std.len());
         let mean: Vec<f32> = (0..channels)
-            .map(|c| params.mean.get(c).copied().filter(|m| m.is_finite()).unwrap_or(0.0))
+            .map(|c| {
+                params
+                    .mean
+                    .get(c)
+                    .copied()
+                    .filter(|m| m.is_finite())
+                    .unwrap_or(0.0)
+            })
             .collect();
         let std: Vec<f32> = (0..channels)
             .map(|c| {
@@ -62,7 +69,13 @@ impl Normaliser {
             }
         }
         let mean: Vec<f64> = (0..n)
-            .map(|c| if count[c] > 0 { sum[c] / count[c] as f64 } else { 0.0 })
+            .map(|c| {
+                if count[c] > 0 {
+                    sum[c] / count[c] as f64
+                } else {
+                    0.0
+                }
+            })
             .collect();
         // Second pass on deviations: exact enough for sensor values far from 0.
         let mut sq = vec![0.0f64; n];
@@ -85,11 +98,14 @@ impl Normaliser {
             } else {
                 0.0
             };
-            let constant = count[c] == 0 || !(std >= 1e-9 * mean[c].abs().max(1.0));
-            params.mean.push(mean[c] as f32);
-            // A std that does not survive the cast to f32 is constant too.
+            let mean32 = mean[c] as f32;
             let std32 = std as f32;
-            if constant || !(std32 > 0.0 && std32.is_finite()) {
+            // Values so large that their statistics do not fit an f32 are
+            // treated like a channel without values.
+            let unusable = count[c] == 0 || !mean32.is_finite() || !std32.is_finite();
+            let constant = unusable || std < 1e-9 * mean[c].abs().max(1.0) || std32 <= 0.0;
+            params.mean.push(if unusable { 0.0 } else { mean32 });
+            if constant {
                 params.std.push(1.0);
                 params.constant_channels.push(channels[c].clone());
             } else {
@@ -152,7 +168,16 @@ mod tests {
         // Channel a: 2, 4, 4, 4, 5, 5, 7, 9 -> mean 5, population std 2.
         // Channel b: NaN and inf are skipped: 1, 3 -> mean 2, std 1.
         let a = [2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0];
-        let b = [1.0, f64::NAN, 3.0, f64::INFINITY, f64::NAN, f64::NAN, f64::NAN, f64::NAN];
+        let b = [
+            1.0,
+            f64::NAN,
+            3.0,
+            f64::INFINITY,
+            f64::NAN,
+            f64::NAN,
+            f64::NAN,
+            f64::NAN,
+        ];
         let rows: Vec<Vec<f64>> = a.iter().zip(b).map(|(&x, y)| vec![x, y]).collect();
         let p = Normaliser::fit(&names(&["a", "b"]), &rows);
         assert_eq!(p.mean, [5.0, 2.0]);
@@ -220,5 +245,8 @@ mod tests {
         n.invert_window(&mut w, 2);
         let p = Normaliser::fit(&names(&["a", "b"]), &[vec![1.0], vec![]]);
         assert_eq!(p.constant_channels, ["a", "b"]);
+        let p = Normaliser::fit(&names(&["huge"]), &[vec![1e300], vec![-1e300]]);
+        assert_eq!((p.mean[0], p.std[0]), (0.0, 1.0));
+        assert_eq!(p.constant_channels, ["huge"]);
     }
 }

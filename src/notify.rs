@@ -92,10 +92,10 @@ pub fn watchdog_interval_from(
     pid: Option<&str>,
     own_pid: u32,
 ) -> Option<Duration> {
-    if let Some(pid) = pid {
-        if pid.trim().parse::<u32>().ok()? != own_pid {
-            return None;
-        }
+    if let Some(pid) = pid
+        && pid.trim().parse::<u32>().ok()? != own_pid
+    {
+        return None;
     }
     let usec: u64 = usec?.trim().parse().ok()?;
     (usec > 0).then(|| Duration::from_micros(usec / 2))
@@ -142,8 +142,14 @@ mod tests {
     fn watchdog_interval_is_half_and_honours_pid() {
         let half = Some(Duration::from_secs(5));
         assert_eq!(watchdog_interval_from(Some("10000000"), None, 42), half);
-        assert_eq!(watchdog_interval_from(Some("10000000"), Some("42"), 42), half);
-        assert_eq!(watchdog_interval_from(Some("10000000"), Some("7"), 42), None);
+        assert_eq!(
+            watchdog_interval_from(Some("10000000"), Some("42"), 42),
+            half
+        );
+        assert_eq!(
+            watchdog_interval_from(Some("10000000"), Some("7"), 42),
+            None
+        );
         assert_eq!(watchdog_interval_from(None, None, 42), None);
         assert_eq!(watchdog_interval_from(Some("0"), None, 42), None);
         assert_eq!(watchdog_interval_from(Some("ten"), None, 42), None);

@@ -611,14 +611,15 @@ fn open_session(
         ExecutionProvider::Cuda => {
             match build_session(env, bytes, opts.intra_threads, Attempt::Cuda) {
                 Ok(s) => Ok((s, ActiveProvider::Cuda)),
-                Err(OpenError::Provider(m)) => Err(RuntimeError::Provider {
-                    path: path.to_path_buf(),
-                    message: format!(
-                        "the CUDA execution provider could not be registered \
-                         (execution_provider = \"cuda\"): {m}"
-                    ),
-                }),
-                Err(OpenError::Model(m)) => Err(load_err(m)),
+                Err(OpenError::Provider(m)) => Err(cuda_error(path, &m)),
+                Err(OpenError::Model(m)) => {
+                    // The session can fail for CUDA's sake (no device, driver
+                    // too old) or the model's: a CPU session tells which.
+                    match build_session(env, bytes, opts.intra_threads, Attempt::Cpu) {
+                        Ok(_) => Err(cuda_error(path, &m)),
+                        Err(OpenError::Provider(m) | OpenError::Model(m)) => Err(load_err(m)),
+                    }
+                }
             }
         }
         ExecutionProvider::Auto => {
@@ -641,6 +642,16 @@ fn open_session(
                 }
             }
         }
+    }
+}
+
+fn cuda_error(path: &Path, message: &str) -> RuntimeError {
+    RuntimeError::Provider {
+        path: path.to_path_buf(),
+        message: format!(
+            "the CUDA execution provider could not be registered \
+             (execution_provider = \"cuda\"): {message}"
+        ),
     }
 }
 
@@ -1029,6 +1040,14 @@ mod tests {
         let garbage = dir.path().join("libonnxruntime.so.garbage");
         std::fs::write(&garbage, b"this is not an ELF file").unwrap();
         expect_failure(&garbage, &["failed to load"]);
+        // A real shared library that is not ONNX Runtime.
+        if let Some(libm) = ["/lib/x86_64-linux-gnu/libm.so.6", "/lib64/libm.so.6"]
+            .into_iter()
+            .map(Path::new)
+            .find(|p| p.exists())
+        {
+            expect_failure(libm, &["OrtGetApiBase"]);
+        }
 
         let real = std::env::var_os("ORT_DYLIB_PATH")
             .map(PathBuf::from)

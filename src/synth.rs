@@ -54,7 +54,11 @@ pub enum FaultKind {
 
 impl FaultKind {
     /// Every fault, for loops and help texts.
-    pub const ALL: [FaultKind; 3] = [FaultKind::Bearing, FaultKind::Cavitation, FaultKind::Blockage];
+    pub const ALL: [FaultKind; 3] = [
+        FaultKind::Bearing,
+        FaultKind::Cavitation,
+        FaultKind::Blockage,
+    ];
 
     /// Lower-case name, as accepted by [`FromStr`].
     pub fn name(self) -> &'static str {
@@ -260,7 +264,8 @@ impl PumpSimulator {
         let ph = &self.phases;
         let w = |period: f64, phase: f64| (TAU * t / period + phase).sin();
         let m1 = 1.0 + 0.12 * w(9.7, ph[0]) + 0.07 * w(23.3, ph[1]) + 0.05 * w(61.0, ph[2]);
-        let m2 = 1.0 + 0.10 * w(9.7, ph[0] + 0.6) + 0.07 * w(23.3, ph[1] + 0.3) + 0.04 * w(61.0, ph[2]);
+        let m2 =
+            1.0 + 0.10 * w(9.7, ph[0] + 0.6) + 0.07 * w(23.3, ph[1] + 0.3) + 0.04 * w(61.0, ph[2]);
         let defect = 0.5 + 0.5 * w(4.3, ph[3]);
         let broadband = 0.25 * cavitation * base;
         let vib1 = base * m1 + 0.35 * bearing * base * defect + (0.04 + broadband) * z[10];
@@ -394,13 +399,21 @@ mod tests {
         assert_ne!(a.values, c.values);
         assert_eq!(a.timestamps[3], T0 + 3 * S);
         assert_eq!(a.labels.iter().filter(|&&l| l == 1).count(), 100);
-        assert_eq!((a.labels[99], a.labels[100], a.labels[199], a.labels[200]), (0, 1, 1, 0));
+        assert_eq!(
+            (a.labels[99], a.labels[100], a.labels[199], a.labels[200]),
+            (0, 1, 1, 0)
+        );
     }
 
     #[test]
     fn values_are_finite_and_plausible_under_every_fault() {
         for seed in 0..3 {
-            for fault in [None, Some(FaultKind::Bearing), Some(FaultKind::Cavitation), Some(FaultKind::Blockage)] {
+            for fault in [
+                None,
+                Some(FaultKind::Bearing),
+                Some(FaultKind::Cavitation),
+                Some(FaultKind::Blockage),
+            ] {
                 let log = generate(6_000, seed, T0, S, fault.map(|k| (k, 1_000..6_000)));
                 for row in &log.values {
                     assert!(row.iter().all(|v| v.is_finite()), "{row:?}");
@@ -434,7 +447,9 @@ mod tests {
         let lagged = corr(&motor[lag..], &current[..current.len() - lag]);
         assert!(lagged > corr(&motor, &current), "{lagged}");
         // Load changes over minutes: flow spans a real range.
-        let (lo, hi) = flow.iter().fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+        let (lo, hi) = flow
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
         assert!(hi - lo > 8.0, "{lo}..{hi}");
         let voltage = channel(&log, "voltage", all);
         assert!((mean(&voltage) - 230.0).abs() < 3.0);
@@ -451,26 +466,38 @@ mod tests {
     #[test]
     fn bearing_fault_raises_vibration_and_motor_temperature() {
         let (n, f, r) = paired(FaultKind::Bearing);
-        let ratio = mean(&channel(&f, "vibration_1", r.clone())) / mean(&channel(&n, "vibration_1", r.clone()));
+        let ratio = mean(&channel(&f, "vibration_1", r.clone()))
+            / mean(&channel(&n, "vibration_1", r.clone()));
         assert!(ratio > 1.4 && ratio < 2.5, "{ratio}");
-        let ratio2 = mean(&channel(&f, "vibration_2", r.clone())) / mean(&channel(&n, "vibration_2", r.clone()));
+        let ratio2 = mean(&channel(&f, "vibration_2", r.clone()))
+            / mean(&channel(&n, "vibration_2", r.clone()));
         assert!(ratio2 > 1.3, "{ratio2}");
         // The new component adds short-period variation.
-        assert!(diff_std(&channel(&f, "vibration_1", r.clone())) > 1.5 * diff_std(&channel(&n, "vibration_1", r.clone())));
-        let dt = mean(&channel(&f, "motor_temp", r.clone())) - mean(&channel(&n, "motor_temp", r.clone()));
+        assert!(
+            diff_std(&channel(&f, "vibration_1", r.clone()))
+                > 1.5 * diff_std(&channel(&n, "vibration_1", r.clone()))
+        );
+        let dt = mean(&channel(&f, "motor_temp", r.clone()))
+            - mean(&channel(&n, "motor_temp", r.clone()));
         assert!(dt > 3.0 && dt < 8.0, "{dt}");
         // Hydraulics are untouched.
-        assert_eq!(channel(&f, "flow_rate", r.clone()), channel(&n, "flow_rate", r));
+        assert_eq!(
+            channel(&f, "flow_rate", r.clone()),
+            channel(&n, "flow_rate", r)
+        );
     }
 
     #[test]
     fn cavitation_drops_pressure_and_makes_flow_and_vibration_noisy() {
         let (n, f, r) = paired(FaultKind::Cavitation);
-        let ratio = mean(&channel(&f, "pressure", r.clone())) / mean(&channel(&n, "pressure", r.clone()));
+        let ratio =
+            mean(&channel(&f, "pressure", r.clone())) / mean(&channel(&n, "pressure", r.clone()));
         assert!(ratio < 0.85 && ratio > 0.7, "{ratio}");
-        let noise = diff_std(&channel(&f, "flow_rate", r.clone())) / diff_std(&channel(&n, "flow_rate", r.clone()));
+        let noise = diff_std(&channel(&f, "flow_rate", r.clone()))
+            / diff_std(&channel(&n, "flow_rate", r.clone()));
         assert!(noise > 3.0, "{noise}");
-        let vib = diff_std(&channel(&f, "vibration_2", r.clone())) / diff_std(&channel(&n, "vibration_2", r.clone()));
+        let vib = diff_std(&channel(&f, "vibration_2", r.clone()))
+            / diff_std(&channel(&n, "vibration_2", r.clone()));
         assert!(vib > 2.0, "{vib}");
         let flow = mean(&channel(&f, "flow_rate", r.clone())) / mean(&channel(&n, "flow_rate", r));
         assert!(flow > 0.9 && flow < 1.0, "{flow}");
@@ -479,11 +506,14 @@ mod tests {
     #[test]
     fn blockage_lowers_flow_raises_pressure_and_shifts_current() {
         let (n, f, r) = paired(FaultKind::Blockage);
-        let flow = mean(&channel(&f, "flow_rate", r.clone())) / mean(&channel(&n, "flow_rate", r.clone()));
+        let flow =
+            mean(&channel(&f, "flow_rate", r.clone())) / mean(&channel(&n, "flow_rate", r.clone()));
         assert!(flow > 0.6 && flow < 0.7, "{flow}");
-        let pressure = mean(&channel(&f, "pressure", r.clone())) / mean(&channel(&n, "pressure", r.clone()));
+        let pressure =
+            mean(&channel(&f, "pressure", r.clone())) / mean(&channel(&n, "pressure", r.clone()));
         assert!(pressure > 1.2 && pressure < 1.3, "{pressure}");
-        let current = mean(&channel(&f, "current", r.clone())) / mean(&channel(&n, "current", r.clone()));
+        let current =
+            mean(&channel(&f, "current", r.clone())) / mean(&channel(&n, "current", r.clone()));
         assert!(current < 0.95 && current > 0.75, "{current}");
         assert_eq!(channel(&f, "voltage", r.clone()), channel(&n, "voltage", r));
     }
@@ -509,7 +539,10 @@ mod tests {
         for k in FaultKind::ALL {
             assert_eq!(k.to_string().parse::<FaultKind>().unwrap(), k);
         }
-        assert_eq!(" Cavitation ".parse::<FaultKind>().unwrap(), FaultKind::Cavitation);
+        assert_eq!(
+            " Cavitation ".parse::<FaultKind>().unwrap(),
+            FaultKind::Cavitation
+        );
         let e = "leak".parse::<FaultKind>().unwrap_err();
         assert!(e.to_string().contains("\"leak\"") && e.to_string().contains("bearing"));
     }

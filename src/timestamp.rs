@@ -23,7 +23,9 @@ const MICROS_BELOW: f64 = 1e17;
 
 /// A string that is not a timestamp in any accepted form.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{value:?} is not a timestamp ({reason}); expected RFC 3339, `YYYY-MM-DD hh:mm:ss[.fff]` (UTC) or an epoch number in s, ms, µs or ns")]
+#[error(
+    "{value:?} is not a timestamp ({reason}); expected RFC 3339, `YYYY-MM-DD hh:mm:ss[.fff]` (UTC) or an epoch number in s, ms, µs or ns"
+)]
 pub struct TimestampError {
     /// The text that failed, as given.
     pub value: String,
@@ -154,7 +156,8 @@ fn parse_decimal_epoch(t: &str) -> Option<Option<i64>> {
     if int_part.is_empty() && frac_part.is_empty() {
         return None;
     }
-    if !int_part.bytes().all(|b| b.is_ascii_digit()) || !frac_part.bytes().all(|b| b.is_ascii_digit())
+    if !int_part.bytes().all(|b| b.is_ascii_digit())
+        || !frac_part.bytes().all(|b| b.is_ascii_digit())
     {
         return None;
     }
@@ -172,7 +175,10 @@ fn parse_decimal_epoch(t: &str) -> Option<Option<i64>> {
     let digits = unit.ilog10() as usize;
     let mut frac: i64 = 0;
     for i in 0..digits {
-        let d = frac_part.as_bytes().get(i).map_or(0, |b| i64::from(b - b'0'));
+        let d = frac_part
+            .as_bytes()
+            .get(i)
+            .map_or(0, |b| i64::from(b - b'0'));
         frac = frac * 10 + d;
     }
     let magnitude = int.checked_mul(unit).and_then(|v| v.checked_add(frac));
@@ -278,7 +284,19 @@ mod tests {
 
     #[test]
     fn errors_name_the_text() {
-        for bad in ["", "  ", "yesterday", "2020-13-09 10:14:33", "2020-03-09", "1.2.3", "nan", "inf", "9999-01-01T00:00:00Z", "-", "."] {
+        for bad in [
+            "",
+            "  ",
+            "yesterday",
+            "2020-13-09 10:14:33",
+            "2020-03-09",
+            "1.2.3",
+            "nan",
+            "inf",
+            "9999-01-01T00:00:00Z",
+            "-",
+            ".",
+        ] {
             let e = parse_timestamp(bad).unwrap_err();
             assert_eq!(e.value, bad);
             assert!(e.to_string().contains(&format!("{bad:?}")), "{e}");

@@ -78,7 +78,7 @@ impl WindowBuffer {
         }
         self.next = (slot + 1) % self.length;
         self.filled = self.filled.saturating_add(1);
-        if self.filled < self.length || (self.filled - self.length) % self.stride != 0 {
+        if self.filled < self.length || !(self.filled - self.length).is_multiple_of(self.stride) {
             return None;
         }
         Some(self.build(frame.ts))
@@ -196,7 +196,10 @@ mod tests {
                 got.push(w.unwrap());
             }
         }
-        assert_eq!(got.iter().map(|w| w.end_ts).collect::<Vec<_>>(), [2, 3, 6, 7]);
+        assert_eq!(
+            got.iter().map(|w| w.end_ts).collect::<Vec<_>>(),
+            [2, 3, 6, 7]
+        );
         // No pre-gap frame leaks into the window after the gap.
         assert_eq!(got[2].data[..3], [4.0, 5.0, 6.0]);
         buf.reset();
@@ -214,8 +217,14 @@ mod tests {
             results.push(buf.push(&f));
         }
         // Window 0..=3 has 2/4 imputed in channel 1.
-        assert_eq!(results[3], Some(Err(WindowSkip::TooManyImputed { fraction: 0.5 })));
-        assert_eq!(results[4], Some(Err(WindowSkip::TooManyImputed { fraction: 0.5 })));
+        assert_eq!(
+            results[3],
+            Some(Err(WindowSkip::TooManyImputed { fraction: 0.5 }))
+        );
+        assert_eq!(
+            results[4],
+            Some(Err(WindowSkip::TooManyImputed { fraction: 0.5 }))
+        );
         // 3..=6: one imputed value, 1/4 is allowed and reported.
         assert_eq!(results[6].clone().unwrap().unwrap().imputed_fraction, 0.25);
         let frames: Vec<Frame> = (0..7)

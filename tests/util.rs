@@ -116,11 +116,7 @@ pub fn wait_until(deadline: Duration, what: &str, mut f: impl FnMut() -> bool) {
 
 /// Whether something accepts TCP connections on `127.0.0.1:port`.
 pub fn port_open(port: u16) -> bool {
-    TcpStream::connect_timeout(
-        &([127, 0, 0, 1], port).into(),
-        Duration::from_millis(200),
-    )
-    .is_ok()
+    TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok()
 }
 
 /// Sends SIGTERM to `child` (only that PID), waits up to `deadline`, then
@@ -403,7 +399,9 @@ impl MosquittoBuilder {
             conf.push("allow_anonymous false".to_string());
             conf.push(format!("password_file {}", file.display()));
         }
-        let certs = self.tls.then(|| TestCerts::generate(&dir.path().join("tls")));
+        let certs = self
+            .tls
+            .then(|| TestCerts::generate(&dir.path().join("tls")));
         if let Some(c) = &certs {
             conf.push(format!("cafile {}", c.ca_cert.display()));
             conf.push(format!("certfile {}", c.server_cert.display()));
@@ -460,7 +458,11 @@ impl Mosquitto {
 
     /// `mqtt://127.0.0.1:PORT` (or `mqtts://` with TLS).
     pub fn url(&self) -> String {
-        let scheme = if self.certs.is_some() { "mqtts" } else { "mqtt" };
+        let scheme = if self.certs.is_some() {
+            "mqtts"
+        } else {
+            "mqtt"
+        };
         format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
@@ -638,18 +640,23 @@ impl TestCerts {
         };
         // P-256 keys: fast to generate, PKCS#8 PEM, accepted by rustls.
         let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
-        run_checked(openssl().args(["req", "-x509", "-nodes", "-days", "3650"]).args(ec).args([
-            "-subj",
-            "/CN=anomalyd test CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-        ]));
+        run_checked(
+            openssl()
+                .args(["req", "-x509", "-nodes", "-days", "3650"])
+                .args(ec)
+                .args([
+                    "-subj",
+                    "/CN=anomalyd test CA",
+                    "-addext",
+                    "basicConstraints=critical,CA:TRUE",
+                    "-addext",
+                    "keyUsage=critical,keyCertSign,cRLSign",
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.crt",
+                ]),
+        );
         let leaf = |name: &str, cn: &str, ext: &str| {
             fs::write(p(&format!("{name}.ext")), ext).expect("write ext file");
             run_checked(openssl().args(["req", "-nodes"]).args(ec).args([
@@ -732,18 +739,31 @@ pub fn qos(level: u8) -> QoS {
 /// Publishes one message to an anonymous broker on `127.0.0.1:port` and
 /// returns once it was written (QoS 0) or acknowledged (QoS 1/2).
 pub fn mqtt_publish(port: u16, topic: &str, payload: impl Into<Vec<u8>>, qos: u8) {
-    let opts = MqttOptions::new(client_id("test-pub"), "127.0.0.1", port);
-    mqtt_publish_many(opts, [(topic.to_string(), payload.into())], qos);
+    mqtt_publish_many(port, &[(topic.to_string(), payload.into())], qos);
 }
 
-/// Publishes `messages` over one connection made from `opts`; returns the
-/// count once every message was written (QoS 0) or acknowledged (QoS 1/2).
-/// Panics on a connection error or when not done within 60 s.
-pub fn mqtt_publish_many(
+/// Publishes `messages` in order over one connection to an anonymous broker
+/// on `127.0.0.1:port`; returns once all were written (QoS 0) or
+/// acknowledged (QoS 1/2).
+pub fn mqtt_publish_many(port: u16, messages: &[(String, Vec<u8>)], qos: u8) -> usize {
+    let opts = MqttOptions::new(client_id("test-pub"), "127.0.0.1", port);
+    mqtt_publish_with(opts, messages, qos)
+}
+
+/// [`mqtt_publish_many`] with any options (credentials, TLS: see
+/// [`Mosquitto::mqtt_options`]); panics on a connection error.
+pub fn mqtt_publish_with(opts: MqttOptions, messages: &[(String, Vec<u8>)], qos: u8) -> usize {
+    try_mqtt_publish_with(opts, messages, qos)
+        .unwrap_or_else(|e| panic!("MQTT publish failed: {e}"))
+}
+
+/// [`mqtt_publish_with`] that returns connection errors (refused
+/// credentials, TLS failures) instead of panicking; gives up after 60 s.
+pub fn try_mqtt_publish_with(
     mut opts: MqttOptions,
-    messages: impl IntoIterator<Item = (String, Vec<u8>)>,
+    messages: &[(String, Vec<u8>)],
     qos_level: u8,
-) -> usize {
+) -> Result<usize, String> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let level = qos(qos_level);
     opts.set_inflight(1000);
@@ -773,22 +793,33 @@ pub fn mqtt_publish_many(
         });
         let mut count = 0;
         for (topic, payload) in messages {
-            if client.publish(topic, level, false, payload).is_err() {
+            if client
+                .publish(topic.clone(), level, false, payload.clone())
+                .is_err()
+            {
                 break; // the connection ended; its error is reported below
             }
             count += 1;
         }
         if level != QoS::AtMostOnce {
-            wait_until(Duration::from_secs(60), "MQTT publish acknowledgements", || {
-                acked.load(Ordering::SeqCst) >= count || failed.lock().unwrap().is_some()
-            });
+            let start = Instant::now();
+            while acked.load(Ordering::SeqCst) < count && failed.lock().unwrap().is_none() {
+                if start.elapsed() > Duration::from_secs(60) {
+                    *failed.lock().unwrap() = Some(format!(
+                        "only {} of {count} messages acknowledged after 60 s",
+                        acked.load(Ordering::SeqCst)
+                    ));
+                    break;
+                }
+                thread::sleep(Duration::from_millis(2));
+            }
         }
         let _ = client.disconnect();
         events.join().expect("MQTT event thread panicked");
-        if let Some(e) = failed.lock().unwrap().take() {
-            panic!("MQTT publish failed after {count} messages: {e}");
+        match failed.lock().unwrap().take() {
+            Some(e) => Err(format!("after {count} messages: {e}")),
+            None => Ok(count),
         }
-        count
     })
 }
 
@@ -808,8 +839,13 @@ impl Received {
 
     /// The payload parsed as JSON.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.payload)
-            .unwrap_or_else(|e| panic!("payload on {} is not JSON ({e}): {:?}", self.topic, self.payload_str()))
+        serde_json::from_slice(&self.payload).unwrap_or_else(|e| {
+            panic!(
+                "payload on {} is not JSON ({e}): {:?}",
+                self.topic,
+                self.payload_str()
+            )
+        })
     }
 }
 
@@ -832,12 +868,23 @@ impl MqttSubscriber {
 
     /// Subscribes to `filter` at `qos_level` with `opts`; panics when the
     /// broker refuses the connection or the subscription within 10 s.
-    pub fn connect_with(mut opts: MqttOptions, filter: &str, qos_level: u8) -> MqttSubscriber {
+    pub fn connect_with(opts: MqttOptions, filter: &str, qos_level: u8) -> MqttSubscriber {
+        Self::try_connect_with(opts, filter, qos_level)
+            .unwrap_or_else(|e| panic!("MQTT subscriber for {filter}: {e}"))
+    }
+
+    /// [`connect_with`](Self::connect_with) that returns the broker's
+    /// refusal (credentials, TLS, subscription) instead of panicking.
+    pub fn try_connect_with(
+        mut opts: MqttOptions,
+        filter: &str,
+        qos_level: u8,
+    ) -> Result<MqttSubscriber, String> {
         opts.set_max_packet_size(1 << 20, 1 << 20);
         let (client, mut connection) = Client::new(opts, 1000);
         client
             .subscribe(filter, qos(qos_level))
-            .expect("queue subscribe");
+            .map_err(|e| e.to_string())?;
         let received = Arc::new(Mutex::new(Vec::new()));
         let error = Arc::new(Mutex::new(None));
         let subscribed = Arc::new(Mutex::new(None::<bool>));
@@ -872,23 +919,28 @@ impl MqttSubscriber {
                 }
             })
         };
-        wait_until(Duration::from_secs(10), "MQTT subscription", || {
-            subscribed.lock().unwrap().is_some() || error.lock().unwrap().is_some()
-        });
-        if let Some(e) = error.lock().unwrap().clone() {
-            panic!("MQTT subscriber could not connect: {e}");
+        let start = Instant::now();
+        loop {
+            if let Some(e) = error.lock().unwrap().clone() {
+                let _ = thread.join();
+                return Err(format!("cannot connect: {e}"));
+            }
+            match *subscribed.lock().unwrap() {
+                Some(true) => break,
+                Some(false) => return Err(format!("broker refused subscription to {filter}")),
+                None => {}
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                return Err("no SubAck within 10 s".to_string());
+            }
+            thread::sleep(Duration::from_millis(2));
         }
-        assert_eq!(
-            *subscribed.lock().unwrap(),
-            Some(true),
-            "broker refused subscription to {filter}"
-        );
-        MqttSubscriber {
+        Ok(MqttSubscriber {
             client,
             received,
             error,
             thread: Some(thread),
-        }
+        })
     }
 
     /// All messages received so far, in arrival order.
@@ -901,21 +953,31 @@ impl MqttSubscriber {
     }
 
     /// Waits until at least `n` messages arrived; panics after `deadline`
-    /// (saying how many did) or when the connection failed.
+    /// (saying how many did, and the last few) or when the connection failed.
     pub fn wait_for(&self, n: usize, deadline: Duration) -> Vec<Received> {
-        let what = format!("{n} MQTT messages");
         let start = Instant::now();
-        wait_until(deadline, &what, || {
+        loop {
             if let Some(e) = self.error.lock().unwrap().as_ref() {
                 panic!("MQTT subscriber failed: {e}");
             }
-            let got = self.count();
-            if got < n && start.elapsed() + Duration::from_millis(150) > deadline {
-                eprintln!("MqttSubscriber: only {got} of {n} messages so far");
+            let got = self.messages();
+            if got.len() >= n {
+                return got;
             }
-            got >= n
-        });
-        self.messages()
+            if start.elapsed() >= deadline {
+                let last: Vec<_> = got
+                    .iter()
+                    .rev()
+                    .take(3)
+                    .map(|m| (m.topic.as_str(), String::from_utf8_lossy(&m.payload)))
+                    .collect();
+                panic!(
+                    "timed out after {deadline:?} waiting for {n} MQTT messages: got {}; last: {last:?}",
+                    got.len()
+                );
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
     }
 }
 
@@ -966,8 +1028,8 @@ impl Series {
     }
 
     fn from_json_line(line: &str) -> Series {
-        let v: serde_json::Value = serde_json::from_str(line)
-            .unwrap_or_else(|e| panic!("bad export line ({e}): {line}"));
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("bad export line ({e}): {line}"));
         let metric = v["metric"]
             .as_object()
             .unwrap_or_else(|| panic!("export line without metric: {line}"))
@@ -989,7 +1051,10 @@ impl Series {
             .as_array()
             .unwrap_or_else(|| panic!("export line without timestamps: {line}"))
             .iter()
-            .map(|t| t.as_i64().unwrap_or_else(|| panic!("bad timestamp in {line}")))
+            .map(|t| {
+                t.as_i64()
+                    .unwrap_or_else(|| panic!("bad timestamp in {line}"))
+            })
             .collect();
         Series {
             metric,
@@ -1134,8 +1199,12 @@ impl VictoriaMetrics {
     /// Writes InfluxDB line protocol directly (`/write`); panics unless 204.
     /// VictoriaMetrics accepts garbage with 204 too: read it back.
     pub fn write_lines(&self, lines: &str) {
-        let r = http_post(&format!("{}/write", self.url()), "text/plain", lines.as_bytes())
-            .expect("VictoriaMetrics write");
+        let r = http_post(
+            &format!("{}/write", self.url()),
+            "text/plain",
+            lines.as_bytes(),
+        )
+        .expect("VictoriaMetrics write");
         assert_eq!(r.status, 204, "write: {}", r.body);
     }
 
@@ -1190,4 +1259,14 @@ impl Drop for VictoriaMetrics {
             kill_now(&mut child);
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Data
+// ---------------------------------------------------------------------------
+
+/// The first `rows` rows of the synthetic pump seeded with `seed`, as
+/// `anomalyd simulate` publishes them for an asset with that seed.
+pub fn synth_rows(rows: usize, seed: u64) -> Vec<[f64; 8]> {
+    anomalyd::synth::generate(rows, seed, 0, 1_000_000_000, None).values
 }

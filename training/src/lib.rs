@@ -4,3 +4,11 @@
 pub mod export;
 pub mod network;
 pub mod onnx;
+
+pub mod calibrate;
+pub mod cli;
+pub mod data;
+pub mod model;
+pub mod report;
+pub mod run;
+pub mod train;

@@ -1,1 +1,53 @@
-fn main() {}
+//! `anomalyd-train`: parse the command line, run one training, map errors to
+//! exit codes. Everything else lives in the library (`anomalyd_train::run`).
+
+use std::process::ExitCode;
+
+use anomalyd_train::cli::Args;
+use anomalyd_train::run::{RunError, run};
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let result = args
+        .into_options()
+        .and_then(|opts| run(&opts))
+        .map_err(anyhow::Error::from);
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(err) => {
+            report_error(&err);
+            ExitCode::from(exit_code(&err))
+        }
+    }
+}
+
+/// Prints `error: ...` and every cause below it that adds something (some
+/// messages already include their source's text).
+fn report_error(err: &anyhow::Error) {
+    eprintln!("error: {err}");
+    let mut shown = err.to_string();
+    for cause in err.chain().skip(1) {
+        let text = cause.to_string();
+        if !shown.contains(&text) {
+            eprintln!("  caused by: {text}");
+        }
+        shown = text;
+    }
+}
+
+/// The first [`RunError`] in the chain decides; a missing file found deeper
+/// down is 66 (`EX_NOINPUT`); anything else is 1.
+fn exit_code(err: &anyhow::Error) -> u8 {
+    let code = err
+        .chain()
+        .find_map(|e| e.downcast_ref::<RunError>().map(RunError::exit_code))
+        .or_else(|| {
+            err.chain()
+                .filter_map(|e| e.downcast_ref::<std::io::Error>())
+                .any(|e| e.kind() == std::io::ErrorKind::NotFound)
+                .then_some(66)
+        })
+        .unwrap_or(1);
+    u8::try_from(code).unwrap_or(1)
+}

@@ -304,8 +304,7 @@ fn read<const D: usize>(layer: &'static str, t: Tensor<D>) -> Result<Vec<f32>, M
     };
     t.try_into_data()
         .map_err(|e| reason(&e))?
-        .convert::<f32>()
-        .into_vec::<f32>()
+        .try_into_vec_as::<f32>()
         .map_err(|e| reason(&format!("{e:?}")))
 }
 
@@ -495,102 +494,6 @@ mod tests {
         assert!(Architecture::conv(&[1, 2, 3], 7).is_err());
     }
 
-    /// Recomputes the network from its `NetworkSpec` in plain Rust and
-    /// checks it against burn's inference forward pass: this is what the
-    /// exported graph computes, so it checks the weight layouts and the
-    /// batch-norm folding without ONNX Runtime.
-    fn reference_forward(spec: &NetworkSpec, x: &[f32]) -> Vec<f32> {
-        let mut cur = x.to_vec();
-        let mut len = spec.window;
-        let mut ch = spec.channels;
-        for layer in &spec.layers {
-            match layer {
-                Layer::Relu => cur.iter_mut().for_each(|v| *v = v.max(0.0)),
-                Layer::Conv1d {
-                    in_channels,
-                    out_channels,
-                    kernel,
-                    stride,
-                    padding,
-                    weight,
-                    bias,
-                } => {
-                    let out_len = (len + 2 * padding - kernel) / stride + 1;
-                    let mut out = vec![0.0; out_channels * out_len];
-                    for o in 0..*out_channels {
-                        for t in 0..out_len {
-                            let mut acc = bias[o];
-                            for i in 0..*in_channels {
-                                for k in 0..*kernel {
-                                    let pos = (t * stride + k) as isize - *padding as isize;
-                                    if pos >= 0 && (pos as usize) < len {
-                                        acc += weight[(o * in_channels + i) * kernel + k]
-                                            * cur[i * len + pos as usize];
-                                    }
-                                }
-                            }
-                            out[o * out_len + t] = acc;
-                        }
-                    }
-                    cur = out;
-                    len = out_len;
-                    ch = *out_channels;
-                }
-                Layer::ConvTranspose1d {
-                    in_channels,
-                    out_channels,
-                    kernel,
-                    stride,
-                    padding,
-                    output_padding,
-                    weight,
-                    bias,
-                } => {
-                    let out_len = (len - 1) * stride + kernel + output_padding - 2 * padding;
-                    let mut out = vec![0.0; out_channels * out_len];
-                    for o in 0..*out_channels {
-                        for t in 0..out_len {
-                            out[o * out_len + t] = bias[o];
-                        }
-                    }
-                    for i in 0..*in_channels {
-                        for s in 0..len {
-                            for o in 0..*out_channels {
-                                for k in 0..*kernel {
-                                    let pos = (s * stride + k) as isize - *padding as isize;
-                                    if pos >= 0 && (pos as usize) < out_len {
-                                        out[o * out_len + pos as usize] += weight
-                                            [(i * out_channels + o) * kernel + k]
-                                            * cur[i * len + s];
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    cur = out;
-                    len = out_len;
-                    ch = *out_channels;
-                }
-                Layer::Dense {
-                    inputs,
-                    outputs,
-                    weight,
-                    bias,
-                } => {
-                    let mut out = bias.clone();
-                    for (i, xi) in cur.iter().enumerate().take(*inputs) {
-                        for (o, y) in out.iter_mut().enumerate() {
-                            *y += xi * weight[i * outputs + o];
-                        }
-                    }
-                    cur = out;
-                }
-            }
-        }
-        assert_eq!(cur.len(), spec.channels * spec.window, "{ch} x {len}");
-        cur
-    }
-
     fn check_spec_matches_burn(cfg: ModelConfig) {
         let d = device();
         d.seed(3);
@@ -605,14 +508,14 @@ mod tests {
         }
         let model = model.valid();
         let x = Tensor::<3>::from_data(TensorData::new(xs.clone(), [4, c, t]), &d);
-        let y = model.forward(x).into_data().into_vec::<f32>().unwrap();
+        let y = model.forward(x).into_data().try_into_vec::<f32>().unwrap();
+        // The exporter's plain-loop forward pass computes what the ONNX graph
+        // computes: this checks weight layouts and batch-norm folding
+        // without ONNX Runtime.
         let spec = model.to_network_spec(c, t, vec![1.0; c]).unwrap();
-        for b in 0..4 {
-            let r = reference_forward(&spec, &xs[b * c * t..(b + 1) * c * t]);
-            for (i, v) in r.iter().enumerate() {
-                let diff = (v - y[b * c * t + i]).abs();
-                assert!(diff < 1e-4, "window {b} value {i}: {v} vs {}", y[b * c * t + i]);
-            }
+        let r = crate::export::reference_forward(&spec, &xs, 4).unwrap();
+        for (i, (a, b)) in r.iter().zip(&y).enumerate() {
+            assert!((a - b).abs() < 1e-4, "value {i}: {a} vs {b}");
         }
     }
 

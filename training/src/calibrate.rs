@@ -1,0 +1,395 @@
+//! Calibration on the validation windows: the scores exactly as the exported
+//! graph computes them, the alert threshold, the fitted error distribution
+//! and the detector defaults stored in the model.
+//!
+//! Score (DESIGN.md §4/§5, `ScoreDefinition` in `anomalyd::metadata`):
+//! `channel_error[c] = mean_t (x[c,t] - r[c,t])^2` and
+//! `score = sum_c w[c] * channel_error[c] / sum_c w[c]`.
+
+use anomalyd::metadata::{DetectorDefaults, ErrorDistribution, ThresholdSpec};
+use serde::Serialize;
+use statrs::distribution::{Continuous, ContinuousCDF, Gamma, LogNormal};
+
+/// How the threshold is derived, stored in `metadata.threshold.method`.
+pub const THRESHOLD_METHOD: &str = "quantile*factor";
+
+/// Below this many validation windows the threshold is a guess: warn.
+pub const FEW_VALIDATION_WINDOWS: usize = 10;
+
+/// Bad calibration settings.
+#[derive(Debug, thiserror::Error)]
+pub enum CalibrateError {
+    #[error("no validation scores to calibrate on")]
+    NoScores,
+    #[error("{name} must be {expected}, got {value}")]
+    Invalid {
+        name: &'static str,
+        expected: &'static str,
+        value: String,
+    },
+}
+
+/// How the per-channel errors are weighted in the score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChannelWeighting {
+    /// Every channel weighs 1.
+    #[default]
+    Uniform,
+    /// Each channel weighs 1 / (its mean validation error), so a channel the
+    /// model reconstructs well counts as much as one it reconstructs badly.
+    InverseValidationError,
+}
+
+/// Per-window, per-channel mean squared error, `[n, C]` flat.
+/// (`x` and `r` hold whole windows `[n, C, T]`; the layout makes the error
+/// of channel `c` in window `w` the `(w * C + c)`-th chunk of `T` values.)
+pub fn channel_errors(x: &[f32], r: &[f32], window: usize) -> Vec<f32> {
+    x.chunks_exact(window)
+        .zip(r.chunks_exact(window))
+        .map(|(xs, rs)| {
+            let sum: f64 = xs
+                .iter()
+                .zip(rs)
+                .map(|(a, b)| {
+                    let d = f64::from(*a) - f64::from(*b);
+                    d * d
+                })
+                .sum();
+            (sum / window as f64) as f32
+        })
+        .collect()
+}
+
+/// Per-window scores from per-channel errors `[n, C]` and weights `[C]`.
+pub fn scores(channel_error: &[f32], weights: &[f32]) -> Vec<f32> {
+    let total: f64 = weights.iter().map(|w| f64::from(*w)).sum();
+    channel_error
+        .chunks_exact(weights.len())
+        .map(|e| {
+            let s: f64 = e
+                .iter()
+                .zip(weights)
+                .map(|(e, w)| f64::from(*e) * f64::from(*w))
+                .sum();
+            (s / total) as f32
+        })
+        .collect()
+}
+
+/// Channel weights for the score, normalised to a mean of 1 (uniform is all 1).
+///
+/// For [`ChannelWeighting::InverseValidationError`] each channel's mean error
+/// is floored at 1e-3 of the mean over channels, so a channel the model
+/// reconstructs perfectly (e.g. a constant one) cannot take all the weight.
+pub fn channel_weights(kind: ChannelWeighting, channel_error: &[f32], channels: usize) -> Vec<f32> {
+    match kind {
+        ChannelWeighting::Uniform => vec![1.0; channels],
+        ChannelWeighting::InverseValidationError => {
+            let n = (channel_error.len() / channels.max(1)).max(1);
+            let mut mean = vec![0.0f64; channels];
+            for e in channel_error.chunks_exact(channels) {
+                for (m, v) in mean.iter_mut().zip(e) {
+                    *m += f64::from(*v) / n as f64;
+                }
+            }
+            let overall = mean.iter().sum::<f64>() / channels as f64;
+            let floor = (overall * 1e-3).max(f64::MIN_POSITIVE);
+            let inv: Vec<f64> = mean.iter().map(|m| 1.0 / m.max(floor)).collect();
+            let sum: f64 = inv.iter().sum();
+            inv.iter()
+                .map(|w| (w * channels as f64 / sum) as f32)
+                .collect()
+        }
+    }
+}
+
+/// Linear-interpolation quantile (type 7) of sorted data.
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let pos = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = pos.ceil() as usize;
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+}
+
+/// Goodness of fit of one candidate distribution.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FitQuality {
+    pub distribution: ErrorDistribution,
+    /// Kolmogorov-Smirnov statistic (smaller is better).
+    pub ks: f64,
+    pub log_likelihood: f64,
+}
+
+/// The calibration result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Calibration {
+    pub threshold: ThresholdSpec,
+    pub distribution: ErrorDistribution,
+    /// Every candidate that could be fitted; the chosen one has the smallest KS.
+    pub candidates: Vec<FitQuality>,
+    pub windows: usize,
+    pub score_min: f64,
+    pub score_median: f64,
+    pub score_max: f64,
+    /// Fraction of validation windows above the threshold.
+    pub above_threshold: f64,
+    pub warnings: Vec<String>,
+}
+
+/// Threshold and error distribution from the validation scores.
+///
+/// The threshold is `quantile(scores, q) * factor`. A Gamma (method of
+/// moments) and a log-normal (maximum likelihood on `ln score`) are fitted;
+/// the one with the smaller Kolmogorov-Smirnov statistic is kept. With fewer
+/// than [`FEW_VALIDATION_WINDOWS`] windows a warning is added; with too few
+/// distinct scores to fit anything, an exponential (Gamma shape 1) with the
+/// scores' mean is used.
+///
+/// # Errors
+/// No scores, or `q` outside (0, 1], or `factor` not positive.
+pub fn calibrate(scores: &[f32], q: f64, factor: f64) -> Result<Calibration, CalibrateError> {
+    if !(q > 0.0 && q <= 1.0) {
+        return Err(CalibrateError::Invalid {
+            name: "--threshold-quantile",
+            expected: "in (0, 1]",
+            value: q.to_string(),
+        });
+    }
+    if !(factor.is_finite() && factor > 0.0) {
+        return Err(CalibrateError::Invalid {
+            name: "--threshold-factor",
+            expected: "a positive number",
+            value: factor.to_string(),
+        });
+    }
+    let mut s: Vec<f64> = scores
+        .iter()
+        .map(|v| f64::from(*v))
+        .filter(|v| v.is_finite())
+        .collect();
+    if s.is_empty() {
+        return Err(CalibrateError::NoScores);
+    }
+    s.sort_by(f64::total_cmp);
+    let mut warnings = Vec::new();
+    if s.len() < FEW_VALIDATION_WINDOWS {
+        warnings.push(format!(
+            "only {} validation windows: the threshold (quantile {q} of their scores) is a rough guess; train on more rows or raise --validation-fraction",
+            s.len()
+        ));
+    }
+    let mut value = quantile(&s, q) * factor;
+    if !(value > 0.0) {
+        warnings.push(
+            "every validation score is 0 (perfect reconstruction); threshold set to 1e-9".into(),
+        );
+        value = 1e-9;
+    }
+    let threshold = ThresholdSpec {
+        value: value as f32,
+        method: THRESHOLD_METHOD.into(),
+        quantile: q,
+        factor,
+    };
+
+    // Scores are squared errors, hence >= 0; both families need > 0.
+    let positive: Vec<f64> = s.iter().copied().filter(|v| *v > 0.0).collect();
+    let mut candidates = Vec::new();
+    for fitted in [fit_gamma(&positive), fit_log_normal(&positive)]
+        .into_iter()
+        .flatten()
+    {
+        candidates.extend(quality(fitted, &positive));
+    }
+    let distribution = match candidates
+        .iter()
+        .min_by(|a, b| a.ks.total_cmp(&b.ks))
+    {
+        Some(best) => best.distribution.clone(),
+        None => {
+            let mean = s.iter().sum::<f64>() / s.len() as f64;
+            warnings.push(
+                "too few distinct validation scores to fit an error distribution; using an exponential with their mean".into(),
+            );
+            ErrorDistribution::Gamma {
+                shape: 1.0,
+                rate: 1.0 / mean.max(1e-12),
+            }
+        }
+    };
+    let above = s.iter().filter(|v| **v > value).count() as f64 / s.len() as f64;
+    Ok(Calibration {
+        threshold,
+        distribution,
+        candidates,
+        windows: s.len(),
+        score_min: s[0],
+        score_median: quantile(&s, 0.5),
+        score_max: s[s.len() - 1],
+        above_threshold: above,
+        warnings,
+    })
+}
+
+/// Detector defaults, checked as the daemon will check them.
+///
+/// # Errors
+/// `raise_after` or `clear_after` 0, `clear_ratio` outside (0, 1].
+pub fn detector_defaults(
+    raise_after: u32,
+    clear_after: u32,
+    clear_ratio: f32,
+) -> Result<DetectorDefaults, CalibrateError> {
+    if raise_after == 0 || clear_after == 0 {
+        return Err(CalibrateError::Invalid {
+            name: "--raise-after/--clear-after",
+            expected: "at least 1",
+            value: format!("{raise_after}/{clear_after}"),
+        });
+    }
+    if !(clear_ratio > 0.0 && clear_ratio <= 1.0) {
+        return Err(CalibrateError::Invalid {
+            name: "--clear-ratio",
+            expected: "in (0, 1]",
+            value: clear_ratio.to_string(),
+        });
+    }
+    Ok(DetectorDefaults {
+        raise_after,
+        clear_after,
+        clear_ratio,
+    })
+}
+
+fn mean_var(v: &[f64]) -> Option<(f64, f64)> {
+    if v.len() < 2 {
+        return None;
+    }
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let var = v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n;
+    (var > 0.0 && var.is_finite() && mean > 0.0).then_some((mean, var))
+}
+
+/// Gamma by the method of moments: shape = mean²/var, rate = mean/var.
+fn fit_gamma(v: &[f64]) -> Option<ErrorDistribution> {
+    let (mean, var) = mean_var(v)?;
+    let shape = mean * mean / var;
+    let rate = mean / var;
+    Gamma::new(shape, rate)
+        .ok()
+        .map(|_| ErrorDistribution::Gamma { shape, rate })
+}
+
+/// Log-normal by maximum likelihood: mean and population std of `ln x`.
+fn fit_log_normal(v: &[f64]) -> Option<ErrorDistribution> {
+    let logs: Vec<f64> = v.iter().map(|x| x.ln()).collect();
+    let n = logs.len() as f64;
+    if logs.len() < 2 {
+        return None;
+    }
+    let location = logs.iter().sum::<f64>() / n;
+    let scale = (logs.iter().map(|l| (l - location).powi(2)).sum::<f64>() / n).sqrt();
+    (scale > 0.0 && scale.is_finite())
+        .then(|| LogNormal::new(location, scale).ok())
+        .flatten()
+        .map(|_| ErrorDistribution::LogNormal { location, scale })
+}
+
+/// KS statistic and log-likelihood of `d` on sorted positive data.
+fn quality(d: ErrorDistribution, sorted: &[f64]) -> Option<FitQuality> {
+    let at: Vec<(f64, f64)> = match d {
+        ErrorDistribution::Gamma { shape, rate } => {
+            let g = Gamma::new(shape, rate).ok()?;
+            sorted.iter().map(|&x| (g.cdf(x), g.ln_pdf(x))).collect()
+        }
+        ErrorDistribution::LogNormal { location, scale } => {
+            let l = LogNormal::new(location, scale).ok()?;
+            sorted.iter().map(|&x| (l.cdf(x), l.ln_pdf(x))).collect()
+        }
+    };
+    let n = sorted.len() as f64;
+    let mut ks: f64 = 0.0;
+    for (i, (f, _)) in at.iter().enumerate() {
+        ks = ks.max(f - i as f64 / n).max((i + 1) as f64 / n - f);
+    }
+    Some(FitQuality {
+        distribution: d,
+        ks,
+        log_likelihood: at.iter().map(|(_, l)| l).sum(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_errors_and_scores_follow_the_score_definition() {
+        // 1 window, 2 channels, T = 2.
+        let x = [0.0, 0.0, 1.0, 1.0];
+        let r = [1.0, 1.0, 1.0, 3.0];
+        let e = channel_errors(&x, &r, 2);
+        assert_eq!(e, vec![1.0, 2.0]);
+        assert_eq!(scores(&e, &[1.0, 1.0]), vec![1.5]);
+        assert_eq!(scores(&e, &[3.0, 1.0]), vec![1.25]);
+    }
+
+    #[test]
+    fn inverse_error_weights_have_mean_one() {
+        let e = [1.0, 0.5, 1.0, 0.5];
+        let w = channel_weights(ChannelWeighting::InverseValidationError, &e, 2);
+        assert!((w[0] + w[1] - 2.0).abs() < 1e-6);
+        assert!((w[1] / w[0] - 2.0).abs() < 1e-5, "{w:?}");
+        assert_eq!(channel_weights(ChannelWeighting::Uniform, &e, 2), vec![1.0; 2]);
+    }
+
+    #[test]
+    fn quantile_interpolates() {
+        let s = [0.0, 1.0, 2.0, 3.0, 4.0];
+        assert_eq!(quantile(&s, 0.5), 2.0);
+        assert!((quantile(&s, 0.99) - 3.96).abs() < 1e-12);
+        assert_eq!(quantile(&s, 1.0), 4.0);
+    }
+
+    #[test]
+    fn threshold_is_quantile_times_factor_and_a_distribution_is_fitted() {
+        // Gamma-ish scores.
+        let scores: Vec<f32> = (1..=200).map(|i| (i as f32 / 100.0).powi(2) + 0.01).collect();
+        let c = calibrate(&scores, 0.99, 1.5).unwrap();
+        let mut s: Vec<f64> = scores.iter().map(|v| f64::from(*v)).collect();
+        s.sort_by(f64::total_cmp);
+        let expected = (quantile(&s, 0.99) * 1.5) as f32;
+        assert_eq!(c.threshold.value, expected);
+        assert_eq!(c.threshold.method, "quantile*factor");
+        assert_eq!(c.candidates.len(), 2);
+        assert!(c.warnings.is_empty());
+        let p = c.distribution.probability(f64::from(c.threshold.value));
+        assert!(p > 0.9, "{p}");
+    }
+
+    #[test]
+    fn tiny_validation_sets_warn_but_calibrate() {
+        let c = calibrate(&[0.1, 0.2, 0.3], 0.99, 1.5).unwrap();
+        assert!(c.warnings[0].contains("only 3 validation windows"));
+        assert!(c.threshold.value > 0.3);
+        let c = calibrate(&[0.2], 0.99, 1.5).unwrap();
+        assert!(matches!(
+            c.distribution,
+            ErrorDistribution::Gamma { shape, .. } if shape == 1.0
+        ));
+        assert!(calibrate(&[], 0.99, 1.5).is_err());
+        assert!(calibrate(&[0.1], 1.5, 1.5).is_err());
+    }
+
+    #[test]
+    fn detector_defaults_are_checked() {
+        assert!(detector_defaults(3, 5, 0.8).is_ok());
+        assert!(detector_defaults(0, 5, 0.8).is_err());
+        assert!(detector_defaults(3, 5, 1.2).is_err());
+    }
+}

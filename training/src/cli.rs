@@ -1,0 +1,332 @@
+//! Command-line arguments of `anomalyd-train` (clap) and their conversion
+//! into the validated [`TrainOptions`] that [`crate::run::run`] takes.
+
+use std::ops::Range;
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+use crate::calibrate::ChannelWeighting;
+use crate::data::{DataOptions, InputSource};
+use crate::model::Architecture;
+use crate::run::{DeviceKind, RunError, TrainOptions};
+use crate::train::TrainConfig;
+
+/// Network family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ArchArg {
+    /// 1-D convolutional autoencoder (like SKAB's Conv-AE).
+    Conv,
+    /// Dense autoencoder on the flattened window.
+    Dense,
+}
+
+/// Trains the anomalyd autoencoder on normal-operation logs and writes the
+/// one ONNX model file the daemon loads (network + metadata).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "anomalyd-train", version, about, max_term_width = 100)]
+pub struct Args {
+    /// CSV or InfluxDB line-protocol log of normal operation; repeat for
+    /// several files (windows never span two files).
+    #[arg(long = "input", value_name = "FILE", required_unless_present = "synthetic_pump")]
+    pub inputs: Vec<PathBuf>,
+    /// Also train on ROWS seconds of the built-in pump simulator (no fault),
+    /// channels vibration_1 .. flow_rate.
+    #[arg(long, value_name = "ROWS")]
+    pub synthetic_pump: Option<usize>,
+    /// Seed of the pump simulator for --synthetic-pump.
+    #[arg(long, value_name = "S", default_value_t = 1)]
+    pub synthetic_seed: u64,
+    /// Model file to write (atomically, once the parity check has passed).
+    #[arg(long, value_name = "MODEL.onnx")]
+    pub out: PathBuf,
+    /// Keep data rows A (inclusive) to B (exclusive) of each input, counted
+    /// from 0 after the header; `A..` and `..B` work too.
+    #[arg(long, value_name = "A..B", value_parser = parse_rows)]
+    pub rows: Option<Range<usize>>,
+    /// Channels in model order [default: every numeric column of the first
+    /// input except anomaly/changepoint/label].
+    #[arg(long, value_name = "a,b,...", value_delimiter = ',')]
+    pub channels: Option<Vec<String>>,
+    /// Name of the CSV timestamp column [default: the first column].
+    #[arg(long, value_name = "NAME")]
+    pub timestamp_column: Option<String>,
+    /// Window length T in frames.
+    #[arg(long, default_value_t = 60)]
+    pub window: usize,
+    /// Frames between two windows (training, and scoring in the daemon).
+    #[arg(long, default_value_t = 1)]
+    pub stride: usize,
+    /// Network family.
+    #[arg(long, value_enum, default_value_t = ArchArg::Conv)]
+    pub arch: ArchArg,
+    /// Most epochs to train (early stopping may end sooner).
+    #[arg(long, default_value_t = 100)]
+    pub epochs: usize,
+    /// Seed of weight initialisation, dropout, noise and shuffling.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Write report.json and loss/errors/reconstruction PNGs into DIR.
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
+
+    /// Conv: widths of the two encoder layers (the decoder mirrors them).
+    #[arg(long, value_name = "F1,F2", value_delimiter = ',', default_value = "32,16")]
+    pub filters: Vec<usize>,
+    /// Conv: kernel size of every layer (odd).
+    #[arg(long, default_value_t = 7)]
+    pub kernel: usize,
+    /// Dense: width of the hidden layers.
+    #[arg(long, default_value_t = 64)]
+    pub hidden: usize,
+    /// Dense: width of the bottleneck.
+    #[arg(long, default_value_t = 16)]
+    pub latent: usize,
+    /// Adam learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub learning_rate: f64,
+    /// Windows per training batch.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Stop after this many epochs without a better validation loss (0: never).
+    #[arg(long, default_value_t = 5)]
+    pub patience: usize,
+    /// Dropout probability after the first encoder and first decoder layer
+    /// (training only; not in the exported graph).
+    #[arg(long, default_value_t = 0.2)]
+    pub dropout: f64,
+    /// L2 penalty on the weights (added to the gradient).
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f32,
+    /// Clip each parameter's gradient to this L2 norm.
+    #[arg(long, value_name = "NORM")]
+    pub clip_grad_norm: Option<f32>,
+    /// Batch normalisation after the first three layers (folded into them
+    /// at export).
+    #[arg(long)]
+    pub batch_norm: bool,
+    /// Denoising: standard deviation of Gaussian noise added to the training
+    /// inputs (normalised units); the target stays the clean window.
+    #[arg(long, default_value_t = 0.0)]
+    pub noise_sigma: f64,
+    /// Fraction of each file's windows (the last ones) used for validation,
+    /// early stopping and calibration.
+    #[arg(long, default_value_t = 0.2)]
+    pub validation_fraction: f64,
+    /// Quantile of the validation scores the threshold starts from.
+    #[arg(long, default_value_t = 0.99)]
+    pub threshold_quantile: f64,
+    /// Threshold = quantile * factor.
+    #[arg(long, default_value_t = 1.5)]
+    pub threshold_factor: f64,
+    /// Weights of the per-channel errors in the score.
+    #[arg(long, value_enum, default_value_t = ChannelWeighting::Uniform)]
+    pub channel_weighting: ChannelWeighting,
+    /// Detector default: raise an alert after this many windows above threshold.
+    #[arg(long, default_value_t = 3)]
+    pub raise_after: u32,
+    /// Detector default: clear after this many windows below threshold * clear-ratio.
+    #[arg(long, default_value_t = 5)]
+    pub clear_after: u32,
+    /// Detector default: hysteresis ratio for clearing.
+    #[arg(long, default_value_t = 0.8)]
+    pub clear_ratio: f32,
+    /// Model name (the `model` tag of every output point) [default: the
+    /// output file's stem].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Model version (free text).
+    #[arg(long, default_value = "1")]
+    pub model_version: String,
+    /// Frame period in ms [default: median spacing of the input timestamps].
+    #[arg(long, value_name = "MS")]
+    pub sample_period_ms: Option<u64>,
+    /// Leave out windows with a larger fraction of imputed (carried-forward)
+    /// values in any channel.
+    #[arg(long, default_value_t = 0.1)]
+    pub max_imputed_fraction: f32,
+    /// Where to train.
+    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    pub device: DeviceKind,
+    /// ONNX Runtime library for the parity check [default: ORT_DYLIB_PATH,
+    /// then next to the executable].
+    #[arg(long, value_name = "PATH")]
+    pub ort_library: Option<PathBuf>,
+}
+
+/// Parses `A..B`, `A..` or `..B`.
+fn parse_rows(s: &str) -> Result<Range<usize>, String> {
+    let (a, b) = s
+        .split_once("..")
+        .ok_or_else(|| format!("{s:?} is not a row range A..B (e.g. 0..400)"))?;
+    let num = |t: &str, default: usize| -> Result<usize, String> {
+        let t = t.trim();
+        if t.is_empty() {
+            Ok(default)
+        } else {
+            t.parse()
+                .map_err(|_| format!("{t:?} in {s:?} is not a row number"))
+        }
+    };
+    let start = num(a, 0)?;
+    let end = num(b, usize::MAX)?;
+    if end <= start {
+        return Err(format!("row range {s:?} is empty (B must be larger than A)"));
+    }
+    Ok(start..end)
+}
+
+impl Args {
+    /// Checks the arguments and builds the options.
+    ///
+    /// # Errors
+    /// [`RunError::Options`] naming the bad flag.
+    pub fn into_options(self) -> Result<TrainOptions, RunError> {
+        let bad = |m: String| Err(RunError::Options(m));
+        let arch = match self.arch {
+            ArchArg::Conv => Architecture::conv(&self.filters, self.kernel)?,
+            ArchArg::Dense => Architecture::Dense {
+                hidden: self.hidden,
+                latent: self.latent,
+            },
+        };
+        if !(self.validation_fraction > 0.0 && self.validation_fraction < 1.0) {
+            return bad(format!(
+                "--validation-fraction must be in (0, 1), got {}",
+                self.validation_fraction
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.max_imputed_fraction) {
+            return bad(format!(
+                "--max-imputed-fraction must be in [0, 1], got {}",
+                self.max_imputed_fraction
+            ));
+        }
+        if self.stride == 0 {
+            return bad("--stride must be at least 1".into());
+        }
+        if self.sample_period_ms == Some(0) {
+            return bad("--sample-period-ms must be at least 1".into());
+        }
+        let name = match self.name {
+            Some(n) => n,
+            None => self
+                .out
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("model")
+                .to_string(),
+        };
+        if name.trim().is_empty() {
+            return bad("--name must not be empty".into());
+        }
+        let mut inputs: Vec<InputSource> = self.inputs.into_iter().map(InputSource::File).collect();
+        if let Some(rows) = self.synthetic_pump {
+            inputs.push(InputSource::SyntheticPump {
+                rows,
+                seed: self.synthetic_seed,
+            });
+        }
+        Ok(TrainOptions {
+            data: DataOptions {
+                inputs,
+                rows: self.rows,
+                channels: self.channels,
+                timestamp_column: self.timestamp_column,
+                window: self.window,
+                stride: self.stride,
+                validation_fraction: self.validation_fraction,
+                sample_period_ms: self.sample_period_ms,
+                max_imputed_fraction: self.max_imputed_fraction,
+            },
+            out: self.out,
+            report: self.report,
+            arch,
+            dropout: self.dropout,
+            batch_norm: self.batch_norm,
+            train: TrainConfig {
+                epochs: self.epochs,
+                batch_size: self.batch_size,
+                learning_rate: self.learning_rate,
+                weight_decay: self.weight_decay,
+                clip_grad_norm: self.clip_grad_norm,
+                patience: self.patience,
+                noise_sigma: self.noise_sigma,
+                seed: self.seed,
+            },
+            threshold_quantile: self.threshold_quantile,
+            threshold_factor: self.threshold_factor,
+            channel_weighting: self.channel_weighting,
+            raise_after: self.raise_after,
+            clear_after: self.clear_after,
+            clear_ratio: self.clear_ratio,
+            name,
+            model_version: self.model_version,
+            device: self.device,
+            ort_library: self.ort_library,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn row_ranges_parse() {
+        assert_eq!(parse_rows("0..400").unwrap(), 0..400);
+        assert_eq!(parse_rows("10..").unwrap(), 10..usize::MAX);
+        assert_eq!(parse_rows("..5").unwrap(), 0..5);
+        assert!(parse_rows("5..5").unwrap_err().contains("empty"));
+        assert!(parse_rows("a..5").is_err());
+        assert!(parse_rows("400").is_err());
+    }
+
+    #[test]
+    fn defaults_match_the_documented_ones() {
+        let a = Args::parse_from(["anomalyd-train", "--input", "x.csv", "--out", "m.onnx"]);
+        let o = a.into_options().unwrap();
+        assert_eq!(o.data.window, 60);
+        assert_eq!(o.name, "m");
+        assert_eq!(
+            o.arch,
+            Architecture::Conv {
+                filters: [32, 16],
+                kernel: 7
+            }
+        );
+        assert_eq!(o.train.batch_size, 32);
+        assert_eq!(o.train.patience, 5);
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        let a = Args::parse_from([
+            "anomalyd-train",
+            "--input",
+            "x.csv",
+            "--out",
+            "m.onnx",
+            "--validation-fraction",
+            "1.5",
+        ]);
+        let e = a.into_options().unwrap_err().to_string();
+        assert!(e.contains("--validation-fraction"), "{e}");
+        let a = Args::parse_from([
+            "anomalyd-train",
+            "--input",
+            "x.csv",
+            "--out",
+            "m.onnx",
+            "--filters",
+            "8",
+        ]);
+        assert!(a.into_options().unwrap_err().to_string().contains("--filters"));
+    }
+}
