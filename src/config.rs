@@ -501,19 +501,24 @@ impl Config {
                     message: e.to_string(),
                 })?;
         }
-        let merged: serde_json::Value = builder
-            .build()
-            .and_then(|c| c.try_deserialize())
-            .map_err(|e| ConfigError::Parse {
-                origin: origin.to_string(),
-                message: e.to_string(),
-            })?;
+        let merged: serde_json::Value =
+            builder
+                .build()
+                .and_then(|c| c.try_deserialize())
+                .map_err(|e| ConfigError::Parse {
+                    origin: origin.to_string(),
+                    message: e.to_string(),
+                })?;
         let cfg: Config = serde_path_to_error::deserialize(&merged).map_err(|e| {
             let path = e.path().to_string();
             ConfigError::Invalid {
                 origin: origin.to_string(),
                 problems: vec![Problem {
-                    key: if path == "." { "(top level)".into() } else { path },
+                    key: if path == "." {
+                        "(top level)".into()
+                    } else {
+                        path
+                    },
                     message: e.into_inner().to_string(),
                 }],
             }
@@ -572,13 +577,19 @@ impl Config {
             );
         }
         if m.qos > 2 {
-            bad("mqtt.qos".into(), format!("is {}, must be 0, 1 or 2", m.qos));
+            bad(
+                "mqtt.qos".into(),
+                format!("is {}, must be 0, 1 or 2", m.qos),
+            );
         }
         if m.keep_alive_s < 5 {
             bad("mqtt.keep_alive_s".into(), "must be at least 5".into());
         }
         if m.max_packet_size < 1024 {
-            bad("mqtt.max_packet_size".into(), "must be at least 1024".into());
+            bad(
+                "mqtt.max_packet_size".into(),
+                "must be at least 1024".into(),
+            );
         }
         if m.reconnect_min_ms == 0 || m.reconnect_max_ms < m.reconnect_min_ms {
             bad(
@@ -711,7 +722,10 @@ impl Config {
                 "influx.url".into(),
                 format!("{:?}: scheme must be http or https with a host", u.as_str()),
             ),
-            Err(e) => bad("influx.url".into(), format!("{:?} is not a URL: {e}", ix.url)),
+            Err(e) => bad(
+                "influx.url".into(),
+                format!("{:?} is not a URL: {e}", ix.url),
+            ),
         }
         if ix.bucket.is_empty() {
             bad("influx.bucket".into(), "is empty".into());
@@ -753,7 +767,10 @@ impl Config {
         {
             bad(
                 "metrics.listen".into(),
-                format!("{:?} is not an address like 127.0.0.1:9464", self.metrics.listen),
+                format!(
+                    "{:?} is not an address like 127.0.0.1:9464",
+                    self.metrics.listen
+                ),
             );
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
@@ -784,8 +801,11 @@ impl Config {
     /// # Errors
     /// The token file cannot be read.
     pub fn influx_token(&self) -> Result<Secret, ConfigError> {
-        Ok(read_secret(self.influx.token.as_ref(), self.influx.token_file.as_deref())?
-            .unwrap_or_default())
+        Ok(read_secret(
+            self.influx.token.as_ref(),
+            self.influx.token_file.as_deref(),
+        )?
+        .unwrap_or_default())
     }
 
     /// The model and detector overrides that apply to `asset`.
@@ -798,9 +818,7 @@ impl Config {
         self.rule_for(asset)
             .and_then(|r| r.model.as_deref())
             .or(self.default_model.as_deref())
-            .or_else(|| {
-                (self.models.len() == 1).then(|| self.models[0].name.as_str())
-            })
+            .or_else(|| (self.models.len() == 1).then(|| self.models[0].name.as_str()))
     }
 
     pub fn shutdown_timeout(&self) -> Duration {
@@ -938,14 +956,22 @@ mod tests {
     #[test]
     fn every_problem_is_reported_at_once() {
         let text = MINIMAL
-            .replace("payload = \"number\"", "payload = \"number\"\n[[topics]]\nfilter = \"x/y\"\npayload = \"json\"")
+            .replace(
+                "payload = \"number\"",
+                "payload = \"number\"\n[[topics]]\nfilter = \"x/y\"\npayload = \"json\"",
+            )
             .replace("bucket = \"b\"", "bucket = \"\"\nbatch_size = 0");
         let err = parse(&text, &[("ANOMALYD__MQTT__QOS", "3")]).unwrap_err();
         let ConfigError::Invalid { problems, .. } = &err else {
             panic!("{err}")
         };
         let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
-        for k in ["mqtt.qos", "topics[1].filter", "influx.bucket", "influx.batch_size"] {
+        for k in [
+            "mqtt.qos",
+            "topics[1].filter",
+            "influx.bucket",
+            "influx.batch_size",
+        ] {
             assert!(keys.contains(&k), "{k} missing from {keys:?}");
         }
     }
@@ -989,7 +1015,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("token");
         std::fs::write(&f, "s3cret\n").unwrap();
-        let text = MINIMAL.replace("bucket = \"b\"", &format!("bucket = \"b\"\ntoken_file = {:?}", f));
+        let text = MINIMAL.replace(
+            "bucket = \"b\"",
+            &format!("bucket = \"b\"\ntoken_file = {:?}", f),
+        );
         let c = parse(&text, &[]).unwrap();
         assert_eq!(c.influx_token().unwrap().expose(), "s3cret");
     }

@@ -57,9 +57,10 @@ impl DaemonError {
     /// Exit code: 78 for configuration and model problems, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            DaemonError::Config(_) | DaemonError::Model { .. } | DaemonError::Sink(_) | DaemonError::Mqtt(_) => {
-                crate::config::EXIT_CONFIG
-            }
+            DaemonError::Config(_)
+            | DaemonError::Model { .. }
+            | DaemonError::Sink(_)
+            | DaemonError::Mqtt(_) => crate::config::EXIT_CONFIG,
             DaemonError::Runtime(RuntimeError::Library { .. }) => crate::config::EXIT_CONFIG,
             _ => 1,
         }
@@ -79,7 +80,9 @@ fn check_pin(path: &Path, expected: Option<&str>) -> Result<(), String> {
     if actual.eq_ignore_ascii_case(expected) {
         Ok(())
     } else {
-        Err(format!("SHA-256 is {actual}, config pins {expected}: refusing the file"))
+        Err(format!(
+            "SHA-256 is {actual}, config pins {expected}: refusing the file"
+        ))
     }
 }
 
@@ -197,7 +200,9 @@ fn spawn_scorer(
             while open {
                 heartbeat.store(now_ns(), Relaxed);
                 // Wait (bounded, so the heartbeat keeps beating) for work.
-                let first = rt.block_on(async { tokio::time::timeout(Duration::from_secs(1), rx.recv()).await });
+                let first = rt.block_on(async {
+                    tokio::time::timeout(Duration::from_secs(1), rx.recv()).await
+                });
                 let msg = match first {
                     Err(_) => continue,
                     Ok(None) => break,
@@ -219,7 +224,8 @@ fn spawn_scorer(
                             if left.is_zero() {
                                 break;
                             }
-                            match rt.block_on(async { tokio::time::timeout(left, rx.recv()).await }) {
+                            match rt.block_on(async { tokio::time::timeout(left, rx.recv()).await })
+                            {
                                 Err(_) => break,
                                 Ok(None) => {
                                     open = false;
@@ -448,7 +454,10 @@ pub async fn run(
     };
     tokio::pin!(drain);
     if tokio::time::timeout(deadline, &mut drain).await.is_err() {
-        tracing::error!(timeout_s = deadline.as_secs(), "shutdown deadline reached; dropping what is left");
+        tracing::error!(
+            timeout_s = deadline.as_secs(),
+            "shutdown deadline reached; dropping what is left"
+        );
         sink_stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
     }
@@ -462,7 +471,10 @@ pub async fn run(
     Ok(())
 }
 
-async fn reload_config(path: &Path, current: &Config) -> Result<(Config, Vec<NamedModel>), DaemonError> {
+async fn reload_config(
+    path: &Path,
+    current: &Config,
+) -> Result<(Config, Vec<NamedModel>), DaemonError> {
     let new_cfg = Config::load(path)?;
     if new_cfg.runtime.library_path != current.runtime.library_path {
         tracing::warn!("runtime.library_path changed: it takes effect at the next restart");

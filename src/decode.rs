@@ -27,11 +27,15 @@ pub enum TopicError {
     Empty(String),
     #[error("filter {0:?} has no {{asset}} segment")]
     NoAsset(String),
-    #[error("filter {0:?} needs a {{channel}} segment for payload \"number\"/\"json\" (or use payload = \"json_object\")")]
+    #[error(
+        "filter {0:?} needs a {{channel}} segment for payload \"number\"/\"json\" (or use payload = \"json_object\")"
+    )]
     NoChannel(String),
     #[error("filter {0:?} names {{{1}}} twice")]
     Twice(String, &'static str),
-    #[error("filter {0:?}: segment {1:?} is not allowed (use {{asset}}, {{channel}}, + or a literal; # is not supported)")]
+    #[error(
+        "filter {0:?}: segment {1:?} is not allowed (use {{asset}}, {{channel}}, + or a literal; # is not supported)"
+    )]
     BadSegment(String, String),
 }
 
@@ -234,7 +238,11 @@ impl Decoder {
 
     /// MQTT subscription filters, deduplicated.
     pub fn subscriptions(&self) -> Vec<String> {
-        let mut subs: Vec<String> = self.mappings.iter().map(|m| m.pattern.subscription()).collect();
+        let mut subs: Vec<String> = self
+            .mappings
+            .iter()
+            .map(|m| m.pattern.subscription())
+            .collect();
         subs.dedup();
         subs
     }
@@ -283,7 +291,12 @@ impl Decoder {
                     Some(serde_json::Value::String(s)) => s.trim().parse::<f64>().ok(),
                     _ => None,
                 }
-                .ok_or_else(|| bad(format!("field {:?} is missing or not a number", m.value_field)))?;
+                .ok_or_else(|| {
+                    bad(format!(
+                        "field {:?} is missing or not a number",
+                        m.value_field
+                    ))
+                })?;
                 if !v.is_finite() {
                     return Err(DecodeError::NonFinite {
                         topic: topic.into(),
@@ -352,7 +365,9 @@ fn read_ts(
         Some(serde_json::Value::String(s)) => parse_timestamp(s)
             .map(Some)
             .map_err(|e| format!("timestamp field {field:?}: {e}")),
-        Some(_) => Err(format!("timestamp field {field:?} is neither a number nor a string")),
+        Some(_) => Err(format!(
+            "timestamp field {field:?} is neither a number nor a string"
+        )),
     }
 }
 
@@ -406,7 +421,13 @@ mod tests {
     #[test]
     fn json_value_payload_with_timestamps_in_every_unit() {
         let d = decoder();
-        for ts in ["1700000000", "1700000000000", "1700000000000000", "1700000000000000000", "\"2023-11-14T22:13:20Z\""] {
+        for ts in [
+            "1700000000",
+            "1700000000000",
+            "1700000000000000",
+            "1700000000000000000",
+            "\"2023-11-14T22:13:20Z\"",
+        ] {
             let payload = format!("{{\"value\": 3, \"ts\": {ts}}}");
             let m = d.decode("json/p2/x/flow", payload.as_bytes()).unwrap();
             assert_eq!(m.ts, Some(1_700_000_000_000_000_000), "{ts}");
@@ -417,11 +438,17 @@ mod tests {
     #[test]
     fn json_object_holds_several_channels() {
         let m = decoder()
-            .decode("sensors/pump-1", br#"{"ts": 1700000000123, "a": 1.5, "b": -2, "status": "ok", "c": null}"#)
+            .decode(
+                "sensors/pump-1",
+                br#"{"ts": 1700000000123, "a": 1.5, "b": -2, "status": "ok", "c": null}"#,
+            )
             .unwrap();
         assert_eq!(m.asset, "pump-1");
         assert_eq!(m.ts, Some(1_700_000_000_123_000_000));
-        assert_eq!(m.values, vec![("a".to_string(), 1.5), ("b".to_string(), -2.0)]);
+        assert_eq!(
+            m.values,
+            vec![("a".to_string(), 1.5), ("b".to_string(), -2.0)]
+        );
         assert_eq!(m.non_finite, 1);
     }
 
@@ -441,7 +468,9 @@ mod tests {
             let err = d.decode(topic, payload).unwrap_err();
             assert_eq!(err.reason(), reason, "{topic} {payload:?}: {err}");
         }
-        let err = d.decode("json/p1/x/t", b"{\"value\": 1, \"ts\": \"yesterday\"}").unwrap_err();
+        let err = d
+            .decode("json/p1/x/t", b"{\"value\": 1, \"ts\": \"yesterday\"}")
+            .unwrap_err();
         assert!(err.to_string().contains("timestamp field \"ts\""), "{err}");
     }
 }

@@ -27,7 +27,10 @@ impl Health {
         for (i, hb) in self.heartbeats.iter().enumerate() {
             let last = hb.load(Relaxed);
             if now_ns.saturating_sub(last) > self.stale_after.as_nanos() as u64 {
-                return Err(format!("pipeline loop {i} has not reported for {} ms", now_ns.saturating_sub(last) / 1_000_000));
+                return Err(format!(
+                    "pipeline loop {i} has not reported for {} ms",
+                    now_ns.saturating_sub(last) / 1_000_000
+                ));
             }
         }
         Ok(())
@@ -38,7 +41,11 @@ impl Health {
 ///
 /// # Errors
 /// The address cannot be bound.
-pub async fn serve(addr: &str, health: Health, shutdown: CancellationToken) -> std::io::Result<std::net::SocketAddr> {
+pub async fn serve(
+    addr: &str,
+    health: Health,
+    shutdown: CancellationToken,
+) -> std::io::Result<std::net::SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     tokio::spawn(async move {
@@ -61,7 +68,9 @@ pub async fn serve(addr: &str, health: Health, shutdown: CancellationToken) -> s
                             break;
                         }
                         n += k;
-                        if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") || buf[..n].windows(2).any(|w| w == b"\n\n") {
+                        if buf[..n].windows(4).any(|w| w == b"\r\n\r\n")
+                            || buf[..n].windows(2).any(|w| w == b"\n\n")
+                        {
                             break;
                         }
                     }
@@ -109,7 +118,11 @@ fn respond(req: &str, health: &Health) -> (&'static str, &'static str, String) {
                 Err(e) => ("503 Service Unavailable", "text/plain", format!("{e}\n")),
             }
         }
-        _ => ("404 Not Found", "text/plain", "not found: try /metrics or /healthz\n".into()),
+        _ => (
+            "404 Not Found",
+            "text/plain",
+            "not found: try /metrics or /healthz\n".into(),
+        ),
     }
 }
 
@@ -132,15 +145,24 @@ mod tests {
         let addr = serve("127.0.0.1:0", health, stop.clone()).await.unwrap();
         let get = |path: &'static str| async move {
             let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
             let mut out = String::new();
             s.read_to_string(&mut out).await.unwrap();
             out
         };
-        assert!(get("/metrics").await.contains("anomalyd_windows_scored_total 42"));
+        assert!(
+            get("/metrics")
+                .await
+                .contains("anomalyd_windows_scored_total 42")
+        );
         // Heartbeat at 0 is ancient: unhealthy.
         assert!(get("/healthz").await.starts_with("HTTP/1.1 503"));
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
         hb.store(now, Relaxed);
         assert!(get("/healthz").await.starts_with("HTTP/1.1 200"));
         assert!(get("/nope").await.starts_with("HTTP/1.1 404"));

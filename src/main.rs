@@ -12,7 +12,11 @@ use anomalyd::config::{AssetRule, Config, EXIT_CONFIG, LogFormat};
 use anomalyd::onnxrt::{ExecutionProvider, RuntimeOptions};
 
 #[derive(Debug, Parser)]
-#[command(name = "anomalyd", version, about = "Streaming anomaly detection for industrial sensors")]
+#[command(
+    name = "anomalyd",
+    version,
+    about = "Streaming anomaly detection for industrial sensors"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -121,7 +125,10 @@ fn main() -> ExitCode {
                 .find_map(|c| {
                     c.downcast_ref::<anomalyd::config::ConfigError>()
                         .map(|_| EXIT_CONFIG)
-                        .or_else(|| c.downcast_ref::<anomalyd::daemon::DaemonError>().map(|d| d.exit_code()))
+                        .or_else(|| {
+                            c.downcast_ref::<anomalyd::daemon::DaemonError>()
+                                .map(|d| d.exit_code())
+                        })
                 })
                 .unwrap_or(1);
             ExitCode::from(u8::try_from(code).unwrap_or(1))
@@ -167,15 +174,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replay(a) => {
             init_logging(LogFormat::Plain, "warn");
             let config = a.config.as_deref().map(Config::load).transpose()?;
-            let rule = (a.threshold.is_some() || a.raise_after.is_some() || a.clear_after.is_some() || a.clear_ratio.is_some())
-                .then(|| AssetRule {
-                    pattern: "*".into(),
-                    model: None,
-                    threshold: a.threshold,
-                    raise_after: a.raise_after,
-                    clear_after: a.clear_after,
-                    clear_ratio: a.clear_ratio,
-                });
+            let rule = (a.threshold.is_some()
+                || a.raise_after.is_some()
+                || a.clear_after.is_some()
+                || a.clear_ratio.is_some())
+            .then(|| AssetRule {
+                pattern: "*".into(),
+                model: None,
+                threshold: a.threshold,
+                raise_after: a.raise_after,
+                clear_after: a.clear_after,
+                clear_ratio: a.clear_ratio,
+            });
             let library_path = a
                 .ort_library
                 .or_else(|| config.as_ref().and_then(|c| c.runtime.library_path.clone()));
@@ -225,7 +235,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// SIGTERM/SIGINT resolve the returned future; each SIGHUP sends on `reload`.
-fn signals(reload: tokio::sync::mpsc::Sender<()>) -> anyhow::Result<impl std::future::Future<Output = ()>> {
+fn signals(
+    reload: tokio::sync::mpsc::Sender<()>,
+) -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;

@@ -213,7 +213,11 @@ impl ModelMetadata {
         if self.normaliser.mean.iter().any(|m| !m.is_finite()) {
             return bad("normaliser.mean holds a non-finite value".into());
         }
-        if self.score.channel_weights.iter().any(|w| !w.is_finite() || *w < 0.0)
+        if self
+            .score
+            .channel_weights
+            .iter()
+            .any(|w| !w.is_finite() || *w < 0.0)
             || self.score.channel_weights.iter().sum::<f32>() <= 0.0
         {
             return bad("score.channel_weights must be finite, >= 0 and not all 0".into());
@@ -351,7 +355,11 @@ mod tests {
         let mut m = sample_metadata();
         m.normaliser.std.pop();
         let err = ModelMetadata::from_json(&m.to_json()).unwrap_err();
-        assert!(err.to_string().contains("normaliser.std has 1 entries for 2 channels"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("normaliser.std has 1 entries for 2 channels"),
+            "{err}"
+        );
 
         let mut m = sample_metadata();
         m.normaliser.std[1] = 0.0;

@@ -118,9 +118,24 @@ impl Metrics {
                 "# HELP anomalyd_{name} {help}\n# TYPE anomalyd_{name} gauge\nanomalyd_{name} {v}"
             );
         };
-        c(&mut o, "messages_received_total", "MQTT messages received.", &self.messages_received);
-        c(&mut o, "readings_received_total", "Channel values decoded from messages.", &self.readings_received);
-        c(&mut o, "readings_used_total", "Channel values accepted by an aligner.", &self.readings_used);
+        c(
+            &mut o,
+            "messages_received_total",
+            "MQTT messages received.",
+            &self.messages_received,
+        );
+        c(
+            &mut o,
+            "readings_received_total",
+            "Channel values decoded from messages.",
+            &self.readings_received,
+        );
+        c(
+            &mut o,
+            "readings_used_total",
+            "Channel values accepted by an aligner.",
+            &self.readings_used,
+        );
         let _ = writeln!(
             o,
             "# HELP anomalyd_readings_dropped_total Readings or messages not used, by reason.\n# TYPE anomalyd_readings_dropped_total counter"
@@ -134,30 +149,125 @@ impl Metrics {
             );
         }
         c(&mut o, "frames_total", "Aligned frames.", &self.frames);
-        c(&mut o, "imputed_values_total", "Frame cells imputed from an older value.", &self.frames_imputed_values);
-        c(&mut o, "windows_scored_total", "Windows scored by a model.", &self.windows_scored);
-        c(&mut o, "windows_skipped_gap_total", "Windows not scored: too many imputed values (gap).", &self.windows_skipped_gap);
-        c(&mut o, "windows_dropped_total", "Windows dropped without a score (model reload, inference error).", &self.windows_dropped);
-        c(&mut o, "inference_batches_total", "ONNX Runtime calls.", &self.inference_batches);
-        c(&mut o, "inference_errors_total", "Failed ONNX Runtime calls.", &self.inference_errors);
+        c(
+            &mut o,
+            "imputed_values_total",
+            "Frame cells imputed from an older value.",
+            &self.frames_imputed_values,
+        );
+        c(
+            &mut o,
+            "windows_scored_total",
+            "Windows scored by a model.",
+            &self.windows_scored,
+        );
+        c(
+            &mut o,
+            "windows_skipped_gap_total",
+            "Windows not scored: too many imputed values (gap).",
+            &self.windows_skipped_gap,
+        );
+        c(
+            &mut o,
+            "windows_dropped_total",
+            "Windows dropped without a score (model reload, inference error).",
+            &self.windows_dropped,
+        );
+        c(
+            &mut o,
+            "inference_batches_total",
+            "ONNX Runtime calls.",
+            &self.inference_batches,
+        );
+        c(
+            &mut o,
+            "inference_errors_total",
+            "Failed ONNX Runtime calls.",
+            &self.inference_errors,
+        );
         self.inference_latency.render(
             &mut o,
             "anomalyd_inference_latency_seconds",
             "Time of one ONNX Runtime call (one micro-batch).",
         );
-        c(&mut o, "alerts_raised_total", "Alerts raised.", &self.alerts_raised);
-        c(&mut o, "alerts_cleared_total", "Alerts cleared.", &self.alerts_cleared);
-        c(&mut o, "points_written_total", "Points accepted by the database.", &self.points_written);
-        c(&mut o, "points_dropped_total", "Points dropped (rejected by the database or queue overflow).", &self.points_dropped);
-        c(&mut o, "write_errors_total", "Failed write attempts.", &self.write_errors);
-        c(&mut o, "write_retries_total", "Write attempts retried.", &self.write_retries);
-        g(&mut o, "sink_queue_points", "Points waiting to be written.", self.sink_queue_depth.load(Relaxed));
-        g(&mut o, "last_write_timestamp_seconds", "Unix time of the last successful write.", self.last_write_unix_s.load(Relaxed));
-        c(&mut o, "mqtt_connects_total", "Successful MQTT connections.", &self.mqtt_connects);
-        g(&mut o, "mqtt_connected", "1 while connected to the broker.", self.mqtt_connected.load(Relaxed));
-        g(&mut o, "assets", "Assets being tracked.", self.assets.load(Relaxed));
-        c(&mut o, "reloads_total", "Successful reloads (SIGHUP).", &self.reloads);
-        c(&mut o, "reload_failures_total", "Refused reloads.", &self.reload_failures);
+        c(
+            &mut o,
+            "alerts_raised_total",
+            "Alerts raised.",
+            &self.alerts_raised,
+        );
+        c(
+            &mut o,
+            "alerts_cleared_total",
+            "Alerts cleared.",
+            &self.alerts_cleared,
+        );
+        c(
+            &mut o,
+            "points_written_total",
+            "Points accepted by the database.",
+            &self.points_written,
+        );
+        c(
+            &mut o,
+            "points_dropped_total",
+            "Points dropped (rejected by the database or queue overflow).",
+            &self.points_dropped,
+        );
+        c(
+            &mut o,
+            "write_errors_total",
+            "Failed write attempts.",
+            &self.write_errors,
+        );
+        c(
+            &mut o,
+            "write_retries_total",
+            "Write attempts retried.",
+            &self.write_retries,
+        );
+        g(
+            &mut o,
+            "sink_queue_points",
+            "Points waiting to be written.",
+            self.sink_queue_depth.load(Relaxed),
+        );
+        g(
+            &mut o,
+            "last_write_timestamp_seconds",
+            "Unix time of the last successful write.",
+            self.last_write_unix_s.load(Relaxed),
+        );
+        c(
+            &mut o,
+            "mqtt_connects_total",
+            "Successful MQTT connections.",
+            &self.mqtt_connects,
+        );
+        g(
+            &mut o,
+            "mqtt_connected",
+            "1 while connected to the broker.",
+            self.mqtt_connected.load(Relaxed),
+        );
+        g(
+            &mut o,
+            "assets",
+            "Assets being tracked.",
+            self.assets.load(Relaxed),
+        );
+        c(
+            &mut o,
+            "reloads_total",
+            "Successful reloads (SIGHUP).",
+            &self.reloads,
+        );
+        c(
+            &mut o,
+            "reload_failures_total",
+            "Refused reloads.",
+            &self.reload_failures,
+        );
         let _ = writeln!(
             o,
             "# HELP anomalyd_model_info Loaded models, their version and execution provider.\n# TYPE anomalyd_model_info gauge"
@@ -178,7 +288,9 @@ impl Metrics {
 }
 
 fn escape_label(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -195,7 +307,11 @@ mod tests {
         assert!(text.contains("anomalyd_readings_dropped_total{reason=\"bad_payload\"} 3"));
         assert!(text.contains("anomalyd_inference_latency_seconds_bucket{le=\"0.0005\"} 1"));
         assert!(text.contains("anomalyd_inference_latency_seconds_bucket{le=\"0.00025\"} 0"));
-        assert!(text.contains("anomalyd_model_info{model=\"pump\",version=\"1\\\"x\",provider=\"cpu\"} 1"));
+        assert!(
+            text.contains(
+                "anomalyd_model_info{model=\"pump\",version=\"1\\\"x\",provider=\"cpu\"} 1"
+            )
+        );
         assert_eq!(m.total_dropped(), 3);
     }
 }

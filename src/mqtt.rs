@@ -88,12 +88,18 @@ pub fn mqtt_options(cfg: &MqttConfig, password: Option<&Secret>) -> Result<MqttO
     // rumqttc treats an oversize packet as a connection error, and a
     // persistent session would redeliver it forever; allow headroom and
     // count oversize payloads ourselves.
-    let incoming = cfg.max_packet_size.saturating_mul(4).max(cfg.max_packet_size);
+    let incoming = cfg
+        .max_packet_size
+        .saturating_mul(4)
+        .max(cfg.max_packet_size);
     o.set_max_packet_size(incoming, cfg.max_packet_size);
     o.set_request_channel_capacity(256);
     o.set_inflight(1000);
     if let Some(user) = &cfg.username {
-        o.set_credentials(user.clone(), password.map(|p| p.expose().to_string()).unwrap_or_default());
+        o.set_credentials(
+            user.clone(),
+            password.map(|p| p.expose().to_string()).unwrap_or_default(),
+        );
     }
     if cfg.tls.enabled {
         let read = |what: &'static str, path: &std::path::Path| {
@@ -106,7 +112,10 @@ pub fn mqtt_options(cfg: &MqttConfig, password: Option<&Secret>) -> Result<MqttO
         let transport = match &cfg.tls.ca_file {
             Some(ca) => {
                 let client_auth = match (&cfg.tls.client_cert, &cfg.tls.client_key) {
-                    (Some(c), Some(k)) => Some((read("mqtt.tls.client_cert", c)?, read("mqtt.tls.client_key", k)?)),
+                    (Some(c), Some(k)) => Some((
+                        read("mqtt.tls.client_cert", c)?,
+                        read("mqtt.tls.client_key", k)?,
+                    )),
                     _ => None,
                 };
                 Transport::tls_with_config(TlsConfiguration::Simple {
@@ -203,7 +212,10 @@ pub async fn run_source(
                 metrics.mqtt_connects.fetch_add(1, Relaxed);
                 metrics.mqtt_connected.store(1, Relaxed);
                 backoff = reconnect_min;
-                tracing::info!(session_present = ack.session_present, "connected to the MQTT broker");
+                tracing::info!(
+                    session_present = ack.session_present,
+                    "connected to the MQTT broker"
+                );
                 // rumqttc does not resubscribe by itself.
                 if !ack.session_present {
                     for s in decoder.subscriptions() {
@@ -217,7 +229,11 @@ pub async fn run_source(
                 }
             }
             Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                if ack.return_codes.iter().any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure)) {
+                if ack
+                    .return_codes
+                    .iter()
+                    .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+                {
                     tracing::error!("the broker refused a subscription (check its ACL)");
                 }
             }
@@ -226,7 +242,11 @@ pub async fn run_source(
                 if p.payload.len() > max_payload {
                     metrics.count_drop(DropReason::Oversize, 1);
                     log.warn(DropReason::Oversize, || {
-                        format!("message on {:?} has {} bytes, more than mqtt.max_packet_size", p.topic, p.payload.len())
+                        format!(
+                            "message on {:?} has {} bytes, more than mqtt.max_packet_size",
+                            p.topic,
+                            p.payload.len()
+                        )
                     });
                     continue;
                 }
@@ -249,7 +269,12 @@ pub async fn run_source(
             Ok(_) => {}
             Err(e) => {
                 metrics.mqtt_connected.store(0, Relaxed);
-                if matches!(&e, rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(rumqttc::Error::PayloadSizeLimitExceeded(_)))) {
+                if matches!(
+                    &e,
+                    rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+                        rumqttc::Error::PayloadSizeLimitExceeded(_)
+                    ))
+                ) {
                     metrics.count_drop(DropReason::Oversize, 1);
                 }
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "MQTT connection lost; reconnecting");
@@ -314,6 +339,9 @@ mod tests {
         }))
         .unwrap();
         let err = mqtt_options(&cfg, None).unwrap_err().to_string();
-        assert!(err.contains("mqtt.tls.ca_file") && err.contains("/nonexistent/ca.pem"), "{err}");
+        assert!(
+            err.contains("mqtt.tls.ca_file") && err.contains("/nonexistent/ca.pem"),
+            "{err}"
+        );
     }
 }

@@ -210,7 +210,12 @@ impl FeatureStage {
     /// Installs new models and bindings (reload). Assets whose model keeps
     /// the same channels, period and window keep their aligner and window
     /// state; the others start afresh.
-    pub fn replace_models(&mut self, slots: Vec<ModelSlot>, binder: Binder, settings: StageSettings) {
+    pub fn replace_models(
+        &mut self,
+        slots: Vec<ModelSlot>,
+        binder: Binder,
+        settings: StageSettings,
+    ) {
         let old_assets = std::mem::take(&mut self.assets);
         let old_slots = std::mem::replace(&mut self.slots, slots);
         self.binder = binder;
@@ -244,7 +249,8 @@ impl FeatureStage {
     /// `out`. `recv_ts` (ns) stands in for a missing event time.
     pub fn push_message(&mut self, msg: &Message, recv_ts: i64, out: &mut Vec<ScoreRequest>) {
         let m = &self.metrics;
-        m.readings_received.fetch_add(msg.values.len() as u64, Relaxed);
+        m.readings_received
+            .fetch_add(msg.values.len() as u64, Relaxed);
         if msg.non_finite > 0 {
             m.count_drop(DropReason::NonFinite, msg.non_finite as u64);
         }
@@ -287,7 +293,9 @@ impl FeatureStage {
     /// Feeds one row of a log (every channel at `ts`, in the model's
     /// channel order; NaN = missing) for `asset`.
     pub fn push_row(&mut self, asset: &str, ts: i64, values: &[f64], out: &mut Vec<ScoreRequest>) {
-        self.metrics.readings_received.fetch_add(values.len() as u64, Relaxed);
+        self.metrics
+            .readings_received
+            .fetch_add(values.len() as u64, Relaxed);
         if !self.ensure_asset(asset) {
             return;
         }
@@ -342,7 +350,10 @@ impl FeatureStage {
                 if self.unbound.len() < self.settings.max_assets {
                     self.unbound.insert(asset.to_string());
                 }
-                tracing::warn!(asset, "no model is bound to this asset; its readings are dropped");
+                tracing::warn!(
+                    asset,
+                    "no model is bound to this asset; its readings are dropped"
+                );
                 self.metrics.count_drop(DropReason::UnknownAsset, 1);
                 return false;
             };
@@ -511,7 +522,12 @@ impl Scorer {
                 .models
                 .iter()
                 .find(|m| m.name == b.model)
-                .map(|m| m.model.metadata.error_distribution.probability(f64::from(score)))
+                .map(|m| {
+                    m.model
+                        .metadata
+                        .error_distribution
+                        .probability(f64::from(score))
+                })
                 .unwrap_or(f64::NAN);
             out.push(Output::Score(ScoreRecord {
                 binding: b.clone(),
@@ -551,7 +567,9 @@ impl Scorer {
         results: &mut [Option<(f32, Vec<f32>)>],
     ) {
         let Some(NamedModel { model, .. }) = self.models.get_mut(mi) else {
-            self.metrics.windows_dropped.fetch_add(idx.len() as u64, Relaxed);
+            self.metrics
+                .windows_dropped
+                .fetch_add(idx.len() as u64, Relaxed);
             return;
         };
         let c = model.metadata.channels.len();
@@ -581,7 +599,10 @@ impl Scorer {
                     .windows_scored
                     .fetch_add(used.len() as u64, Relaxed);
                 for (k, &i) in used.iter().enumerate() {
-                    results[i] = Some((outp.score[k], outp.channel_error[k * c..(k + 1) * c].to_vec()));
+                    results[i] = Some((
+                        outp.score[k],
+                        outp.channel_error[k * c..(k + 1) * c].to_vec(),
+                    ));
                 }
             }
             Err(e) => {

@@ -149,7 +149,12 @@ pub fn replay(opts: &ReplayOptions) -> Result<(ReplaySummary, Vec<RowResult>), R
         .as_ref()
         .map(StageSettings::from_config)
         .unwrap_or_default();
-    let mut stage = FeatureStage::new(vec![ModelSlot::new(&name, meta.clone())], binder, settings, metrics.clone());
+    let mut stage = FeatureStage::new(
+        vec![ModelSlot::new(&name, meta.clone())],
+        binder,
+        settings,
+        metrics.clone(),
+    );
     let mut scorer = Scorer::new(
         vec![NamedModel {
             name: name.as_str().into(),
@@ -226,8 +231,12 @@ pub fn replay(opts: &ReplayOptions) -> Result<(ReplaySummary, Vec<RowResult>), R
     }
     let summary = ReplaySummary {
         rows: rows.len(),
-        windows: metrics.windows_scored.load(std::sync::atomic::Ordering::Relaxed),
-        alerts_raised: metrics.alerts_raised.load(std::sync::atomic::Ordering::Relaxed),
+        windows: metrics
+            .windows_scored
+            .load(std::sync::atomic::Ordering::Relaxed),
+        alerts_raised: metrics
+            .alerts_raised
+            .load(std::sync::atomic::Ordering::Relaxed),
         anomalous_rows: rows.iter().filter(|r| r.anomalous).count(),
         seconds: start.elapsed().as_secs_f64(),
         dropped: metrics.total_dropped(),
@@ -247,7 +256,13 @@ fn write_csv(path: &Path, asset: &str, rows: &[RowResult]) -> Result<(), ReplayE
     let asset_field = csv_field(asset);
     writeln!(w, "timestamp,asset,score,threshold,probability,anomaly").map_err(werr)?;
     for r in rows {
-        write!(w, "{},{},", crate::timestamp::format_rfc3339(r.ts), asset_field).map_err(werr)?;
+        write!(
+            w,
+            "{},{},",
+            crate::timestamp::format_rfc3339(r.ts),
+            asset_field
+        )
+        .map_err(werr)?;
         if let Some(s) = r.score {
             write!(w, "{s}").map_err(werr)?;
         }
@@ -270,7 +285,11 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-fn send_to_influx(cfg: &Config, outputs: Vec<Output>, metrics: Arc<Metrics>) -> Result<(), ReplayError> {
+fn send_to_influx(
+    cfg: &Config,
+    outputs: Vec<Output>,
+    metrics: Arc<Metrics>,
+) -> Result<(), ReplayError> {
     let token = cfg.influx_token()?;
     let writer = crate::sink::InfluxWriter::new(&cfg.influx, token.expose())?;
     let settings = crate::sink::SinkSettings::from_config(&cfg.influx);
@@ -282,7 +301,13 @@ fn send_to_influx(cfg: &Config, outputs: Vec<Output>, metrics: Arc<Metrics>) -> 
     rt.block_on(async {
         let (tx, rx) = tokio::sync::mpsc::channel(cfg.influx.queue_capacity);
         let stop = tokio_util::sync::CancellationToken::new();
-        let sink = tokio::spawn(crate::sink::run_sink(writer, settings, rx, metrics.clone(), stop.clone()));
+        let sink = tokio::spawn(crate::sink::run_sink(
+            writer,
+            settings,
+            rx,
+            metrics.clone(),
+            stop.clone(),
+        ));
         for o in outputs {
             if tx.send(o).await.is_err() {
                 break;
@@ -291,7 +316,9 @@ fn send_to_influx(cfg: &Config, outputs: Vec<Output>, metrics: Arc<Metrics>) -> 
         drop(tx);
         let _ = sink.await;
     });
-    let written = metrics.points_written.load(std::sync::atomic::Ordering::Relaxed);
+    let written = metrics
+        .points_written
+        .load(std::sync::atomic::Ordering::Relaxed);
     if written < n {
         return Err(ReplayError::Other(format!(
             "only {written} of {n} points reached the database"

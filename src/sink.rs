@@ -75,13 +75,19 @@ impl InfluxWriter {
                 path: path.clone(),
                 source,
             })?;
-            let cert = reqwest::Certificate::from_pem(&pem)
-                .map_err(|e| SinkError::Client(format!("influx.ca_file {}: {e}", path.display())))?;
+            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+                SinkError::Client(format!("influx.ca_file {}: {e}", path.display()))
+            })?;
             builder = builder.add_root_certificate(cert);
         }
-        let client = influxdb2::ClientBuilder::with_builder(builder, cfg.url.as_str(), cfg.org.as_str(), token)
-            .build()
-            .map_err(|e| SinkError::Client(e.to_string()))?;
+        let client = influxdb2::ClientBuilder::with_builder(
+            builder,
+            cfg.url.as_str(),
+            cfg.org.as_str(),
+            token,
+        )
+        .build()
+        .map_err(|e| SinkError::Client(e.to_string()))?;
         Ok(Self {
             client,
             org: cfg.org.clone(),
@@ -391,7 +397,10 @@ mod tests {
             &m(),
             &mut buf,
         );
-        assert!(!buf.contains("probability") && !buf.contains("NaN"), "{buf}");
+        assert!(
+            !buf.contains("probability") && !buf.contains("NaN"),
+            "{buf}"
+        );
         assert!(buf.contains("anomalous=true"));
     }
 

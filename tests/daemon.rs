@@ -242,7 +242,11 @@ fn replay_scores(dir: &Path, log: &SyntheticLog) -> Vec<(i64, Option<f64>, u8)> 
         .env("ORT_DYLIB_PATH", ort_dylib())
         .output()
         .unwrap();
-    assert!(st.status.success(), "replay: {}", String::from_utf8_lossy(&st.stderr));
+    assert!(
+        st.status.success(),
+        "replay: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     let text = std::fs::read_to_string(&out).unwrap();
     let mut lines = text.lines();
     assert_eq!(
@@ -270,7 +274,13 @@ fn scores_and_alerts_reach_the_database_and_match_replay() {
     let mut daemon = Daemon::start(&cfg, metrics_port, &[]);
     daemon.wait_note("READY=1", Duration::from_secs(60));
 
-    let faulty = generate(ROWS, 11, START_NS, 1_000_000_000, Some((FaultKind::Bearing, 300..420)));
+    let faulty = generate(
+        ROWS,
+        11,
+        START_NS,
+        1_000_000_000,
+        Some((FaultKind::Bearing, 300..420)),
+    );
     let healthy = generate(ROWS, 12, START_NS, 1_000_000_000, None);
     publish_frames(broker.port(), "pump-001", &faulty);
     publish_frames(broker.port(), "pump-002", &healthy);
@@ -278,9 +288,17 @@ fn scores_and_alerts_reach_the_database_and_match_replay() {
     // Every window whose frames are closed: the last row's frame waits for
     // a later reading or the watermark, so ROWS - WINDOW windows per asset.
     let expected = ROWS - WINDOW;
-    let live = vm.wait_for_points("anomaly_score_score{asset=\"pump-001\"}", expected, Duration::from_secs(60));
+    let live = vm.wait_for_points(
+        "anomaly_score_score{asset=\"pump-001\"}",
+        expected,
+        Duration::from_secs(60),
+    );
     assert_eq!(point_count(&live), expected, "{:?}", live);
-    let thr = vm.wait_for_points("anomaly_score_threshold{asset=\"pump-002\"}", expected, Duration::from_secs(30));
+    let thr = vm.wait_for_points(
+        "anomaly_score_threshold{asset=\"pump-002\"}",
+        expected,
+        Duration::from_secs(30),
+    );
     assert_eq!(point_count(&thr), expected);
     for ch in PUMP_CHANNELS {
         let s = vm.export(&format!("anomaly_score_err_{ch}{{asset=\"pump-001\"}}"));
@@ -291,15 +309,24 @@ fn scores_and_alerts_reach_the_database_and_match_replay() {
     // The live scores equal replay's for the same rows and timestamps.
     let replayed = replay_scores(daemon.dir.path(), &faulty);
     assert_eq!(replayed.len(), ROWS);
-    assert!(replayed[..WINDOW - 1].iter().all(|r| r.1.is_none() && r.2 == 0));
+    assert!(
+        replayed[..WINDOW - 1]
+            .iter()
+            .all(|r| r.1.is_none() && r.2 == 0)
+    );
     let by_ts: std::collections::HashMap<i64, f64> = replayed
         .iter()
         .filter_map(|(ts, s, _)| s.map(|s| (ts / 1_000_000, s)))
         .collect();
     let mut compared = 0;
     for (ts_ms, v) in live[0].points() {
-        let r = by_ts.get(&ts_ms).unwrap_or_else(|| panic!("replay has no score at {ts_ms}"));
-        assert!((r - v).abs() <= 1e-4 * r.abs().max(1e-3), "live {v} vs replay {r} at {ts_ms}");
+        let r = by_ts
+            .get(&ts_ms)
+            .unwrap_or_else(|| panic!("replay has no score at {ts_ms}"));
+        assert!(
+            (r - v).abs() <= 1e-4 * r.abs().max(1e-3),
+            "live {v} vs replay {r} at {ts_ms}"
+        );
         compared += 1;
     }
     assert_eq!(compared, expected);
@@ -325,7 +352,10 @@ fn scores_and_alerts_reach_the_database_and_match_replay() {
     );
     assert!(cleared[0].points()[0].0 > fault_end_ms);
     assert!(raised[0].label("top_channel").is_some());
-    assert!(vm.export("anomaly_alert_score{asset=\"pump-002\"}").is_empty());
+    assert!(
+        vm.export("anomaly_alert_score{asset=\"pump-002\"}")
+            .is_empty()
+    );
     // The stored anomalous flag agrees with replay's per-row decision.
     let flags = vm.export("anomaly_score_anomalous{asset=\"pump-001\"}");
     let live_anomalous = flags[0].points().iter().filter(|p| p.1 > 0.5).count();
@@ -333,7 +363,10 @@ fn scores_and_alerts_reach_the_database_and_match_replay() {
     assert_eq!(live_anomalous, replay_anomalous);
 
     let m = daemon.metrics();
-    assert!(m.contains(&format!("anomalyd_windows_scored_total {}", 2 * expected)), "{m}");
+    assert!(
+        m.contains(&format!("anomalyd_windows_scored_total {}", 2 * expected)),
+        "{m}"
+    );
     assert!(m.contains("anomalyd_alerts_raised_total 1"), "{m}");
     assert!(m.contains("provider=\"cpu\""), "{m}");
 
@@ -370,28 +403,36 @@ fn per_channel_topics_and_bad_input_are_counted() {
     msgs.push(("plant/pump-num/current".into(), b"not a number".to_vec()));
     msgs.push(("plant/pump-num/current".into(), b"NaN".to_vec()));
     msgs.push(("sensors/pump-x".into(), b"{\"ts\": 1, ".to_vec()));
-    msgs.push(("elsewhere/x".into(), b"1".to_vec()));
+    // Matches the subscription plant/+/+ but not the mapping (empty asset).
+    msgs.push(("plant//current".into(), b"1".to_vec()));
     msgs.push(("plant/pump-num/no_such_channel".into(), b"1".to_vec()));
     mqtt_publish_many(broker.port(), &msgs, 1);
 
     let expected = 80 - WINDOW;
-    let s = vm.wait_for_points("anomaly_score_score{asset=\"pump-json\"}", expected, Duration::from_secs(60));
+    let s = vm.wait_for_points(
+        "anomaly_score_score{asset=\"pump-json\"}",
+        expected,
+        Duration::from_secs(60),
+    );
     assert_eq!(point_count(&s), expected);
     wait_until(Duration::from_secs(20), "drop counters", || {
-        daemon
-            .metric("anomalyd_readings_dropped_total{reason=\"unknown_topic\"}")
-            == Some(1.0)
+        daemon.metric("anomalyd_readings_dropped_total{reason=\"unknown_topic\"}") == Some(1.0)
     });
     let get = |r: &str| {
         daemon
-            .metric(&format!("anomalyd_readings_dropped_total{{reason=\"{r}\"}}"))
+            .metric(&format!(
+                "anomalyd_readings_dropped_total{{reason=\"{r}\"}}"
+            ))
             .unwrap_or(-1.0)
     };
     assert_eq!(get("bad_payload"), 2.0, "{}", daemon.metrics());
     assert_eq!(get("non_finite"), 1.0);
     assert_eq!(get("unknown_channel"), 1.0);
     // 80*8 JSON values + 8 numbers used.
-    assert_eq!(daemon.metric("anomalyd_readings_used_total"), Some((80 * 8 + 8) as f64));
+    assert_eq!(
+        daemon.metric("anomalyd_readings_used_total"),
+        Some((80 * 8 + 8) as f64)
+    );
     let status = daemon.terminate(Duration::from_secs(20));
     assert!(status.success());
 }
@@ -414,11 +455,18 @@ fn bad_config_exits_78_naming_the_key() {
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(78), "{sub}: {err}");
-        assert!(err.contains("mqtt.qos") && err.contains("influx.batch_size"), "{err}");
+        assert!(
+            err.contains("mqtt.qos") && err.contains("influx.batch_size"),
+            "{err}"
+        );
     }
     // An environment override with a wrong type names the key too.
     let good = dir.path().join("good.toml");
-    std::fs::write(&good, base_config(1, "http://127.0.0.1:1", 0, &shipped_model())).unwrap();
+    std::fs::write(
+        &good,
+        base_config(1, "http://127.0.0.1:1", 0, &shipped_model()),
+    )
+    .unwrap();
     let out = Command::new(anomalyd_bin())
         .args(["check-config", "--config"])
         .arg(&good)
@@ -435,7 +483,11 @@ fn bad_config_exits_78_naming_the_key() {
         .env("ORT_DYLIB_PATH", ort_dylib())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("model \"pump\""));
     // A model that is not an ONNX file is refused with its path.
     let junk = dir.path().join("junk.onnx");
@@ -465,9 +517,9 @@ fn tls_and_password_auth() {
     let pw = dir.path().join("mqtt-password");
     std::fs::write(&pw, "s3cret-pass\n").unwrap();
     let cfg = base_config(broker.port(), &vm.url(), metrics_port, &shipped_model()).replace(
-        "reconnect_min_ms = 50",
+        "reconnect_max_ms = 500",
         &format!(
-            "reconnect_min_ms = 50\nusername = \"anomalyd\"\npassword_file = \"{}\"\n[mqtt.tls]\nenabled = true\nca_file = \"{}\"",
+            "reconnect_max_ms = 500\nusername = \"anomalyd\"\npassword_file = \"{}\"\n[mqtt.tls]\nenabled = true\nca_file = \"{}\"",
             pw.display(),
             broker.ca_file().display()
         ),
@@ -480,7 +532,11 @@ fn tls_and_password_auth() {
         .map(|p| ("sensors/pump-tls".to_string(), p.into_bytes()))
         .collect();
     mqtt_publish_with(broker.mqtt_options(&client_id("pub")), &msgs, 1);
-    vm.wait_for_points("anomaly_score_score{asset=\"pump-tls\"}", 5, Duration::from_secs(60));
+    vm.wait_for_points(
+        "anomaly_score_score{asset=\"pump-tls\"}",
+        5,
+        Duration::from_secs(60),
+    );
     assert!(!daemon.log().contains("s3cret-pass"));
     assert!(!daemon.metrics().contains("s3cret-pass"));
     assert!(daemon.terminate(Duration::from_secs(20)).success());
@@ -489,14 +545,25 @@ fn tls_and_password_auth() {
     std::fs::write(&pw, "wrong\n").unwrap();
     let mut bad = Daemon::start(&cfg, free_port(), &[]);
     std::thread::sleep(Duration::from_millis(1500));
-    assert!(bad.child.try_wait().unwrap().is_none(), "must keep retrying");
+    assert!(
+        bad.child.try_wait().unwrap().is_none(),
+        "must keep retrying"
+    );
     let mut buf = [0u8; 64];
     while let Ok(n) = bad.notify.recv(&mut buf) {
-        bad.notes.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        bad.notes
+            .push(String::from_utf8_lossy(&buf[..n]).into_owned());
     }
-    assert!(!bad.notes.iter().any(|n| n.contains("READY=1")), "{:?}", bad.notes);
+    assert!(
+        !bad.notes.iter().any(|n| n.contains("READY=1")),
+        "{:?}",
+        bad.notes
+    );
     let attempts = bad.log().matches("MQTT connection lost").count();
-    assert!((2..40).contains(&attempts), "backoff: {attempts} attempts in 1.5 s");
+    assert!(
+        (2..40).contains(&attempts),
+        "backoff: {attempts} attempts in 1.5 s"
+    );
 }
 
 /// The broker restarts mid-stream; the daemon reconnects and every QoS 1
@@ -521,10 +588,18 @@ fn reconnects_after_broker_restart() {
         labels: log.labels[100..].to_vec(),
     };
     publish_frames(broker.port(), "pump-r", &first);
-    vm.wait_for_points("anomaly_score_score{asset=\"pump-r\"}", 100 - WINDOW, Duration::from_secs(60));
+    vm.wait_for_points(
+        "anomaly_score_score{asset=\"pump-r\"}",
+        100 - WINDOW,
+        Duration::from_secs(60),
+    );
     broker.restart();
     publish_frames(broker.port(), "pump-r", &second);
-    let s = vm.wait_for_points("anomaly_score_score{asset=\"pump-r\"}", 200 - WINDOW, Duration::from_secs(60));
+    let s = vm.wait_for_points(
+        "anomaly_score_score{asset=\"pump-r\"}",
+        200 - WINDOW,
+        Duration::from_secs(60),
+    );
     assert_eq!(point_count(&s), 200 - WINDOW);
     assert!(daemon.metric("anomalyd_mqtt_connects_total").unwrap_or(0.0) >= 2.0);
     assert!(daemon.terminate(Duration::from_secs(20)).success());
@@ -553,7 +628,11 @@ fn sighup_reload_and_watchdog() {
     });
     let log = generate(WINDOW + 10, 4, START_NS, 1_000_000_000, None);
     publish_frames(broker.port(), "pump-h", &log);
-    vm.wait_for_points("anomaly_score_score{asset=\"pump-h\"}", 10, Duration::from_secs(60));
+    vm.wait_for_points(
+        "anomaly_score_score{asset=\"pump-h\"}",
+        10,
+        Duration::from_secs(60),
+    );
 
     // Good model again: swapped in.
     std::fs::copy(shipped_model(), &model).unwrap();
@@ -561,11 +640,25 @@ fn sighup_reload_and_watchdog() {
     wait_until(Duration::from_secs(20), "reload done", || {
         daemon.metric("anomalyd_reloads_total") == Some(1.0)
     });
-    assert!(daemon.log().contains("reloaded config and models"), "{}", daemon.log());
+    assert!(
+        daemon.log().contains("reloaded config and models"),
+        "{}",
+        daemon.log()
+    );
     // Windows of the same channel layout are kept: 5 more rows give 5 more scores.
-    let more = generate(5, 4, START_NS + (WINDOW as i64 + 10) * 1_000_000_000, 1_000_000_000, None);
+    let more = generate(
+        5,
+        4,
+        START_NS + (WINDOW as i64 + 10) * 1_000_000_000,
+        1_000_000_000,
+        None,
+    );
     publish_frames(broker.port(), "pump-h", &more);
-    vm.wait_for_points("anomaly_score_score{asset=\"pump-h\"}", 15, Duration::from_secs(60));
+    vm.wait_for_points(
+        "anomaly_score_score{asset=\"pump-h\"}",
+        15,
+        Duration::from_secs(60),
+    );
     assert!(daemon.terminate(Duration::from_secs(20)).success());
 }
 
@@ -579,8 +672,20 @@ fn inspect_model_prints_metadata_and_io() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    for needle in ["vibration_1", "flow_rate", "window", "reconstruction", "channel_error", "score", "threshold"] {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for needle in [
+        "vibration_1",
+        "flow_rate",
+        "window",
+        "reconstruction",
+        "channel_error",
+        "score",
+        "threshold",
+    ] {
         assert!(text.contains(needle), "{needle} missing:\n{text}");
     }
 }

@@ -183,7 +183,7 @@ pub fn calibrate(scores: &[f32], q: f64, factor: f64) -> Result<Calibration, Cal
         ));
     }
     let mut value = quantile(&s, q) * factor;
-    if !(value > 0.0) {
+    if value.is_nan() || value <= 0.0 {
         warnings.push(
             "every validation score is 0 (perfect reconstruction); threshold set to 1e-9".into(),
         );
@@ -205,10 +205,7 @@ pub fn calibrate(scores: &[f32], q: f64, factor: f64) -> Result<Calibration, Cal
     {
         candidates.extend(quality(fitted, &positive));
     }
-    let distribution = match candidates
-        .iter()
-        .min_by(|a, b| a.ks.total_cmp(&b.ks))
-    {
+    let distribution = match candidates.iter().min_by(|a, b| a.ks.total_cmp(&b.ks)) {
         Some(best) => best.distribution.clone(),
         None => {
             let mean = s.iter().sum::<f64>() / s.len() as f64;
@@ -345,7 +342,10 @@ mod tests {
         let w = channel_weights(ChannelWeighting::InverseValidationError, &e, 2);
         assert!((w[0] + w[1] - 2.0).abs() < 1e-6);
         assert!((w[1] / w[0] - 2.0).abs() < 1e-5, "{w:?}");
-        assert_eq!(channel_weights(ChannelWeighting::Uniform, &e, 2), vec![1.0; 2]);
+        assert_eq!(
+            channel_weights(ChannelWeighting::Uniform, &e, 2),
+            vec![1.0; 2]
+        );
     }
 
     #[test]
@@ -359,7 +359,9 @@ mod tests {
     #[test]
     fn threshold_is_quantile_times_factor_and_a_distribution_is_fitted() {
         // Gamma-ish scores.
-        let scores: Vec<f32> = (1..=200).map(|i| (i as f32 / 100.0).powi(2) + 0.01).collect();
+        let scores: Vec<f32> = (1..=200)
+            .map(|i| (i as f32 / 100.0).powi(2) + 0.01)
+            .collect();
         let c = calibrate(&scores, 0.99, 1.5).unwrap();
         let mut s: Vec<f64> = scores.iter().map(|v| f64::from(*v)).collect();
         s.sort_by(f64::total_cmp);

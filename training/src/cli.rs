@@ -28,7 +28,11 @@ pub enum ArchArg {
 pub struct Args {
     /// CSV or InfluxDB line-protocol log of normal operation; repeat for
     /// several files (windows never span two files).
-    #[arg(long = "input", value_name = "FILE", required_unless_present = "synthetic_pump")]
+    #[arg(
+        long = "input",
+        value_name = "FILE",
+        required_unless_present = "synthetic_pump"
+    )]
     pub inputs: Vec<PathBuf>,
     /// Also train on ROWS seconds of the built-in pump simulator (no fault),
     /// channels vibration_1 .. flow_rate.
@@ -71,7 +75,12 @@ pub struct Args {
     pub report: Option<PathBuf>,
 
     /// Conv: widths of the two encoder layers (the decoder mirrors them).
-    #[arg(long, value_name = "F1,F2", value_delimiter = ',', default_value = "32,16")]
+    #[arg(
+        long,
+        value_name = "F1,F2",
+        value_delimiter = ',',
+        default_value = "32,16"
+    )]
     pub filters: Vec<usize>,
     /// Conv: kernel size of every layer (odd).
     #[arg(long, default_value_t = 7)]
@@ -171,7 +180,9 @@ fn parse_rows(s: &str) -> Result<Range<usize>, String> {
     let start = num(a, 0)?;
     let end = num(b, usize::MAX)?;
     if end <= start {
-        return Err(format!("row range {s:?} is empty (B must be larger than A)"));
+        return Err(format!(
+            "row range {s:?} is empty (B must be larger than A)"
+        ));
     }
     Ok(start..end)
 }
@@ -327,6 +338,11 @@ mod tests {
             "--filters",
             "8",
         ]);
-        assert!(a.into_options().unwrap_err().to_string().contains("--filters"));
+        assert!(
+            a.into_options()
+                .unwrap_err()
+                .to_string()
+                .contains("--filters")
+        );
     }
 }

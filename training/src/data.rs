@@ -29,13 +29,14 @@ const SYNTHETIC_PERIOD_NS: i64 = 1_000_000_000;
 pub enum DataError {
     #[error("no input: give --input FILE (or --synthetic-pump ROWS)")]
     NoInput,
+    /// Boxed: `LoadError` is large and errors are rare.
     #[error(transparent)]
-    Load(#[from] LoadError),
+    Load(Box<LoadError>),
     #[error("{}: {source}", path.display())]
     Column {
         path: PathBuf,
         #[source]
-        source: LoadError,
+        source: Box<LoadError>,
     },
     #[error(
         "{}: column {column:?} has no numeric value in the kept rows (left out as text or empty)",
@@ -76,6 +77,12 @@ pub enum DataError {
     },
     #[error("--synthetic-pump needs at least 1 row")]
     EmptySynthetic,
+}
+
+impl From<LoadError> for DataError {
+    fn from(e: LoadError) -> Self {
+        DataError::Load(Box::new(e))
+    }
 }
 
 /// Where rows come from.
@@ -156,8 +163,8 @@ pub struct InputSummary {
     /// 0-based data row of the first kept row.
     pub first_row: usize,
     pub skipped_columns: Vec<String>,
-    /// Per selected channel, the NaN/inf/empty cells skipped (the aligner
-    /// imputes them from the channel's last value).
+    /// Channels with NaN/inf/empty cells and how many were skipped (the
+    /// aligner carries the channel's last value forward).
     pub non_finite: Vec<(String, u64)>,
     pub frames: u64,
     pub imputed_values: u64,
@@ -278,7 +285,12 @@ pub fn load_dataset(opts: &DataOptions) -> Result<Dataset, DataError> {
                 *n += u64::from(!v.is_finite());
             }
         }
-        summary.non_finite = channels.iter().cloned().zip(non_finite).collect();
+        summary.non_finite = channels
+            .iter()
+            .cloned()
+            .zip(non_finite)
+            .filter(|(_, n)| *n > 0)
+            .collect();
         let skipped: u64 = summary.non_finite.iter().map(|(_, n)| n).sum();
         if skipped > 0 {
             let detail: Vec<String> = summary
@@ -417,17 +429,21 @@ fn load_input(input: &InputSource, opts: &LoadOptions) -> Result<LogTable, DataE
             let keep = range.start.min(*rows)..range.end.min(*rows);
             let source = PathBuf::from(input.describe());
             if keep.is_empty() {
-                return Err(DataError::Load(LoadError::NoRows {
+                return Err(LoadError::NoRows {
                     path: source,
                     detail: format!("rows {}..{} of {rows}", range.start, range.end),
-                }));
+                }
+                .into());
             }
             Ok(LogTable {
                 source,
                 timestamp_column: "timestamp".into(),
                 columns: PUMP_CHANNELS.iter().map(|s| s.to_string()).collect(),
                 timestamps: log.timestamps[keep.clone()].to_vec(),
-                values: log.values[keep.clone()].iter().map(|r| r.to_vec()).collect(),
+                values: log.values[keep.clone()]
+                    .iter()
+                    .map(|r| r.to_vec())
+                    .collect(),
                 first_row: keep.start,
                 skipped_columns: Vec::new(),
             })
@@ -471,7 +487,7 @@ fn select(table: &LogTable, channels: &[String]) -> Result<Vec<usize>, DataError
     }
     table.select(channels).map_err(|source| DataError::Column {
         path: table.source.clone(),
-        source,
+        source: Box::new(source),
     })
 }
 
@@ -543,15 +559,21 @@ mod tests {
 
     #[test]
     fn several_inputs_keep_their_windows_apart() {
-        let one = load_dataset(&opts(vec![InputSource::SyntheticPump { rows: 100, seed: 1 }]))
-            .unwrap();
+        let one = load_dataset(&opts(vec![InputSource::SyntheticPump {
+            rows: 100,
+            seed: 1,
+        }]))
+        .unwrap();
         let two = load_dataset(&opts(vec![
             InputSource::SyntheticPump { rows: 100, seed: 1 },
             InputSource::SyntheticPump { rows: 100, seed: 2 },
         ]))
         .unwrap();
         assert_eq!(two.inputs[0].windows, one.inputs[0].windows);
-        assert_eq!(two.train.len(), two.inputs.iter().map(|s| s.train_windows).sum::<usize>());
+        assert_eq!(
+            two.train.len(),
+            two.inputs.iter().map(|s| s.train_windows).sum::<usize>()
+        );
         assert!(two.train.source.contains(&1));
     }
 
@@ -560,7 +582,10 @@ mod tests {
         let mut o = opts(vec![InputSource::SyntheticPump { rows: 5, seed: 1 }]);
         o.window = 8;
         let err = load_dataset(&o).unwrap_err().to_string();
-        assert!(err.contains("5 data rows") && err.contains("needs 8"), "{err}");
+        assert!(
+            err.contains("5 data rows") && err.contains("needs 8"),
+            "{err}"
+        );
         o.inputs = vec![InputSource::SyntheticPump { rows: 10, seed: 1 }];
         let err = load_dataset(&o).unwrap_err().to_string();
         assert!(err.contains("too few windows"), "{err}");
@@ -571,7 +596,10 @@ mod tests {
         let mut o = opts(vec![InputSource::SyntheticPump { rows: 50, seed: 1 }]);
         o.channels = Some(vec!["current".into(), "nope".into()]);
         let err = load_dataset(&o).unwrap_err().to_string();
-        assert!(err.contains("synthetic-pump") && err.contains("\"nope\""), "{err}");
+        assert!(
+            err.contains("synthetic-pump") && err.contains("\"nope\""),
+            "{err}"
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use anomalyd::metadata::ModelMetadata;
+use anomalyd::metadata::{ErrorDistribution, ModelMetadata};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use serde::Serialize;
@@ -155,6 +155,7 @@ pub fn write_report(
             area,
             plots.validation_scores,
             report.metadata.threshold.value,
+            &report.metadata.error_distribution,
             text,
         )
     })?;
@@ -199,7 +200,11 @@ pub fn font_available() -> bool {
 type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 type PlotResult = Result<(), Box<dyn std::error::Error + Send + Sync + 'static>>;
 
-fn draw(path: &Path, size: (u32, u32), f: impl FnOnce(&Area<'_>) -> PlotResult) -> Result<(), ReportError> {
+fn draw(
+    path: &Path,
+    size: (u32, u32),
+    f: impl FnOnce(&Area<'_>) -> PlotResult,
+) -> Result<(), ReportError> {
     let err = |e: &dyn std::fmt::Display| ReportError::Plot {
         path: path.to_path_buf(),
         message: e.to_string(),
@@ -231,7 +236,11 @@ fn loss_plot(area: &Area<'_>, report: &Report, text: bool) -> PlotResult {
         .map(f64::from)
         .filter(|v| v.is_finite() && *v > 0.0);
     let (lo, hi) = values.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
-    let (lo, hi) = if lo <= hi { (lo / 1.5, hi * 1.5) } else { (1e-3, 1.0) };
+    let (lo, hi) = if lo <= hi {
+        (lo / 1.5, hi * 1.5)
+    } else {
+        (1e-3, 1.0)
+    };
     let mut builder = ChartBuilder::on(area);
     builder.margin(15);
     if text {
@@ -285,7 +294,11 @@ fn loss_plot(area: &Area<'_>, report: &Report, text: bool) -> PlotResult {
         let points: Vec<(f64, f64)> = epochs
             .iter()
             .map(|e| {
-                let v = if is_train { e.train_loss } else { e.validation_loss };
+                let v = if is_train {
+                    e.train_loss
+                } else {
+                    e.validation_loss
+                };
                 (e.epoch as f64, f64::from(v).max(lo))
             })
             .collect();
@@ -297,14 +310,21 @@ fn loss_plot(area: &Area<'_>, report: &Report, text: bool) -> PlotResult {
             .map_err(boxed)?
             .label(name)
             .legend(move |(x, y)| {
-                PathElement::new([(x, y), (x + 20, y)], ShapeStyle::from(&colour).stroke_width(2))
+                PathElement::new(
+                    [(x, y), (x + 20, y)],
+                    ShapeStyle::from(&colour).stroke_width(2),
+                )
             });
         chart
             .draw_series(points.iter().map(|p| Circle::new(*p, 3, colour.filled())))
             .map_err(boxed)?;
     }
     chart
-        .draw_series([Circle::new((best, best_loss.max(lo)), 7, BLACK.stroke_width(2))])
+        .draw_series([Circle::new(
+            (best, best_loss.max(lo)),
+            7,
+            BLACK.stroke_width(2),
+        )])
         .map_err(boxed)?;
     if text {
         chart
@@ -319,7 +339,13 @@ fn loss_plot(area: &Area<'_>, report: &Report, text: bool) -> PlotResult {
     Ok(())
 }
 
-fn error_plot(area: &Area<'_>, scores: &[f32], threshold: f32, text: bool) -> PlotResult {
+fn error_plot(
+    area: &Area<'_>,
+    scores: &[f32],
+    threshold: f32,
+    fitted: &ErrorDistribution,
+    text: bool,
+) -> PlotResult {
     let threshold = f64::from(threshold);
     let max_score = scores
         .iter()
@@ -330,26 +356,23 @@ fn error_plot(area: &Area<'_>, scores: &[f32], threshold: f32, text: bool) -> Pl
     const BINS: usize = 50;
     let width = x_max / BINS as f64;
     let mut counts = [0u32; BINS];
-    for s in scores.iter().map(|s| f64::from(*s)).filter(|s| s.is_finite()) {
+    for s in scores
+        .iter()
+        .map(|s| f64::from(*s))
+        .filter(|s| s.is_finite())
+    {
         let b = ((s / width) as usize).min(BINS - 1);
         counts[b] += 1;
     }
     let y_max = f64::from(counts.iter().copied().max().unwrap_or(1).max(1)) * 1.15;
-    // The legend goes to the upper corner with fewer bars and no threshold line.
+    // The legend goes to the upper corner over the lower bars.
     let third = BINS / 3;
-    let tall = |bins: &[u32]| f64::from(bins.iter().copied().max().unwrap_or(0));
-    let threshold_right = threshold > x_max * 0.6;
-    let legend = if threshold_right || tall(&counts[BINS - third..]) > tall(&counts[..third]) {
+    let tall = |bins: &[u32]| bins.iter().copied().max().unwrap_or(0);
+    let legend = if tall(&counts[..third]) < tall(&counts[BINS - third..]) {
         SeriesLabelPosition::UpperLeft
     } else {
         SeriesLabelPosition::UpperRight
     };
-    let legend = if threshold < x_max * 0.4 {
-        SeriesLabelPosition::UpperRight
-    } else {
-        legend
-    };
-
     let mut builder = ChartBuilder::on(area);
     builder.margin(15);
     if text {
@@ -379,16 +402,44 @@ fn error_plot(area: &Area<'_>, scores: &[f32], threshold: f32, text: bool) -> Pl
     }
     mesh.draw().map_err(boxed)?;
     chart
-        .draw_series(counts.iter().enumerate().filter(|(_, c)| **c > 0).map(|(i, c)| {
-            let x0 = i as f64 * width;
-            Rectangle::new(
-                [(x0, 0.0), (x0 + width, f64::from(*c))],
-                TRAIN_COLOUR.mix(0.75).filled(),
-            )
-        }))
+        .draw_series(
+            counts
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| **c > 0)
+                .map(|(i, c)| {
+                    let x0 = i as f64 * width;
+                    Rectangle::new(
+                        [(x0, 0.0), (x0 + width, f64::from(*c))],
+                        TRAIN_COLOUR.mix(0.75).filled(),
+                    )
+                }),
+        )
         .map_err(boxed)?
         .label("validation windows")
         .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 15, y + 5)], TRAIN_COLOUR.filled()));
+    // The fitted distribution as expected windows per bin.
+    let n = scores.len() as f64;
+    let density: Vec<(f64, f64)> = (1..=400)
+        .map(|i| {
+            let x = x_max * f64::from(i) / 400.0;
+            (x, (n * width * pdf(fitted, x)).min(y_max))
+        })
+        .filter(|(_, y)| y.is_finite())
+        .collect();
+    chart
+        .draw_series(LineSeries::new(
+            density,
+            ShapeStyle::from(&BLACK.mix(0.7)).stroke_width(2),
+        ))
+        .map_err(boxed)?
+        .label(format!("fitted {}", family(fitted)))
+        .legend(|(x, y)| {
+            PathElement::new(
+                [(x, y), (x + 20, y)],
+                ShapeStyle::from(&BLACK.mix(0.7)).stroke_width(2),
+            )
+        });
     chart
         .draw_series(LineSeries::new(
             [(threshold, 0.0), (threshold, y_max)],
@@ -486,13 +537,17 @@ fn reconstruction_plot(
             mesh.draw().map_err(boxed)?;
             chart
                 .draw_series(LineSeries::new(
-                    orig.iter().enumerate().map(|(t, v)| (t as f64, f64::from(*v))),
+                    orig.iter()
+                        .enumerate()
+                        .map(|(t, v)| (t as f64, f64::from(*v))),
                     ShapeStyle::from(&TRAIN_COLOUR).stroke_width(2),
                 ))
                 .map_err(boxed)?;
             chart
                 .draw_series(LineSeries::new(
-                    rec.iter().enumerate().map(|(t, v)| (t as f64, f64::from(*v))),
+                    rec.iter()
+                        .enumerate()
+                        .map(|(t, v)| (t as f64, f64::from(*v))),
                     ShapeStyle::from(&RECON_COLOUR).stroke_width(2),
                 ))
                 .map_err(boxed)?;
@@ -501,9 +556,32 @@ fn reconstruction_plot(
     Ok(())
 }
 
+fn family(d: &ErrorDistribution) -> &'static str {
+    match d {
+        ErrorDistribution::Gamma { .. } => "gamma",
+        ErrorDistribution::LogNormal { .. } => "log-normal",
+    }
+}
+
+fn pdf(d: &ErrorDistribution, x: f64) -> f64 {
+    use statrs::distribution::{Continuous, Gamma, LogNormal};
+    match *d {
+        ErrorDistribution::Gamma { shape, rate } => {
+            Gamma::new(shape, rate).map_or(f64::NAN, |g| g.pdf(x))
+        }
+        ErrorDistribution::LogNormal { location, scale } => {
+            LogNormal::new(location, scale).map_or(f64::NAN, |l| l.pdf(x))
+        }
+    }
+}
+
 /// Tick label with enough decimals to tell ticks `range / 3` apart.
 fn format_in_range(v: f64, range: f64) -> String {
-    if !(range > 0.0) || v.abs() >= 1e5 || (v != 0.0 && v.abs() < 1e-4 && range < 1e-4) {
+    if range.is_nan()
+        || range <= 0.0
+        || v.abs() >= 1e5
+        || (v != 0.0 && v.abs() < 1e-4 && range < 1e-4)
+    {
         return format!("{v:.2e}");
     }
     let decimals = (-(range / 3.0).log10()).ceil().clamp(0.0, 6.0) as usize;

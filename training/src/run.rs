@@ -100,6 +100,8 @@ pub enum RunError {
     },
     #[error("cannot write the report")]
     Report(#[source] ReportError),
+    #[error("--out {}: the folder {} does not exist", out.display(), dir.display())]
+    OutputDir { out: PathBuf, dir: PathBuf },
 }
 
 impl RunError {
@@ -118,10 +120,13 @@ impl RunError {
             | RunError::Calibrate(CalibrateError::Invalid { .. })
             | RunError::Train(TrainError::Invalid { .. })
             | RunError::Data(DataError::NoInput) => 64,
-            RunError::Data(DataError::Load(LoadError::Io { .. })) => 66,
+            RunError::Data(DataError::Load(e)) if matches!(**e, LoadError::Io { .. }) => 66,
             RunError::Data(_) => 65,
-            RunError::Runtime(RuntimeError::Library { .. } | RuntimeError::Environment { .. }) => 69,
+            RunError::Runtime(RuntimeError::Library { .. } | RuntimeError::Environment { .. }) => {
+                69
+            }
             RunError::Export(ExportError::Io { .. })
+            | RunError::OutputDir { .. }
             | RunError::Install { .. }
             | RunError::Report(_) => 73,
             RunError::Parity { .. }
@@ -153,8 +158,19 @@ pub fn run(opts: &TrainOptions) -> Result<RunSummary, RunError> {
     let mut timings = Timings::default();
     calibrate::detector_defaults(opts.raise_after, opts.clear_after, opts.clear_ratio)?;
     opts.train.validate()?;
-    // Check the architecture against the window before reading any data.
+    // Check the architecture against the window, and that the model can be
+    // written, before reading any data or training.
     model_config(opts, 1).validate()?;
+    let out_dir = match opts.out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !out_dir.is_dir() {
+        return Err(RunError::OutputDir {
+            out: opts.out.clone(),
+            dir: out_dir,
+        });
+    }
     let device = make_device(opts.device)?;
 
     let data = load_dataset(&opts.data)?;
@@ -209,7 +225,8 @@ pub fn run(opts: &TrainOptions) -> Result<RunSummary, RunError> {
     let errors = calibrate::channel_errors(&data.validation.data, &recon, t);
     let weights = calibrate::channel_weights(opts.channel_weighting, &errors, c);
     let scores = calibrate::scores(&errors, &weights);
-    let calibration = calibrate::calibrate(&scores, opts.threshold_quantile, opts.threshold_factor)?;
+    let calibration =
+        calibrate::calibrate(&scores, opts.threshold_quantile, opts.threshold_factor)?;
     for w in &calibration.warnings {
         eprintln!("warning: {w}");
     }
@@ -479,7 +496,10 @@ fn hyperparameters(opts: &TrainOptions, data: &Dataset) -> Map<String, Value> {
     put("threshold_quantile", json!(opts.threshold_quantile));
     put("threshold_factor", json!(opts.threshold_factor));
     put("channel_weighting", json!(opts.channel_weighting));
-    put("max_imputed_fraction", json!(opts.data.max_imputed_fraction));
+    put(
+        "max_imputed_fraction",
+        json!(opts.data.max_imputed_fraction),
+    );
     put("sample_period_ms", json!(data.sample_period_ms));
     put(
         "sample_period_source",
@@ -545,7 +565,10 @@ fn check_parity(
         a.iter()
             .zip(b)
             .map(|(x, y)| (f64::from(*x) - f64::from(*y)).abs())
-            .fold(0.0f64, |m, d| if d.is_nan() { f64::INFINITY } else { m.max(d) })
+            .fold(
+                0.0f64,
+                |m, d| if d.is_nan() { f64::INFINITY } else { m.max(d) },
+            )
     };
     for (i, chunk) in data
         .validation
@@ -562,9 +585,15 @@ fn check_parity(
         if rec.len() != chunk.len() {
             d_rec = f64::INFINITY;
         }
-        d_rec = d_rec.max(max_diff(&rec, &recon[first * per_window..(first + n) * per_window]));
+        d_rec = d_rec.max(max_diff(
+            &rec,
+            &recon[first * per_window..(first + n) * per_window],
+        ));
         d_score = d_score.max(max_diff(&out.score, &scores[first..first + n]));
-        d_err = d_err.max(max_diff(&out.channel_error, &errors[first * c..(first + n) * c]));
+        d_err = d_err.max(max_diff(
+            &out.channel_error,
+            &errors[first * c..(first + n) * c],
+        ));
     }
     Ok(Parity {
         windows: data.validation.len(),
@@ -585,17 +614,16 @@ fn sample_windows(data: &Dataset, recon: &[f32], scores: &[f32]) -> Vec<SampleWi
     let Some(&last) = order.last() else {
         return Vec::new();
     };
-    let picks = [
+    let mut picks = vec![
         ("lowest score", order[0]),
         ("median score", order[order.len() / 2]),
         ("highest score", last),
     ];
+    // Fewer than three windows: show each once.
+    picks.dedup_by_key(|(_, i)| *i);
     let norm = Normaliser::new(&data.normaliser);
     let mut out: Vec<SampleWindow> = Vec::new();
     for (label, i) in picks {
-        if out.iter().any(|s| s.score == scores[i] && order.len() < 3) {
-            continue;
-        }
         let mut original = data.validation.data[i * per_window..(i + 1) * per_window].to_vec();
         let mut reconstruction = recon[i * per_window..(i + 1) * per_window].to_vec();
         norm.invert_window(&mut original, data.window);

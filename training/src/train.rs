@@ -163,6 +163,8 @@ impl SplitMix64 {
 ///
 /// `device.seed(seed)` must have been called before the model was built so
 /// that initialisation is reproducible too; this function seeds the shuffle.
+/// burn's CPU generator is process-wide, so a run is reproducible when it is
+/// the only training in its process (as in `anomalyd-train`).
 ///
 /// # Errors
 /// Invalid settings; a non-finite loss (diverged); a tensor that cannot be
@@ -338,6 +340,15 @@ pub fn mse(a: &[f32], b: &[f32]) -> f64 {
         / a.len() as f64
 }
 
+/// burn's CPU random generator is process-wide: tests that seed it and draw
+/// from it (weight init, dropout, noise) at the same time in one process
+/// would draw from each other's stream, so they take turns.
+#[cfg(test)]
+pub(crate) fn rng_turn() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,6 +370,11 @@ mod tests {
     }
 
     fn run(seed: u64) -> TrainOutcome {
+        run_with(seed, false)
+    }
+
+    fn run_with(seed: u64, batch_norm: bool) -> TrainOutcome {
+        let _turn = rng_turn();
         let device = Device::flex().autodiff();
         device.seed(seed);
         let model = ModelConfig {
@@ -369,7 +385,7 @@ mod tests {
             channels: 2,
             window: 8,
             dropout: 0.1,
-            batch_norm: false,
+            batch_norm,
         }
         .init(&device)
         .unwrap();
@@ -407,6 +423,19 @@ mod tests {
         assert_eq!(a.validation_loss, b.validation_loss);
         let c = run(8);
         assert_ne!(a.train_loss, c.train_loss);
+    }
+
+    /// The kept model is a snapshot: training on after the best epoch must
+    /// not move it (a plain `clone()` would share batch-norm running
+    /// statistics with the model still being trained).
+    #[test]
+    fn best_model_keeps_its_epoch_weights_and_batch_norm_statistics() {
+        let a = run_with(3, true);
+        assert!(a.best_epoch < a.epochs_run || a.epochs_run == 8);
+        let val = sine_set(10, 2, 8, 50);
+        let recon = reconstruct(&a.model, &val, (2, 8), &Device::flex()).unwrap();
+        let loss = mse(&val.data, &recon) as f32;
+        assert_eq!(loss, a.validation_loss[a.best_epoch - 1], "{a:?}");
     }
 
     #[test]

@@ -30,10 +30,7 @@ fn run() -> Result<PathBuf, Box<dyn std::error::Error>> {
 
     let tmp = std::env::temp_dir().join(format!("onnx-proto-gen-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
-    prost_build::Config::new()
-        .out_dir(&tmp)
-        // BTreeMap-free, no extra derives: the exporter only builds and encodes messages.
-        .compile_fds(fds)?;
+    prost_build::Config::new().out_dir(&tmp).compile_fds(fds)?;
     let generated = std::fs::read_to_string(tmp.join("onnx.rs"))?;
     std::fs::remove_dir_all(&tmp)?;
 
