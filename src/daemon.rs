@@ -166,6 +166,19 @@ fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
+fn model_status(models: &[NamedModel]) -> Vec<crate::status::ModelStatus> {
+    models
+        .iter()
+        .map(|m| crate::status::ModelStatus {
+            name: m.name.to_string(),
+            version: m.model.metadata.version.clone(),
+            provider: m.model.provider.to_string(),
+            channels: m.model.metadata.channels.clone(),
+            window: m.model.metadata.window,
+        })
+        .collect()
+}
+
 fn model_info(models: &[NamedModel]) -> Vec<(String, String, String)> {
     models
         .iter()
@@ -189,6 +202,7 @@ fn spawn_scorer(
     max_batch: usize,
     max_wait: Duration,
     heartbeat: Arc<AtomicU64>,
+    board: Arc<crate::status::StatusBoard>,
     rt: tokio::runtime::Handle,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
@@ -245,6 +259,7 @@ fn spawn_scorer(
                     let take = pending.len().min(max_batch);
                     let mut chunk: Vec<_> = pending.drain(..take).collect();
                     scorer.score(&mut chunk, &mut outputs);
+                    board.record(&outputs);
                     for o in outputs.drain(..) {
                         if tx.blocking_send(o).is_err() {
                             return;
@@ -252,6 +267,7 @@ fn spawn_scorer(
                     }
                 }
                 if let Some(models) = swap {
+                    board.set_models(model_status(&models));
                     scorer.replace_models(models);
                 }
             }
@@ -279,6 +295,8 @@ pub async fn run(
         .map_err(|e| DaemonError::Thread(std::io::Error::other(e.to_string())))??;
     let metrics = Arc::new(Metrics::default());
     metrics.set_models(model_info(&models));
+    let board = Arc::new(crate::status::StatusBoard::default());
+    board.set_models(model_status(&models));
 
     let token = cfg.influx_token()?;
     let writer = InfluxWriter::new(&cfg.influx, token.expose())?;
@@ -297,6 +315,7 @@ pub async fn run(
     if !cfg.metrics.listen.is_empty() {
         let health = crate::http::Health {
             metrics: metrics.clone(),
+            board: board.clone(),
             heartbeats: vec![source_hb.clone(), scorer_hb.clone()],
             stale_after: Duration::from_secs(10),
         };
@@ -328,6 +347,7 @@ pub async fn run(
         cfg.runtime.max_batch,
         Duration::from_millis(cfg.runtime.max_wait_ms),
         scorer_hb.clone(),
+        board.clone(),
         tokio::runtime::Handle::current(),
     )
     .map_err(DaemonError::Thread)?;

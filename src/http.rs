@@ -16,6 +16,7 @@ use crate::metrics::Metrics;
 #[derive(Debug, Clone)]
 pub struct Health {
     pub metrics: Arc<Metrics>,
+    pub board: Arc<crate::status::StatusBoard>,
     /// Heartbeats (ns since the epoch) of the pipeline's loops.
     pub heartbeats: Vec<Arc<std::sync::atomic::AtomicU64>>,
     pub stale_after: Duration,
@@ -95,6 +96,9 @@ pub async fn serve(
     Ok(local)
 }
 
+/// The built-in status page: plain HTML and JS polling `/api/status`.
+const STATUS_PAGE: &str = include_str!("status_page.html");
+
 fn respond(req: &str, health: &Health) -> (&'static str, &'static str, String) {
     let mut parts = req.split_whitespace();
     let method = parts.next().unwrap_or("");
@@ -103,6 +107,12 @@ fn respond(req: &str, health: &Health) -> (&'static str, &'static str, String) {
         return ("405 Method Not Allowed", "text/plain", "GET only\n".into());
     }
     match path.split('?').next().unwrap_or("") {
+        "/" | "/index.html" => ("200 OK", "text/html; charset=utf-8", STATUS_PAGE.to_string()),
+        "/api/status" => (
+            "200 OK",
+            "application/json",
+            serde_json::to_string(&health.board.snapshot(&health.metrics)).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")),
+        ),
         "/metrics" => (
             "200 OK",
             "text/plain; version=0.0.4",
@@ -138,6 +148,7 @@ mod tests {
         let hb = Arc::new(AtomicU64::new(0));
         let health = Health {
             metrics,
+            board: Arc::default(),
             heartbeats: vec![hb.clone()],
             stale_after: Duration::from_secs(5),
         };
@@ -166,6 +177,11 @@ mod tests {
         hb.store(now, Relaxed);
         assert!(get("/healthz").await.starts_with("HTTP/1.1 200"));
         assert!(get("/nope").await.starts_with("HTTP/1.1 404"));
+        let status = get("/api/status").await;
+        let body = status.split("\r\n\r\n").nth(1).unwrap();
+        let doc: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(doc["assets"], serde_json::json!([]));
+        assert!(get("/").await.contains("text/html"));
         stop.cancel();
     }
 }

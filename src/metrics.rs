@@ -72,6 +72,7 @@ pub struct Metrics {
     pub write_errors: AtomicU64,
     pub write_retries: AtomicU64,
     pub sink_queue_depth: AtomicU64,
+    pub spool_points: AtomicU64,
     pub last_write_unix_s: AtomicU64,
     pub mqtt_connects: AtomicU64,
     pub mqtt_connected: AtomicU64,
@@ -231,6 +232,12 @@ impl Metrics {
             "sink_queue_points",
             "Points waiting to be written.",
             self.sink_queue_depth.load(Relaxed),
+        );
+        g(
+            &mut o,
+            "spool_points",
+            "Points waiting in the on-disk spool.",
+            self.spool_points.load(Relaxed),
         );
         g(
             &mut o,
