@@ -11,7 +11,7 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 need_pkgs=()
-for p in mosquitto mosquitto-clients victoria-metrics fonts-dejavu-core unzip python3-pip curl; do
+for p in mosquitto mosquitto-clients victoria-metrics fonts-dejavu-core unzip python3-pip curl chromium shellcheck; do
   dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
 if [ "${#need_pkgs[@]}" -gt 0 ]; then

@@ -94,6 +94,8 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     pub influx: InfluxConfig,
     #[serde(default)]
+    pub spool: SpoolConfig,
+    #[serde(default)]
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub log: LogConfig,
@@ -302,6 +304,44 @@ pub struct InfluxConfig {
     pub score_measurement: String,
     #[serde(default = "default_alert_measurement")]
     pub alert_measurement: String,
+}
+
+/// The on-disk store-and-forward spool for batches the database cannot take.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// Directory of the spool; empty means `$STATE_DIRECTORY/spool` under
+    /// systemd, else no spool (failed batches are retried in memory).
+    #[serde(default)]
+    pub directory: Option<PathBuf>,
+    /// Size limit in MiB; when full, the oldest batches are dropped and counted.
+    #[serde(default = "default_spool_mb")]
+    pub max_mb: u64,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Self {
+            directory: None,
+            max_mb: default_spool_mb(),
+        }
+    }
+}
+
+impl SpoolConfig {
+    /// The directory in use, if any.
+    pub fn resolved_directory(&self) -> Option<PathBuf> {
+        match &self.directory {
+            Some(d) if !d.as_os_str().is_empty() => Some(d.clone()),
+            _ => std::env::var_os("STATE_DIRECTORY")
+                .and_then(|s| std::env::split_paths(&s).next())
+                .map(|d| d.join("spool")),
+        }
+    }
+}
+
+fn default_spool_mb() -> u64 {
+    256
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -551,6 +591,7 @@ impl Config {
             &mut self.influx.token_file,
             &mut self.influx.ca_file,
             &mut self.runtime.library_path,
+            &mut self.spool.directory,
         ]
         .into_iter()
         .flatten()
@@ -778,6 +819,9 @@ impl Config {
                 "log.level".into(),
                 format!("{:?} is not a tracing filter", self.log.level),
             );
+        }
+        if self.spool.max_mb == 0 {
+            bad("spool.max_mb".into(), "must be >= 1".into());
         }
         if self.shutdown.timeout_s == 0 {
             bad("shutdown.timeout_s".into(), "must be >= 1".into());

@@ -49,6 +49,8 @@ pub enum DaemonError {
         addr: String,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Spool(#[from] crate::spool::SpoolError),
     #[error("the scoring thread could not be started: {0}")]
     Thread(std::io::Error),
 }
@@ -58,6 +60,7 @@ impl DaemonError {
     pub fn exit_code(&self) -> i32 {
         match self {
             DaemonError::Config(_)
+            | DaemonError::Spool(_)
             | DaemonError::Model { .. }
             | DaemonError::Sink(_)
             | DaemonError::Mqtt(_) => crate::config::EXIT_CONFIG,
@@ -195,6 +198,7 @@ fn model_info(models: &[NamedModel]) -> Vec<(String, String, String)> {
 /// The scoring thread: owns the ONNX Runtime sessions, micro-batches
 /// windows across assets (up to `max_batch`, waiting at most `max_wait` for
 /// a batch to fill), runs the detectors and hands outputs to the sink.
+#[allow(clippy::too_many_arguments)] // Each is a distinct part the thread owns.
 fn spawn_scorer(
     mut scorer: Scorer,
     mut rx: mpsc::Receiver<InferenceMsg>,
@@ -352,6 +356,23 @@ pub async fn run(
     )
     .map_err(DaemonError::Thread)?;
 
+    let spool = match cfg.spool.resolved_directory() {
+        Some(dir) => {
+            let (spool, report) = crate::spool::Spool::open(&dir, cfg.spool.max_mb * 1024 * 1024)?;
+            tracing::info!(
+                directory = %dir.display(),
+                segments = report.segments,
+                points = report.points,
+                quarantined = report.quarantined,
+                "spool opened"
+            );
+            Some(spool)
+        }
+        None => {
+            tracing::warn!("no spool directory: batches the database cannot take are held in memory only");
+            None
+        }
+    };
     let sink_stop = CancellationToken::new();
     let sink = tokio::spawn(crate::sink::run_sink(
         writer,
@@ -359,6 +380,7 @@ pub async fn run(
         out_rx,
         metrics.clone(),
         sink_stop.clone(),
+        spool,
     ));
 
     let source_stop = CancellationToken::new();

@@ -21,6 +21,7 @@ pub mod pipeline;
 pub mod replay;
 pub mod simulate;
 pub mod sink;
+pub mod spool;
 pub mod status;
 pub mod synth;
 pub mod timestamp;

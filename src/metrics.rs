@@ -73,6 +73,8 @@ pub struct Metrics {
     pub write_retries: AtomicU64,
     pub sink_queue_depth: AtomicU64,
     pub spool_points: AtomicU64,
+    pub points_dropped_spool_full: AtomicU64,
+    pub spool_quarantined: AtomicU64,
     pub last_write_unix_s: AtomicU64,
     pub mqtt_connects: AtomicU64,
     pub mqtt_connected: AtomicU64,
@@ -232,6 +234,18 @@ impl Metrics {
             "sink_queue_points",
             "Points waiting to be written.",
             self.sink_queue_depth.load(Relaxed),
+        );
+        c(
+            &mut o,
+            "spool_dropped_points_total",
+            "Points dropped because the spool was full (oldest first).",
+            &self.points_dropped_spool_full,
+        );
+        c(
+            &mut o,
+            "spool_quarantined_total",
+            "Corrupt spool segments moved to quarantine.",
+            &self.spool_quarantined,
         );
         g(
             &mut o,

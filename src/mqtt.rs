@@ -160,8 +160,8 @@ pub struct SourceParts {
 }
 
 /// Runs until `shutdown`: polls the broker, decodes, aligns and windows,
-/// and sends windows to the scoring thread. `connected` fires on the first
-/// ConnAck (systemd READY). `heartbeat` is touched every loop turn.
+/// and sends windows to the scoring thread. `connected` fires once the
+/// broker has confirmed the subscriptions (systemd READY). `heartbeat` is touched every loop turn.
 pub async fn run_source(
     parts: SourceParts,
     windows: mpsc::Sender<InferenceMsg>,
@@ -182,6 +182,7 @@ pub async fn run_source(
     } = parts;
     let (client, mut eventloop) = AsyncClient::new(options, 256);
     let mut connected = Some(connected);
+    let mut pending_subacks = 0usize;
     let mut backoff = reconnect_min;
     let mut log = RateLimitedLog::new(Duration::from_secs(10));
     let mut out = Vec::new();
@@ -219,12 +220,19 @@ pub async fn run_source(
                 // rumqttc does not resubscribe by itself.
                 if !ack.session_present {
                     for s in decoder.subscriptions() {
-                        if let Err(e) = client.try_subscribe(s.clone(), qos(qos_level)) {
-                            tracing::error!(filter = %s, error = %e, "cannot queue subscription");
+                        match client.try_subscribe(s.clone(), qos(qos_level)) {
+                            Ok(()) => pending_subacks += 1,
+                            Err(e) => {
+                                tracing::error!(filter = %s, error = %e, "cannot queue subscription");
+                            }
                         }
                     }
                 }
-                if let Some(tx) = connected.take() {
+                // Ready once the broker has confirmed every subscription, so
+                // nothing published after READY can miss us.
+                if pending_subacks == 0
+                    && let Some(tx) = connected.take()
+                {
                     let _ = tx.send(());
                 }
             }
@@ -235,6 +243,12 @@ pub async fn run_source(
                     .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
                 {
                     tracing::error!("the broker refused a subscription (check its ACL)");
+                }
+                pending_subacks = pending_subacks.saturating_sub(1);
+                if pending_subacks == 0
+                    && let Some(tx) = connected.take()
+                {
+                    let _ = tx.send(());
                 }
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -269,6 +283,7 @@ pub async fn run_source(
             Ok(_) => {}
             Err(e) => {
                 metrics.mqtt_connected.store(0, Relaxed);
+                pending_subacks = 0;
                 if matches!(
                     &e,
                     rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(

@@ -307,6 +307,7 @@ fn send_to_influx(
             rx,
             metrics.clone(),
             stop.clone(),
+            None,
         ));
         for o in outputs {
             if tx.send(o).await.is_err() {

@@ -244,92 +244,218 @@ impl SinkSettings {
     }
 }
 
-/// Receives outputs until the channel closes, writing batches. On `stop`
-/// (the shutdown deadline) a batch still being retried is dropped and
-/// counted.
+/// Receives outputs until the channel closes, writing batches.
+///
+/// With a spool, a batch the database cannot take right now goes to disk
+/// and later batches follow it there (order is kept); the spool drains in
+/// the background with capped backoff while new data keeps arriving.
+/// Without one, a failing batch is retried in memory and the bounded
+/// channel in front holds the pipeline back. On `stop` (the shutdown
+/// deadline) a batch still being retried in memory is dropped and counted.
 pub async fn run_sink(
     writer: InfluxWriter,
     settings: SinkSettings,
     mut rx: mpsc::Receiver<Output>,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
+    spool: Option<crate::spool::Spool>,
 ) {
-    let mut buf = String::with_capacity(settings.batch_size * 200);
+    let mut sink = Sink {
+        writer,
+        delay: settings.retry_min,
+        settings,
+        metrics,
+        stop,
+        spool,
+        next_drain: tokio::time::Instant::now(),
+    };
+    sink.publish_spool_depth();
+    let mut buf = String::with_capacity(sink.settings.batch_size * 200);
     let mut points = 0usize;
-    let mut tick = tokio::time::interval(settings.flush_interval);
+    let mut tick = tokio::time::interval(sink.settings.flush_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             item = rx.recv() => match item {
                 Some(out) => {
-                    format_output(&out, &settings.measurements, &mut buf);
+                    format_output(&out, &sink.settings.measurements, &mut buf);
                     points += 1;
-                    metrics.sink_queue_depth.store(rx.len() as u64, Relaxed);
-                    if points >= settings.batch_size {
-                        flush(&writer, &settings, &mut buf, &mut points, &metrics, &stop).await;
+                    sink.metrics.sink_queue_depth.store(rx.len() as u64, Relaxed);
+                    if points >= sink.settings.batch_size {
+                        sink.flush(&mut buf, &mut points).await;
                     }
                 }
                 None => break,
             },
             _ = tick.tick() => {
                 if points > 0 {
-                    flush(&writer, &settings, &mut buf, &mut points, &metrics, &stop).await;
+                    sink.flush(&mut buf, &mut points).await;
                 }
+                sink.drain().await;
             }
         }
     }
     if points > 0 {
-        flush(&writer, &settings, &mut buf, &mut points, &metrics, &stop).await;
+        sink.flush(&mut buf, &mut points).await;
     }
+    // One last drain attempt; what stays is kept for the next start.
+    sink.drain().await;
 }
 
-async fn flush(
-    writer: &InfluxWriter,
-    settings: &SinkSettings,
-    buf: &mut String,
-    points: &mut usize,
-    metrics: &Metrics,
-    stop: &CancellationToken,
-) {
-    let body = std::mem::take(buf);
-    let n = std::mem::take(points) as u64;
-    let mut delay = settings.retry_min;
-    loop {
-        match writer.write(body.clone()).await {
+struct Sink {
+    writer: InfluxWriter,
+    settings: SinkSettings,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+    spool: Option<crate::spool::Spool>,
+    delay: Duration,
+    next_drain: tokio::time::Instant,
+}
+
+impl Sink {
+    fn written(&self, n: u64) {
+        self.metrics.points_written.fetch_add(n, Relaxed);
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        self.metrics.last_write_unix_s.store(now, Relaxed);
+    }
+
+    fn rejected(&self, n: u64, msg: &str) {
+        self.metrics.write_errors.fetch_add(1, Relaxed);
+        self.metrics.points_dropped.fetch_add(n, Relaxed);
+        tracing::error!(points = n, error = %msg, "database rejected a batch; it is dropped");
+    }
+
+    fn publish_spool_depth(&self) {
+        if let Some(sp) = &self.spool {
+            self.metrics.spool_points.store(sp.points(), Relaxed);
+            self.metrics
+                .points_dropped_spool_full
+                .store(sp.dropped_points, Relaxed);
+            self.metrics
+                .spool_quarantined
+                .store(sp.quarantined, Relaxed);
+        }
+    }
+
+    /// Puts a batch in the spool; false when there is no spool or the disk
+    /// refuses it (the caller then retries in memory).
+    fn spool(&mut self, body: &str, n: u64) -> bool {
+        let Some(sp) = self.spool.as_mut() else {
+            return false;
+        };
+        match sp.push(body, n) {
             Ok(()) => {
-                metrics.points_written.fetch_add(n, Relaxed);
-                let now = SystemTime::now()
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0);
-                metrics.last_write_unix_s.store(now, Relaxed);
-                break;
+                self.publish_spool_depth();
+                true
             }
-            Err(WriteFailure::Reject(msg)) => {
-                metrics.write_errors.fetch_add(1, Relaxed);
-                metrics.points_dropped.fetch_add(n, Relaxed);
-                tracing::error!(points = n, error = %msg, "database rejected a batch; it is dropped");
-                break;
-            }
-            Err(WriteFailure::Retry(msg)) => {
-                metrics.write_errors.fetch_add(1, Relaxed);
-                if stop.is_cancelled() {
-                    metrics.points_dropped.fetch_add(n, Relaxed);
-                    tracing::error!(points = n, error = %msg, "shutdown deadline reached while the database is unreachable; batch dropped");
-                    break;
-                }
-                metrics.write_retries.fetch_add(1, Relaxed);
-                tracing::warn!(points = n, error = %msg, retry_in_ms = delay.as_millis() as u64, "write failed; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = stop.cancelled() => {}
-                }
-                delay = (delay * 2).min(settings.retry_max);
+            Err(e) => {
+                tracing::error!(error = %e, "cannot spool a batch; holding it in memory");
+                false
             }
         }
     }
-    *buf = body;
-    buf.clear();
+
+    fn backoff(&mut self) {
+        self.next_drain = tokio::time::Instant::now() + self.delay;
+        self.delay = (self.delay * 2).min(self.settings.retry_max);
+    }
+
+    async fn flush(&mut self, buf: &mut String, points: &mut usize) {
+        let n = std::mem::take(points) as u64;
+        // Keep order: while older batches wait on disk, new ones queue behind them.
+        if self.spool.as_ref().is_some_and(|s| !s.is_empty()) && self.spool(buf, n) {
+            buf.clear();
+            return;
+        }
+        let body = std::mem::take(buf);
+        loop {
+            match self.writer.write(body.clone()).await {
+                Ok(()) => {
+                    self.written(n);
+                    self.delay = self.settings.retry_min;
+                    break;
+                }
+                Err(WriteFailure::Reject(msg)) => {
+                    self.rejected(n, &msg);
+                    break;
+                }
+                Err(WriteFailure::Retry(msg)) => {
+                    self.metrics.write_errors.fetch_add(1, Relaxed);
+                    if self.spool(&body, n) {
+                        tracing::warn!(points = n, error = %msg, "write failed; batch spooled to disk");
+                        self.backoff();
+                        break;
+                    }
+                    if self.stop.is_cancelled() {
+                        self.metrics.points_dropped.fetch_add(n, Relaxed);
+                        tracing::error!(points = n, error = %msg, "shutdown deadline reached while the database is unreachable; batch dropped");
+                        break;
+                    }
+                    self.metrics.write_retries.fetch_add(1, Relaxed);
+                    tracing::warn!(points = n, error = %msg, retry_in_ms = self.delay.as_millis() as u64, "write failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.delay) => {}
+                        _ = self.stop.cancelled() => {}
+                    }
+                    self.delay = (self.delay * 2).min(self.settings.retry_max);
+                }
+            }
+        }
+        *buf = body;
+        buf.clear();
+    }
+
+    /// Sends spooled batches, oldest first, until the spool is empty, a
+    /// write fails (then backs off), or a round's budget is used.
+    async fn drain(&mut self) {
+        const ROUND: usize = 64;
+        if self.spool.as_ref().is_none_or(|s| s.is_empty())
+            || tokio::time::Instant::now() < self.next_drain
+        {
+            return;
+        }
+        for _ in 0..ROUND {
+            let Some(sp) = self.spool.as_mut() else {
+                return;
+            };
+            let batch = match sp.oldest() {
+                Ok(Some(b)) => b,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the spool");
+                    self.backoff();
+                    break;
+                }
+            };
+            match self.writer.write(batch.body).await {
+                Ok(()) => {
+                    self.written(batch.points);
+                    self.delay = self.settings.retry_min;
+                    if let Some(sp) = self.spool.as_mut()
+                        && let Err(e) = sp.remove(batch.seq)
+                    {
+                        tracing::error!(error = %e, "cannot remove a drained spool segment");
+                    }
+                }
+                Err(WriteFailure::Reject(msg)) => {
+                    self.rejected(batch.points, &msg);
+                    if let Some(sp) = self.spool.as_mut() {
+                        let _ = sp.remove(batch.seq);
+                    }
+                }
+                Err(WriteFailure::Retry(msg)) => {
+                    self.metrics.write_errors.fetch_add(1, Relaxed);
+                    tracing::warn!(error = %msg, spooled = self.spool.as_ref().map_or(0, |s| s.points()), retry_in_ms = self.delay.as_millis() as u64, "database still unreachable; spool kept");
+                    self.backoff();
+                    break;
+                }
+            }
+        }
+        self.publish_spool_depth();
+    }
 }
 
 #[cfg(test)]

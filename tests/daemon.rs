@@ -195,6 +195,14 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let m = self.metrics();
+            let interesting: Vec<&str> = m
+                .lines()
+                .filter(|l| !l.starts_with('#') && !l.ends_with(" 0") && !l.contains("_bucket"))
+                .collect();
+            eprintln!("--- anomalyd log ---\n{}\n--- metrics ---\n{}", self.log(), interesting.join("\n"));
+        }
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
             let _ = self.child.wait();

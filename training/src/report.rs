@@ -36,6 +36,10 @@ pub const FONT_CANDIDATES: &[&str] = &[
 
 const FONT: &str = "sans-serif";
 
+/// `reconstruction.png` shows at most this many channels (the first ones),
+/// one panel row each, so that the image stays viewable.
+pub const MAX_PLOTTED_CHANNELS: usize = 16;
+
 /// Why the report could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -160,7 +164,7 @@ pub fn write_report(
         )
     })?;
     let recon = dir.join("reconstruction.png");
-    let c = report.metadata.channels.len();
+    let c = report.metadata.channels.len().min(MAX_PLOTTED_CHANNELS);
     let columns = plots.samples.len().max(1);
     let size = (
         (380 * columns as u32 + 120).max(700),
@@ -169,7 +173,7 @@ pub fn write_report(
     draw(&recon, size, |area| {
         reconstruction_plot(
             area,
-            &report.metadata.channels,
+            &report.metadata.channels[..c],
             report.metadata.window,
             plots.samples,
             text,
@@ -523,7 +527,7 @@ fn reconstruction_plot(
             let mut mesh = chart.configure_mesh();
             mesh.disable_x_mesh().light_line_style(WHITE.mix(0.0));
             if text {
-                mesh.y_labels(3)
+                mesh.y_labels(4)
                     .label_style((FONT, 11))
                     .y_label_formatter(&y_format)
                     .x_labels(if ch + 1 == c { 5 } else { 0 })

@@ -156,7 +156,8 @@ pub struct RunSummary {
 pub fn run(opts: &TrainOptions) -> Result<RunSummary, RunError> {
     let started = Instant::now();
     let mut timings = Timings::default();
-    calibrate::detector_defaults(opts.raise_after, opts.clear_after, opts.clear_ratio)?;
+    let detector =
+        calibrate::detector_defaults(opts.raise_after, opts.clear_after, opts.clear_ratio)?;
     opts.train.validate()?;
     // Check the architecture against the window, and that the model can be
     // written, before reading any data or training.
@@ -172,6 +173,8 @@ pub fn run(opts: &TrainOptions) -> Result<RunSummary, RunError> {
         });
     }
     let device = make_device(opts.device)?;
+    // The parity check needs ONNX Runtime: find it before spending time.
+    anomalyd::onnxrt::init_runtime(opts.ort_library.as_deref()).map_err(RunError::Runtime)?;
 
     let data = load_dataset(&opts.data)?;
     timings.load_s = started.elapsed().as_secs_f64();
@@ -264,11 +267,7 @@ pub fn run(opts: &TrainOptions) -> Result<RunSummary, RunError> {
         },
         threshold: calibration.threshold.clone(),
         error_distribution: calibration.distribution.clone(),
-        detector: calibrate::detector_defaults(
-            opts.raise_after,
-            opts.clear_after,
-            opts.clear_ratio,
-        )?,
+        detector,
         training: TrainingSummary {
             rows: data.rows,
             train_windows: data.train.len(),
@@ -488,14 +487,22 @@ fn hyperparameters(opts: &TrainOptions, data: &Dataset) -> Map<String, Value> {
     put("loss", json!("mse"));
     put("patience", json!(opts.train.patience));
     put("dropout", json!(opts.dropout));
-    put("weight_decay", json!(opts.train.weight_decay));
-    put("clip_grad_norm", json!(opts.train.clip_grad_norm));
+    put("weight_decay", short(opts.train.weight_decay));
+    put(
+        "clip_grad_norm",
+        opts.train.clip_grad_norm.map_or(Value::Null, short),
+    );
     put("batch_norm", json!(opts.batch_norm));
     put("noise_sigma", json!(opts.train.noise_sigma));
     put("validation_fraction", json!(opts.data.validation_fraction));
     put("threshold_quantile", json!(opts.threshold_quantile));
     put("threshold_factor", json!(opts.threshold_factor));
     put("channel_weighting", json!(opts.channel_weighting));
+    put("raise_after", json!(opts.raise_after));
+    put("clear_after", json!(opts.clear_after));
+    put("clear_ratio", short(opts.clear_ratio));
+    put("name", json!(opts.name));
+    put("model_version", json!(opts.model_version));
     put(
         "max_imputed_fraction",
         json!(opts.data.max_imputed_fraction),
@@ -531,6 +538,13 @@ fn hyperparameters(opts: &TrainOptions, data: &Dataset) -> Map<String, Value> {
     put("seed", json!(opts.train.seed));
     put("device", json!(device_name(opts.device)));
     m
+}
+
+/// An `f32` flag value as the user typed it (`0.8`, not `0.800000011920929`).
+fn short(x: f32) -> Value {
+    x.to_string()
+        .parse::<f64>()
+        .map_or(Value::Null, |v| json!(v))
 }
 
 /// The temporary name the model is written under until parity passes.
@@ -664,11 +678,11 @@ impl EpochProgress {
         }
         let bar = ProgressBar::new(epochs as u64);
         if let Ok(style) = ProgressStyle::with_template(
-            "{prefix} [{bar:30.cyan/blue}] {pos}/{len} epochs  {msg}  ({elapsed})",
+            "{prefix} {pos:>3}/{len} [{bar:20.cyan/blue}] {elapsed:>4} {wide_msg}",
         ) {
             bar.set_style(style.progress_chars("=> "));
         }
-        bar.set_prefix("training");
+        bar.set_prefix("epoch");
         Self { bar: Some(bar) }
     }
 
@@ -694,7 +708,7 @@ impl EpochProgress {
 
     fn finish(&self) {
         if let Some(bar) = &self.bar {
-            bar.finish();
+            bar.finish_and_clear();
         }
     }
 }

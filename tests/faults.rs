@@ -1,0 +1,131 @@
+//! Fault injection with real processes: the database goes away mid-stream,
+//! the daemon is killed with `kill -9` while the database is down. Every
+//! expected score point must be in the database afterwards, none twice.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use anomalyd::synth::generate;
+
+use crate::daemon::{Daemon, base_config, publish_frames, shipped_model};
+use crate::util::*;
+
+const WINDOW: usize = 60;
+const START_NS: i64 = 1_767_225_600_000_000_000;
+
+fn spool_config(mqtt_port: u16, vm_url: &str, metrics_port: u16, spool: &std::path::Path) -> String {
+    base_config(mqtt_port, vm_url, metrics_port, &shipped_model()).replace(
+        "[metrics]",
+        &format!("[spool]\ndirectory = \"{}\"\nmax_mb = 64\n\n[metrics]", spool.display()),
+    )
+}
+
+/// Asserts the asset's score series holds exactly the expected timestamps,
+/// each once.
+fn assert_exactly(vm: &VictoriaMetrics, asset: &str, rows: usize) {
+    let expected = rows - WINDOW;
+    let series = vm.wait_for_points(
+        &format!("anomaly_score_score{{asset=\"{asset}\"}}"),
+        expected,
+        Duration::from_secs(90),
+    );
+    let pts = series[0].points();
+    let unique: HashSet<i64> = pts.iter().map(|p| p.0).collect();
+    assert_eq!(pts.len(), expected, "points (duplicates or losses)");
+    assert_eq!(unique.len(), expected, "distinct timestamps");
+    let first = START_NS / 1_000_000 + (WINDOW as i64 - 1) * 1000;
+    for k in 0..expected as i64 {
+        assert!(unique.contains(&(first + k * 1000)), "missing window ending at row {}", k + WINDOW as i64 - 1);
+    }
+}
+
+/// The database is down for a while in the middle of a stream: batches go
+/// to the spool and drain when it is back.
+#[test]
+fn database_outage_loses_nothing() {
+    let broker = Mosquitto::start();
+    let mut vm = VictoriaMetrics::start();
+    let metrics_port = free_port();
+    let spool = tempfile::tempdir().unwrap();
+    let cfg = spool_config(broker.port(), &vm.url(), metrics_port, spool.path());
+    let mut daemon = Daemon::start(&cfg, metrics_port, &[]);
+    daemon.wait_note("READY=1", Duration::from_secs(60));
+
+    let rows = 900;
+    let log = generate(rows, 21, START_NS, 1_000_000_000, None);
+    let part = |a: usize, b: usize| anomalyd::synth::SyntheticLog {
+        timestamps: log.timestamps[a..b].to_vec(),
+        values: log.values[a..b].to_vec(),
+        labels: log.labels[a..b].to_vec(),
+    };
+    publish_frames(broker.port(), "pump-o", &part(0, 300));
+    wait_until(Duration::from_secs(60), "first part written", || {
+        daemon.metric("anomalyd_points_written_total").unwrap_or(0.0) >= (300 - WINDOW) as f64
+            || { if daemon.metric("anomalyd_write_errors_total").unwrap_or(0.0) > 0.0 { panic!("{}", daemon.log()) } false }
+    });
+    vm.wait_for_points("anomaly_score_score{asset=\"pump-o\"}", 300 - WINDOW, Duration::from_secs(60));
+
+    vm.stop();
+    let down = Instant::now();
+    publish_frames(broker.port(), "pump-o", &part(300, 600));
+    wait_until(Duration::from_secs(30), "batches spooled", || {
+        daemon.metric("anomalyd_spool_points").unwrap_or(0.0) >= 300.0
+    });
+    let spooled = daemon.metric("anomalyd_spool_points").unwrap_or(0.0);
+    // Keep it down for the length the operators care about (30 s).
+    std::thread::sleep(Duration::from_secs(30).saturating_sub(down.elapsed()));
+    publish_frames(broker.port(), "pump-o", &part(600, rows));
+    vm.start_again();
+    let t0 = Instant::now();
+    wait_until(Duration::from_secs(60), "spool drained", || {
+        daemon.metric("anomalyd_spool_points") == Some(0.0)
+    });
+    let drain_s = t0.elapsed().as_secs_f64();
+    assert_exactly(&vm, "pump-o", rows);
+    eprintln!(
+        "outage: {} readings published, {} windows scored, {} points written; {spooled} points spooled, drained in {drain_s:.1} s",
+        rows * 8,
+        daemon.metric("anomalyd_windows_scored_total").unwrap_or(0.0),
+        daemon.metric("anomalyd_points_written_total").unwrap_or(0.0),
+    );
+    assert_eq!(daemon.metric("anomalyd_points_dropped_total"), Some(0.0));
+    assert!(daemon.terminate(Duration::from_secs(20)).success());
+}
+
+/// `kill -9` with the database down: what was spooled survives, and after
+/// a restart (database back) everything arrives.
+#[test]
+fn kill_9_with_database_down_loses_nothing_spooled() {
+    let broker = Mosquitto::start();
+    let mut vm = VictoriaMetrics::start();
+    let metrics_port = free_port();
+    let spool = tempfile::tempdir().unwrap();
+    let cfg = spool_config(broker.port(), &vm.url(), metrics_port, spool.path());
+    let mut daemon = Daemon::start(&cfg, metrics_port, &[]);
+    daemon.wait_note("READY=1", Duration::from_secs(60));
+    vm.stop();
+    let rows = 400;
+    let log = generate(rows, 22, START_NS, 1_000_000_000, None);
+    publish_frames(broker.port(), "pump-k", &log);
+    let expected = (rows - WINDOW) as f64;
+    wait_until(Duration::from_secs(30), "all windows spooled", || {
+        daemon.metric("anomalyd_spool_points").unwrap_or(0.0) >= expected
+    });
+    daemon.child.kill().unwrap();
+    daemon.child.wait().unwrap();
+    let segments = std::fs::read_dir(spool.path())
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "seg"))
+        .count();
+    assert!(segments > 0, "spool must hold segments after kill -9");
+
+    vm.start_again();
+    let mut again = Daemon::start(&cfg, metrics_port, &[]);
+    again.wait_note("READY=1", Duration::from_secs(60));
+    assert!(again.log().contains("spool opened"), "{}", again.log());
+    wait_until(Duration::from_secs(60), "spool drained after restart", || {
+        again.metric("anomalyd_spool_points") == Some(0.0)
+    });
+    assert_exactly(&vm, "pump-k", rows);
+    assert!(again.terminate(Duration::from_secs(20)).success());
+}
