@@ -11,4 +11,7 @@ start=$(date +%s)
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+# The Debian package: built, unpacked, installed and purged in a scratch root.
+cargo deb --version >/dev/null 2>&1 || cargo install cargo-deb --locked --version 3.8.0
+bash scripts/build-deb.sh
 echo "tests: passed in $(( $(date +%s) - start )) s"

@@ -94,8 +94,9 @@ fn default_config() -> PathBuf {
 }
 
 fn init_logging(format: LogFormat, level: &str) {
+    // ONNX Runtime logs ~100 lines per model load at info level.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(format!("{level},ort=warn")))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

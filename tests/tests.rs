@@ -3,6 +3,6 @@
 mod daemon;
 mod faults;
 mod harness_selftest;
-mod util;
 mod ship;
 mod status_page;
+mod util;
