@@ -95,8 +95,8 @@ curl -s "http://127.0.0.1:$VM_PORT/api/v1/export" --data-urlencode 'match[]=anom
 import json, sys
 for line in sys.stdin:
     s = json.loads(line)
-    v = s["values"]
-    print(f"  {s[\"metric\"][\"asset\"]}: {len(v)} windows, score min {min(v):.3f} max {max(v):.3f}")'
+    v, asset = s["values"], s["metric"]["asset"]
+    print(f"  {asset}: {len(v)} windows, score min {min(v):.3f} max {max(v):.3f}")'
 echo
 echo "demo: alerts in the database (anomaly_alert):"
 curl -s "http://127.0.0.1:$VM_PORT/api/v1/export" --data-urlencode 'match[]=anomaly_alert_score' -d start=0 |
@@ -117,3 +117,7 @@ echo
 echo "demo: daemon metrics: http://127.0.0.1:$METRICS_PORT/metrics (while the demo runs)"
 curl -s "http://127.0.0.1:$METRICS_PORT/metrics" | grep -E '^anomalyd_(windows_scored|alerts_raised|alerts_cleared|points_written)_total'
 echo "demo: logs and data in $OUT"
+echo "demo: status page: http://127.0.0.1:$METRICS_PORT/"
+if [ -t 0 ]; then
+  read -r -p "demo: press Enter to stop the broker, database and daemon " _
+fi
