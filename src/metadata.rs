@@ -49,6 +49,9 @@ pub struct ModelMetadata {
     pub stride: usize,
     /// Network architecture, for humans (`conv` or `dense`).
     pub arch: String,
+    /// Written as `normalizer` (the key other tools read, e.g. the reference
+    /// Python stack); `normaliser` is accepted from older files.
+    #[serde(rename = "normalizer", alias = "normaliser")]
     pub normaliser: NormaliserParams,
     pub score: ScoreDefinition,
     pub threshold: ThresholdSpec,
@@ -336,6 +339,15 @@ mod tests {
         let m = sample_metadata();
         let back = ModelMetadata::from_json(&m.to_json()).unwrap();
         assert_eq!(m, back);
+    }
+
+    #[test]
+    fn normalizer_key_is_written_and_both_spellings_read() {
+        let m = sample_metadata();
+        let json = m.to_json();
+        assert!(json.contains("\"normalizer\"") && !json.contains("\"normaliser\""));
+        let old = json.replace("\"normalizer\"", "\"normaliser\"");
+        assert_eq!(ModelMetadata::from_json(&old).unwrap(), m);
     }
 
     #[test]
