@@ -369,7 +369,9 @@ pub async fn run(
             Some(spool)
         }
         None => {
-            tracing::warn!("no spool directory: batches the database cannot take are held in memory only");
+            tracing::warn!(
+                "no spool directory: batches the database cannot take are held in memory only"
+            );
             None
         }
     };

@@ -107,11 +107,16 @@ fn respond(req: &str, health: &Health) -> (&'static str, &'static str, String) {
         return ("405 Method Not Allowed", "text/plain", "GET only\n".into());
     }
     match path.split('?').next().unwrap_or("") {
-        "/" | "/index.html" => ("200 OK", "text/html; charset=utf-8", STATUS_PAGE.to_string()),
+        "/" | "/index.html" => (
+            "200 OK",
+            "text/html; charset=utf-8",
+            STATUS_PAGE.to_string(),
+        ),
         "/api/status" => (
             "200 OK",
             "application/json",
-            serde_json::to_string(&health.board.snapshot(&health.metrics)).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")),
+            serde_json::to_string(&health.board.snapshot(&health.metrics))
+                .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")),
         ),
         "/metrics" => (
             "200 OK",

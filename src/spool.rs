@@ -92,11 +92,7 @@ impl Spool {
             let entry = entry.map_err(io(dir))?;
             let path = entry.path();
             let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(seq) = name
-                .split('.')
-                .next()
-                .and_then(|s| s.parse::<u64>().ok())
-            {
+            if let Some(seq) = name.split('.').next().and_then(|s| s.parse::<u64>().ok()) {
                 next_seq = next_seq.max(seq + 1);
             }
             if name.ends_with(".tmp") {
@@ -416,7 +412,10 @@ mod tests {
         // The flipped one fails its checksum when read.
         assert!(s.oldest().unwrap().is_none());
         assert_eq!(s.quarantined, 2);
-        assert_eq!(fs::read_dir(dir.path().join("quarantine")).unwrap().count(), 2);
+        assert_eq!(
+            fs::read_dir(dir.path().join("quarantine")).unwrap().count(),
+            2
+        );
         // New batches keep numbering after the highest seen.
         s.push("new 1\n", 1).unwrap();
         assert_eq!(s.oldest().unwrap().unwrap().seq, 4);

@@ -110,19 +110,19 @@ impl StatusBoard {
                         .max_by(|a, b| a.1.total_cmp(b.1))
                         .and_then(|(i, _)| r.binding.channels.get(i).cloned());
                     let ts_ms = r.ts.div_euclid(1_000_000);
-                    let entry = b
-                        .assets
-                        .entry(r.binding.asset.clone())
-                        .or_insert_with(|| AssetStatus {
-                            asset: r.binding.asset.to_string(),
-                            model: r.binding.model.to_string(),
-                            ts_ms,
-                            score: r.score,
-                            threshold: r.threshold,
-                            anomalous: r.anomalous,
-                            top_channel: None,
-                            history: VecDeque::with_capacity(HISTORY),
-                        });
+                    let entry =
+                        b.assets
+                            .entry(r.binding.asset.clone())
+                            .or_insert_with(|| AssetStatus {
+                                asset: r.binding.asset.to_string(),
+                                model: r.binding.model.to_string(),
+                                ts_ms,
+                                score: r.score,
+                                threshold: r.threshold,
+                                anomalous: r.anomalous,
+                                top_channel: None,
+                                history: VecDeque::with_capacity(HISTORY),
+                            });
                     entry.model.clear();
                     entry.model.push_str(&r.binding.model);
                     entry.ts_ms = ts_ms;

@@ -201,7 +201,11 @@ impl Drop for Daemon {
                 .lines()
                 .filter(|l| !l.starts_with('#') && !l.ends_with(" 0") && !l.contains("_bucket"))
                 .collect();
-            eprintln!("--- anomalyd log ---\n{}\n--- metrics ---\n{}", self.log(), interesting.join("\n"));
+            eprintln!(
+                "--- anomalyd log ---\n{}\n--- metrics ---\n{}",
+                self.log(),
+                interesting.join("\n")
+            );
         }
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
@@ -718,11 +722,22 @@ fn assets_bind_to_models_and_replay_backfills() {
     let log = generate(WINDOW + 20, 9, START_NS, 1_000_000_000, None);
     publish_frames(broker.port(), "line-a-1", &log);
     publish_frames(broker.port(), "line-b-1", &log);
-    let a = vm.wait_for_points("anomaly_score_threshold{asset=\"line-a-1\"}", 20, Duration::from_secs(60));
-    let b = vm.wait_for_points("anomaly_score_threshold{asset=\"line-b-1\"}", 20, Duration::from_secs(60));
+    let a = vm.wait_for_points(
+        "anomaly_score_threshold{asset=\"line-a-1\"}",
+        20,
+        Duration::from_secs(60),
+    );
+    let b = vm.wait_for_points(
+        "anomaly_score_threshold{asset=\"line-b-1\"}",
+        20,
+        Duration::from_secs(60),
+    );
     assert_eq!(a[0].label("model"), Some("pump"));
     assert_eq!(b[0].label("model"), Some("pump-b"));
-    assert!(b[0].points().iter().all(|p| (p.1 - 5.0).abs() < 1e-6), "per-asset threshold override");
+    assert!(
+        b[0].points().iter().all(|p| (p.1 - 5.0).abs() < 1e-6),
+        "per-asset threshold override"
+    );
     assert!(a[0].points().iter().all(|p| (p.1 - 5.0).abs() > 1e-3));
     assert!(daemon.terminate(Duration::from_secs(20)).success());
 
@@ -742,14 +757,25 @@ fn assets_bind_to_models_and_replay_backfills() {
         .env("ORT_DYLIB_PATH", ort_dylib())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Replay closes the last frame at end of input: one window more than live.
-    let back = vm.wait_for_points("anomaly_score_score{asset=\"backfill-1\"}", 21, Duration::from_secs(60));
+    let back = vm.wait_for_points(
+        "anomaly_score_score{asset=\"backfill-1\"}",
+        21,
+        Duration::from_secs(60),
+    );
     assert_eq!(point_count(&back), 21);
     let live = vm.export("anomaly_score_score{asset=\"line-a-1\"}");
     let live_pts = live[0].points();
     for (l, r) in live_pts.iter().zip(back[0].points()) {
         assert_eq!(l.0, r.0);
-        assert!((l.1 - r.1).abs() <= 1e-4 * l.1.abs().max(1e-3), "{l:?} vs {r:?}");
+        assert!(
+            (l.1 - r.1).abs() <= 1e-4 * l.1.abs().max(1e-3),
+            "{l:?} vs {r:?}"
+        );
     }
 }

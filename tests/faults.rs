@@ -13,10 +13,18 @@ use crate::util::*;
 const WINDOW: usize = 60;
 const START_NS: i64 = 1_767_225_600_000_000_000;
 
-fn spool_config(mqtt_port: u16, vm_url: &str, metrics_port: u16, spool: &std::path::Path) -> String {
+fn spool_config(
+    mqtt_port: u16,
+    vm_url: &str,
+    metrics_port: u16,
+    spool: &std::path::Path,
+) -> String {
     base_config(mqtt_port, vm_url, metrics_port, &shipped_model()).replace(
         "[metrics]",
-        &format!("[spool]\ndirectory = \"{}\"\nmax_mb = 64\n\n[metrics]", spool.display()),
+        &format!(
+            "[spool]\ndirectory = \"{}\"\nmax_mb = 64\n\n[metrics]",
+            spool.display()
+        ),
     )
 }
 
@@ -35,7 +43,11 @@ fn assert_exactly(vm: &VictoriaMetrics, asset: &str, rows: usize) {
     assert_eq!(unique.len(), expected, "distinct timestamps");
     let first = START_NS / 1_000_000 + (WINDOW as i64 - 1) * 1000;
     for k in 0..expected as i64 {
-        assert!(unique.contains(&(first + k * 1000)), "missing window ending at row {}", k + WINDOW as i64 - 1);
+        assert!(
+            unique.contains(&(first + k * 1000)),
+            "missing window ending at row {}",
+            k + WINDOW as i64 - 1
+        );
     }
 }
 
@@ -60,10 +72,22 @@ fn database_outage_loses_nothing() {
     };
     publish_frames(broker.port(), "pump-o", &part(0, 300));
     wait_until(Duration::from_secs(60), "first part written", || {
-        daemon.metric("anomalyd_points_written_total").unwrap_or(0.0) >= (300 - WINDOW) as f64
-            || { if daemon.metric("anomalyd_write_errors_total").unwrap_or(0.0) > 0.0 { panic!("{}", daemon.log()) } false }
+        daemon
+            .metric("anomalyd_points_written_total")
+            .unwrap_or(0.0)
+            >= (300 - WINDOW) as f64
+            || {
+                if daemon.metric("anomalyd_write_errors_total").unwrap_or(0.0) > 0.0 {
+                    panic!("{}", daemon.log())
+                }
+                false
+            }
     });
-    vm.wait_for_points("anomaly_score_score{asset=\"pump-o\"}", 300 - WINDOW, Duration::from_secs(60));
+    vm.wait_for_points(
+        "anomaly_score_score{asset=\"pump-o\"}",
+        300 - WINDOW,
+        Duration::from_secs(60),
+    );
 
     vm.stop();
     let down = Instant::now();
@@ -85,8 +109,12 @@ fn database_outage_loses_nothing() {
     eprintln!(
         "outage: {} readings published, {} windows scored, {} points written; {spooled} points spooled, drained in {drain_s:.1} s",
         rows * 8,
-        daemon.metric("anomalyd_windows_scored_total").unwrap_or(0.0),
-        daemon.metric("anomalyd_points_written_total").unwrap_or(0.0),
+        daemon
+            .metric("anomalyd_windows_scored_total")
+            .unwrap_or(0.0),
+        daemon
+            .metric("anomalyd_points_written_total")
+            .unwrap_or(0.0),
     );
     assert_eq!(daemon.metric("anomalyd_points_dropped_total"), Some(0.0));
     assert!(daemon.terminate(Duration::from_secs(20)).success());
@@ -115,7 +143,13 @@ fn kill_9_with_database_down_loses_nothing_spooled() {
     daemon.child.wait().unwrap();
     let segments = std::fs::read_dir(spool.path())
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "seg"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "seg")
+        })
         .count();
     assert!(segments > 0, "spool must hold segments after kill -9");
 
@@ -123,9 +157,11 @@ fn kill_9_with_database_down_loses_nothing_spooled() {
     let mut again = Daemon::start(&cfg, metrics_port, &[]);
     again.wait_note("READY=1", Duration::from_secs(60));
     assert!(again.log().contains("spool opened"), "{}", again.log());
-    wait_until(Duration::from_secs(60), "spool drained after restart", || {
-        again.metric("anomalyd_spool_points") == Some(0.0)
-    });
+    wait_until(
+        Duration::from_secs(60),
+        "spool drained after restart",
+        || again.metric("anomalyd_spool_points") == Some(0.0),
+    );
     assert_exactly(&vm, "pump-k", rows);
     assert!(again.terminate(Duration::from_secs(20)).success());
 }

@@ -518,7 +518,11 @@ mod simulate {
         let broker = Mosquitto::start();
         let sub = MqttSubscriber::connect(broker.port(), "cli/#");
         let out = std::process::Command::new(crate::util::anomalyd_bin())
-            .args(["simulate", "--broker", &format!("127.0.0.1:{}", broker.port())])
+            .args([
+                "simulate",
+                "--broker",
+                &format!("127.0.0.1:{}", broker.port()),
+            ])
             .args([
                 "--fast",
                 "--rows",

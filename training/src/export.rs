@@ -1113,7 +1113,7 @@ mod tests {
         let wsum: f64 = WEIGHTS.iter().map(|w| f64::from(*w)).sum();
         for b in 0..batch {
             let mut score = 0.0f64;
-            for c in 0..C {
+            for (c, weight) in WEIGHTS.iter().enumerate() {
                 let base = (b * C + c) * T;
                 let ce: f64 = (0..T)
                     .map(|t| f64::from(x[base + t] - expected[base + t]).powi(2))
@@ -1124,7 +1124,7 @@ mod tests {
                     (got - ce).abs() < 1e-4 * ce.max(1.0),
                     "{arch} ce[{b},{c}] {got} vs {ce}"
                 );
-                score += f64::from(WEIGHTS[c]) * ce / wsum;
+                score += f64::from(*weight) * ce / wsum;
             }
             let got = f64::from(out.score[b]);
             assert!(
