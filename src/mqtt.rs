@@ -217,14 +217,15 @@ pub async fn run_source(
                     session_present = ack.session_present,
                     "connected to the MQTT broker"
                 );
-                // rumqttc does not resubscribe by itself.
-                if !ack.session_present {
-                    for s in decoder.subscriptions() {
-                        match client.try_subscribe(s.clone(), qos(qos_level)) {
-                            Ok(()) => pending_subacks += 1,
-                            Err(e) => {
-                                tracing::error!(filter = %s, error = %e, "cannot queue subscription");
-                            }
+                // rumqttc does not resubscribe by itself. Subscribing again
+                // when the broker kept the session is harmless (SUBSCRIBE is
+                // idempotent) and covers a session that lacks our filters,
+                // e.g. one left by an older config under the same client id.
+                for s in decoder.subscriptions() {
+                    match client.try_subscribe(s.clone(), qos(qos_level)) {
+                        Ok(()) => pending_subacks += 1,
+                        Err(e) => {
+                            tracing::error!(filter = %s, error = %e, "cannot queue subscription");
                         }
                     }
                 }

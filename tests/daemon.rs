@@ -37,7 +37,7 @@ default_model = "pump"
 [mqtt]
 host = "127.0.0.1"
 port = {mqtt_port}
-client_id = "anomalyd-test-{mqtt_port}"
+client_id = "{client}"
 clean_session = false
 qos = 1
 reconnect_min_ms = 50
@@ -80,7 +80,10 @@ level = "info"
 [shutdown]
 timeout_s = 10
 "#,
-        model = model.display()
+        model = model.display(),
+        // Unique per config: a daemon of another test that outlived its
+        // broker must never share a session with this one.
+        client = client_id("anomalyd-test"),
     )
 }
 
