@@ -289,10 +289,13 @@ class Bench:
             f.write(
                 f"listener {self.mqtt_port} 127.0.0.1\nallow_anonymous true\n"
                 "max_queued_messages 2000000\nmax_inflight_messages 1000\n"
-                f"log_dest file {self.mlog}\nlog_type subscribe\nlog_type error\n"
+                # stderr is unbuffered: a subscription shows up at once.
+                "log_dest stderr\nlog_type subscribe\nlog_type error\n"
                 + ("user root\n" if os.getuid() == 0 else "")
             )
-        self.mosquitto = self.spawn(["/usr/sbin/mosquitto", "-c", conf])
+        self.mosquitto = self.spawn(
+            ["/usr/sbin/mosquitto", "-c", conf], stderr=open(self.mlog, "w")
+        )
         os.makedirs(os.path.join(self.dir, "vm"))
         self.vm = self.spawn(
             [

@@ -2,6 +2,7 @@
 
 mod daemon;
 mod faults;
+mod fuzz;
 mod harness_selftest;
 mod ship;
 mod status_page;

@@ -1,0 +1,101 @@
+//! Property-based fuzzing of everything that parses outside input: MQTT
+//! topics and payloads, CSV and line-protocol logs, the config file, and
+//! model metadata. Each target must return a value or an error for any
+//! input, never panic. `PROPTEST_CASES` raises the number of cases (the
+//! default here is 2,000 per target).
+
+use std::path::Path;
+
+use anomalyd::config::{Config, PayloadKind};
+use anomalyd::decode::{Decoder, TopicMapping, TopicPattern};
+use anomalyd::loader::{LoadOptions, parse_csv, parse_line_protocol};
+use proptest::prelude::*;
+
+fn cases() -> ProptestConfig {
+    let n = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    ProptestConfig {
+        cases: n,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+fn decoder() -> Decoder {
+    let m = |f: &str, p| TopicMapping {
+        pattern: TopicPattern::parse(f, p).unwrap(),
+        value_field: "value".into(),
+        timestamp_field: "ts".into(),
+    };
+    Decoder::new(vec![
+        m("plant/{asset}/{channel}", PayloadKind::Number),
+        m("j/{asset}/{channel}", PayloadKind::Json),
+        m("sensors/{asset}", PayloadKind::JsonObject),
+    ])
+}
+
+/// Bytes that look like what sensors send, with corruption mixed in.
+fn payload() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        any::<Vec<u8>>(),
+        "[-+0-9.eE naNinf]{0,24}".prop_map(String::into_bytes),
+        (any::<f64>(), any::<i64>(), "[a-z_]{1,8}").prop_map(|(v, ts, k)| {
+            format!("{{\"ts\": {ts}, \"{k}\": {v}, \"value\": {v}}}").into_bytes()
+        }),
+        "\\{[\"a-z0-9:,. \\[\\]{}-]{0,60}".prop_map(String::into_bytes),
+    ]
+}
+
+proptest! {
+    #![proptest_config(cases())]
+
+    #[test]
+    fn decoding_never_panics(topic in "[a-z/+#{}]{0,20}|plant/[a-z]{0,3}/[a-z]{0,3}|sensors/[a-z0-9-]{0,6}|j/[a-z]{1,3}/[a-z]{1,3}", body in payload()) {
+        let d = decoder();
+        match d.decode(&topic, &body) {
+            Ok(m) => {
+                prop_assert!(!m.asset.is_empty());
+                prop_assert!(m.values.iter().all(|(_, v)| v.is_finite()));
+            }
+            Err(e) => prop_assert!(!e.to_string().is_empty()),
+        }
+    }
+
+    #[test]
+    fn topic_filters_parse_or_say_why(filter in "[a-z{}+#/]{0,24}|[a-z]{1,4}/\\{asset\\}(/\\{channel\\})?") {
+        for kind in [PayloadKind::Number, PayloadKind::Json, PayloadKind::JsonObject] {
+            if let Ok(p) = TopicPattern::parse(&filter, kind) {
+                let sub = p.subscription();
+                prop_assert!(!sub.contains('{'), "subscription {} keeps a named segment", sub);
+            }
+        }
+    }
+
+    #[test]
+    fn csv_loading_never_panics(text in "([a-z0-9;,\".: -]{0,30}(\r?\n)){0,8}", first in 0usize..5, len in 0usize..5) {
+        let opts = LoadOptions { timestamp_column: None, rows: Some(first..first + len) };
+        let _ = parse_csv(&text, Path::new("fuzz.csv"), &opts);
+        let _ = parse_csv(&text, Path::new("fuzz.csv"), &LoadOptions::default());
+    }
+
+    #[test]
+    fn line_protocol_loading_never_panics(text in "([a-z,=\\\\ \"0-9.iutf#-]{0,40}\n){0,6}") {
+        let _ = parse_line_protocol(&text, Path::new("fuzz.lp"), &LoadOptions::default());
+    }
+
+    #[test]
+    fn config_parsing_never_panics(text in "(\\[[a-z.\\[\\]]{0,12}\\]\n|[a-z_]{1,12} = (\"[a-z:/0-9.{}]{0,16}\"|[0-9.-]{1,6}|true|false)\n){0,10}",
+                                   key in "ANOMALYD__[A-Z_]{1,20}", val in "[a-z0-9.]{0,8}") {
+        let env = vec![(key, val)];
+        if let Err(e) = Config::from_toml_with_env(&text, "fuzz.toml", &env) {
+            prop_assert!(e.to_string().contains("fuzz.toml"));
+        }
+    }
+
+    #[test]
+    fn model_metadata_parsing_never_panics(text in "\\{[\"a-z_0-9:,. \\[\\]{}-]{0,80}") {
+        let _ = anomalyd::metadata::ModelMetadata::from_json(&text);
+    }
+}
