@@ -94,6 +94,8 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     pub influx: InfluxConfig,
     #[serde(default)]
+    pub state: StateConfig,
+    #[serde(default)]
     pub spool: SpoolConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
@@ -306,12 +308,32 @@ pub struct InfluxConfig {
     pub alert_measurement: String,
 }
 
+/// Where the daemon keeps state across restarts (spool, open alerts).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// Unset: `$STATE_DIRECTORY` (systemd `StateDirectory=`); without
+    /// either, nothing is kept across restarts.
+    #[serde(default)]
+    pub directory: Option<PathBuf>,
+}
+
+impl StateConfig {
+    /// The directory in use, if any.
+    pub fn resolved_directory(&self) -> Option<PathBuf> {
+        match &self.directory {
+            Some(d) if !d.as_os_str().is_empty() => Some(d.clone()),
+            _ => std::env::var_os("STATE_DIRECTORY").and_then(|s| std::env::split_paths(&s).next()),
+        }
+    }
+}
+
 /// The on-disk store-and-forward spool for batches the database cannot take.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SpoolConfig {
-    /// Directory of the spool; empty means `$STATE_DIRECTORY/spool` under
-    /// systemd, else no spool (failed batches are retried in memory).
+    /// Directory of the spool; unset means `spool/` in the state directory,
+    /// and without one, no spool (failed batches are retried in memory).
     #[serde(default)]
     pub directory: Option<PathBuf>,
     /// Size limit in MiB; when full, the oldest batches are dropped and counted.
@@ -329,13 +351,11 @@ impl Default for SpoolConfig {
 }
 
 impl SpoolConfig {
-    /// The directory in use, if any.
-    pub fn resolved_directory(&self) -> Option<PathBuf> {
+    /// The directory in use, if any, given the state directory.
+    pub fn resolved_directory(&self, state: Option<&Path>) -> Option<PathBuf> {
         match &self.directory {
             Some(d) if !d.as_os_str().is_empty() => Some(d.clone()),
-            _ => std::env::var_os("STATE_DIRECTORY")
-                .and_then(|s| std::env::split_paths(&s).next())
-                .map(|d| d.join("spool")),
+            _ => state.map(|d| d.join("spool")),
         }
     }
 }
@@ -592,6 +612,7 @@ impl Config {
             &mut self.influx.ca_file,
             &mut self.runtime.library_path,
             &mut self.spool.directory,
+            &mut self.state.directory,
         ]
         .into_iter()
         .flatten()

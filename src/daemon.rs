@@ -44,6 +44,11 @@ pub enum DaemonError {
     Sink(#[from] crate::sink::SinkError),
     #[error(transparent)]
     Mqtt(#[from] crate::mqtt::MqttError),
+    #[error("state directory {path}: {source}")]
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("metrics listener on {addr}: {source}")]
     Listen {
         addr: String,
@@ -61,6 +66,7 @@ impl DaemonError {
         match self {
             DaemonError::Config(_)
             | DaemonError::Spool(_)
+            | DaemonError::StateDir { .. }
             | DaemonError::Model { .. }
             | DaemonError::Sink(_)
             | DaemonError::Mqtt(_) => crate::config::EXIT_CONFIG,
@@ -299,6 +305,13 @@ pub async fn run(
         .map_err(|e| DaemonError::Thread(std::io::Error::other(e.to_string())))??;
     let metrics = Arc::new(Metrics::default());
     metrics.set_models(model_info(&models));
+    let state_dir = cfg.state.resolved_directory();
+    if let Some(dir) = &state_dir {
+        std::fs::create_dir_all(dir).map_err(|source| DaemonError::StateDir {
+            path: dir.clone(),
+            source,
+        })?;
+    }
     let board = Arc::new(crate::status::StatusBoard::default());
     board.set_models(model_status(&models));
 
@@ -343,7 +356,11 @@ pub async fn run(
     let (reload_tx, reload_rx) = mpsc::channel::<SourceReload>(1);
     let (ready_tx, ready_rx) = oneshot::channel();
 
-    let scorer = Scorer::new(models, metrics.clone());
+    let mut scorer = Scorer::new(models, metrics.clone());
+    match &state_dir {
+        Some(dir) => scorer = scorer.with_alert_state(dir),
+        None => tracing::warn!("no state directory: open alerts are not kept across restarts"),
+    }
     let scorer_thread = spawn_scorer(
         scorer,
         win_rx,
@@ -356,7 +373,7 @@ pub async fn run(
     )
     .map_err(DaemonError::Thread)?;
 
-    let spool = match cfg.spool.resolved_directory() {
+    let spool = match cfg.spool.resolved_directory(state_dir.as_deref()) {
         Some(dir) => {
             let (spool, report) = crate::spool::Spool::open(&dir, cfg.spool.max_mb * 1024 * 1024)?;
             tracing::info!(

@@ -4,6 +4,7 @@
 //! file contract have no I/O and are shared with the trainer; the daemon's
 //! I/O edges (MQTT, ONNX Runtime thread, InfluxDB, HTTP) build on them.
 
+pub mod alert_state;
 pub mod align;
 pub mod config;
 pub mod daemon;

@@ -450,6 +450,9 @@ pub struct Scorer {
     detectors: HashMap<Arc<str>, Detector>,
     metrics: Arc<Metrics>,
     batch: Vec<f32>,
+    /// Where open alerts are persisted, and those still to be restored.
+    alert_store: Option<crate::alert_state::AlertStore>,
+    restore: HashMap<String, crate::alert_state::OpenAlert>,
 }
 
 impl Scorer {
@@ -459,30 +462,50 @@ impl Scorer {
             detectors: HashMap::new(),
             metrics,
             batch: Vec::new(),
+            alert_store: None,
+            restore: HashMap::new(),
         }
+    }
+
+    /// Persists open alerts in `dir` and restores those saved there, so an
+    /// alert open before a restart is not raised again.
+    pub fn with_alert_state(mut self, dir: &std::path::Path) -> Self {
+        let (store, open) = crate::alert_state::AlertStore::open(dir);
+        if !open.is_empty() {
+            tracing::info!(assets = open.len(), "restoring open alerts");
+        }
+        self.restore = open;
+        self.alert_store = Some(store);
+        self
+    }
+
+    fn save_alert_state(&mut self) {
+        let Some(store) = self.alert_store.as_mut() else {
+            return;
+        };
+        let mut open: HashMap<String, crate::alert_state::OpenAlert> = self
+            .detectors
+            .iter()
+            .filter_map(|(a, d)| {
+                d.open_alert().map(|(start_ts, peak)| {
+                    (
+                        a.to_string(),
+                        crate::alert_state::OpenAlert { start_ts, peak },
+                    )
+                })
+            })
+            .collect();
+        // Assets not seen since the restart keep their saved alert.
+        for (a, o) in &self.restore {
+            open.entry(a.clone()).or_insert(*o);
+        }
+        store.save(open);
     }
 
     /// Installs reloaded models; detectors keep their state and pick up new
     /// settings from the requests' bindings.
     pub fn replace_models(&mut self, models: Vec<NamedModel>) {
         self.models = models;
-    }
-
-    /// Open alerts per asset: (asset, start ts, peak).
-    pub fn open_alerts(&self) -> Vec<(Arc<str>, i64, f32)> {
-        self.detectors
-            .iter()
-            .filter_map(|(a, d)| d.open_alert().map(|(s, p)| (a.clone(), s, p)))
-            .collect()
-    }
-
-    /// Restores an alert that was open before a restart.
-    pub fn restore_open_alert(&mut self, binding: &AssetBinding, start_ts: i64, peak: f32) {
-        let d = self
-            .detectors
-            .entry(binding.asset.clone())
-            .or_insert_with(|| Detector::new(binding.detector, binding.channels.clone()));
-        d.restore_open_alert(start_ts, peak);
     }
 
     /// Scores `requests` (any mix of assets and models; order within an
@@ -505,15 +528,20 @@ impl Scorer {
             self.score_group(mi, &order[start..end], requests, &mut results);
             start = end;
         }
+        let mut changed_alerts = false;
         for (req, res) in requests.drain(..).zip(results) {
             let Some((score, channel_error)) = res else {
                 continue;
             };
             let b = &req.binding;
-            let det = self
-                .detectors
-                .entry(b.asset.clone())
-                .or_insert_with(|| Detector::new(b.detector, b.channels.clone()));
+            let restore = &mut self.restore;
+            let det = self.detectors.entry(b.asset.clone()).or_insert_with(|| {
+                let mut d = Detector::new(b.detector, b.channels.clone());
+                if let Some(o) = restore.remove(&*b.asset) {
+                    d.restore_open_alert(o.start_ts, o.peak);
+                }
+                d
+            });
             if det.settings() != &b.detector {
                 det.set_settings(b.detector);
             }
@@ -539,6 +567,7 @@ impl Scorer {
                 channel_error,
             }));
             if let Some(event) = decision.alert {
+                changed_alerts = true;
                 match event.kind {
                     crate::detect::AlertKind::Raised => &self.metrics.alerts_raised,
                     crate::detect::AlertKind::Cleared => &self.metrics.alerts_cleared,
@@ -549,6 +578,9 @@ impl Scorer {
                     event,
                 });
             }
+        }
+        if changed_alerts {
+            self.save_alert_state();
         }
     }
 

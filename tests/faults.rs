@@ -165,3 +165,72 @@ fn kill_9_with_database_down_loses_nothing_spooled() {
     assert_exactly(&vm, "pump-k", rows);
     assert!(again.terminate(Duration::from_secs(20)).success());
 }
+
+/// An alert raised before a restart is not raised again after it; it
+/// clears once the fault is over.
+#[test]
+fn open_alert_survives_a_restart() {
+    let broker = Mosquitto::start();
+    let vm = VictoriaMetrics::start();
+    let metrics_port = free_port();
+    let state = tempfile::tempdir().unwrap();
+    let cfg = base_config(broker.port(), &vm.url(), metrics_port, &shipped_model()).replace(
+        "[metrics]",
+        &format!(
+            "[state]\ndirectory = \"{}\"\n\n[metrics]",
+            state.path().display()
+        ),
+    );
+    let rows = 700;
+    let log = generate(
+        rows,
+        11,
+        START_NS,
+        1_000_000_000,
+        Some((anomalyd::synth::FaultKind::Bearing, 300..450)),
+    );
+    let part = |a: usize, b: usize| anomalyd::synth::SyntheticLog {
+        timestamps: log.timestamps[a..b].to_vec(),
+        values: log.values[a..b].to_vec(),
+        labels: log.labels[a..b].to_vec(),
+    };
+    let mut daemon = Daemon::start(&cfg, metrics_port, &[]);
+    daemon.wait_note("READY=1", Duration::from_secs(60));
+    // Up to the middle of the fault: the alert is raised.
+    publish_frames(broker.port(), "pump-s", &part(0, 420));
+    vm.wait_for_points(
+        "anomaly_alert_score{asset=\"pump-s\",state=\"raised\"}",
+        1,
+        Duration::from_secs(60),
+    );
+    assert!(daemon.terminate(Duration::from_secs(20)).success());
+    let saved = std::fs::read_to_string(state.path().join("alerts.json")).unwrap();
+    assert!(saved.contains("pump-s"), "{saved}");
+
+    let mut again = Daemon::start(&cfg, metrics_port, &[]);
+    again.wait_note("READY=1", Duration::from_secs(60));
+    assert!(
+        again.log().contains("restoring open alerts"),
+        "{}",
+        again.log()
+    );
+    publish_frames(broker.port(), "pump-s", &part(420, rows));
+    vm.wait_for_points(
+        "anomaly_alert_score{asset=\"pump-s\",state=\"cleared\"}",
+        1,
+        Duration::from_secs(60),
+    );
+    let raised = vm.export("anomaly_alert_score{asset=\"pump-s\",state=\"raised\"}");
+    assert_eq!(
+        point_count(&raised),
+        1,
+        "raised exactly once across the restart"
+    );
+    assert_eq!(again.metric("anomalyd_alerts_raised_total"), Some(0.0));
+    assert!(again.terminate(Duration::from_secs(20)).success());
+    assert!(
+        !std::fs::read_to_string(state.path().join("alerts.json"))
+            .unwrap()
+            .contains("pump-s")
+    );
+}

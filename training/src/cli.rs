@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Parser, ValueEnum};
 
 use crate::calibrate::ChannelWeighting;
+use crate::centering::{self, Centering};
 use crate::data::{DataOptions, InputSource};
 use crate::model::Architecture;
 use crate::run::{DeviceKind, RunError, TrainOptions};
@@ -128,6 +129,18 @@ pub struct Args {
     /// Threshold = quantile * factor.
     #[arg(long, default_value_t = 1.5)]
     pub threshold_factor: f64,
+    /// Channels scored on their shape within each window instead of their
+    /// level (the graph subtracts their window mean): `auto` takes those
+    /// whose level wanders more between training windows than they vary
+    /// within one (level ratio above --centering-ratio), e.g. slowly
+    /// drifting temperatures.
+    #[arg(long, value_enum, default_value_t = Centering::Auto)]
+    pub centering: Centering,
+    /// `--centering auto`: center channels whose level ratio (std of the
+    /// window means / mean within-window std, on the training windows)
+    /// exceeds this.
+    #[arg(long, value_name = "R", default_value_t = centering::DEFAULT_RATIO)]
+    pub centering_ratio: f64,
     /// Weights of the per-channel errors in the score.
     #[arg(long, value_enum, default_value_t = ChannelWeighting::Uniform)]
     pub channel_weighting: ChannelWeighting,
@@ -213,6 +226,12 @@ impl Args {
                 self.max_imputed_fraction
             ));
         }
+        if !(self.centering_ratio.is_finite() && self.centering_ratio > 0.0) {
+            return bad(format!(
+                "--centering-ratio must be a positive number, got {}",
+                self.centering_ratio
+            ));
+        }
         if self.stride == 0 {
             return bad("--stride must be at least 1".into());
         }
@@ -265,6 +284,8 @@ impl Args {
                 noise_sigma: self.noise_sigma,
                 seed: self.seed,
             },
+            centering: self.centering,
+            centering_ratio: self.centering_ratio,
             threshold_quantile: self.threshold_quantile,
             threshold_factor: self.threshold_factor,
             channel_weighting: self.channel_weighting,

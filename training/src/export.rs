@@ -112,6 +112,12 @@ fn plan(spec: &NetworkSpec) -> Result<Vec<Step<'_>>, ExportError> {
         return Err(ExportError::Network("the network has no layers".into()));
     }
     check_channel_weights(&spec.channel_weights, c).map_err(ExportError::Network)?;
+    if !spec.centered.is_empty() && spec.centered.len() != c {
+        return Err(ExportError::Network(format!(
+            "{} centering flags for {c} channels",
+            spec.centered.len()
+        )));
+    }
 
     let mut act = Act::Seq {
         channels: c,
@@ -370,7 +376,41 @@ pub fn build_model(
 
     let (c, t) = (dim(spec.channels), dim(spec.window));
     let mut g = GraphBuilder::default();
-    let mut current = INPUT_WINDOW.to_owned();
+    // The network's input, and what the reconstruction is compared with:
+    // the window, with the centered channels' window means subtracted.
+    let network_input = if spec.centered.iter().any(|b| *b) {
+        let mask: Vec<f32> = spec
+            .centered
+            .iter()
+            .map(|b| if *b { 1.0 } else { 0.0 })
+            .collect();
+        g.init_f32("center.mask", &[c, 1], &mask);
+        g.node(
+            "ReduceMean",
+            "center.mean",
+            &[INPUT_WINDOW],
+            "center.mean",
+            vec![attr_ints("axes", vec![2]), attr_int("keepdims", 1)],
+        );
+        g.node(
+            "Mul",
+            "center.masked_mean",
+            &["center.mean", "center.mask"],
+            "center.masked_mean",
+            vec![],
+        );
+        g.node(
+            "Sub",
+            "center.window",
+            &[INPUT_WINDOW, "center.masked_mean"],
+            "center.window",
+            vec![],
+        );
+        "center.window".to_owned()
+    } else {
+        INPUT_WINDOW.to_owned()
+    };
+    let mut current = network_input.clone();
     for step in &steps {
         let i = step.index;
         if step.flatten_before {
@@ -480,7 +520,7 @@ pub fn build_model(
     g.node(
         "Sub",
         "score.diff",
-        &[INPUT_WINDOW, OUTPUT_RECONSTRUCTION],
+        &[&network_input, OUTPUT_RECONSTRUCTION],
         "score.diff",
         vec![],
     );
@@ -786,6 +826,12 @@ pub fn reference_forward(
     let mut out = Vec::with_capacity(windows.len());
     for window in windows.chunks_exact(per_window.max(1)) {
         let mut x: Vec<f64> = window.iter().map(|v| f64::from(*v)).collect();
+        for (xs, centered) in x.chunks_exact_mut(spec.window).zip(&spec.centered) {
+            if *centered {
+                let mean = xs.iter().sum::<f64>() / spec.window as f64;
+                xs.iter_mut().for_each(|v| *v -= mean);
+            }
+        }
         for step in &steps {
             x = forward_layer(step, &x);
         }
@@ -983,6 +1029,7 @@ mod tests {
                 conv_t(&mut r, 8, C, 5, 2, 2, 1),
             ],
             channel_weights: WEIGHTS.to_vec(),
+            centered: vec![],
         }
     }
 
@@ -999,6 +1046,7 @@ mod tests {
                 dense(&mut r, 4, C * T),
             ],
             channel_weights: WEIGHTS.to_vec(),
+            centered: vec![],
         }
     }
 
@@ -1016,6 +1064,7 @@ mod tests {
                 dense(&mut r, 8, C * T),
             ],
             channel_weights: WEIGHTS.to_vec(),
+            centered: vec![],
         }
     }
 
@@ -1095,6 +1144,9 @@ mod tests {
         assert_eq!(model.provider, ActiveProvider::Cpu);
         let batch = 5;
         let x = windows(99, batch);
+        // What the reconstruction is compared with.
+        let mut target = x.clone();
+        crate::centering::center_windows(&mut target, C, T, &spec.centered);
         let out = model.run_with_reconstruction(&x, batch).unwrap();
         let rec = out.reconstruction.as_ref().unwrap();
         let expected = reference_forward(spec, &x, batch).unwrap();
@@ -1116,7 +1168,7 @@ mod tests {
             for (c, weight) in WEIGHTS.iter().enumerate() {
                 let base = (b * C + c) * T;
                 let ce: f64 = (0..T)
-                    .map(|t| f64::from(x[base + t] - expected[base + t]).powi(2))
+                    .map(|t| f64::from(target[base + t] - expected[base + t]).powi(2))
                     .sum::<f64>()
                     / T as f64;
                 let got = f64::from(out.channel_error[b * C + c]);
@@ -1142,6 +1194,45 @@ mod tests {
     #[test]
     fn conv_export_matches_reference_through_ort() {
         check_parity(&conv_spec(1), "conv");
+    }
+
+    #[test]
+    fn centered_channels_are_centered_inside_the_graph() {
+        let mut centered = vec![false; C];
+        centered[1] = true;
+        let spec = NetworkSpec {
+            centered,
+            ..conv_spec(5)
+        };
+        check_parity(&spec, "conv");
+        // A level shift of the centered channel changes nothing; one of
+        // another channel does.
+        let dir = tempfile::tempdir().unwrap();
+        let path = export(dir.path(), "c.onnx", &spec, "conv");
+        let mut model = LoadedModel::load(&path, &cpu()).unwrap();
+        let x = windows(7, 1);
+        let shift = |channel: usize| {
+            let mut s = x.clone();
+            s[channel * T..(channel + 1) * T]
+                .iter_mut()
+                .for_each(|v| *v += 3.0);
+            s
+        };
+        let base = model.run(&x, 1).unwrap();
+        let level1 = model.run(&shift(1), 1).unwrap();
+        let level0 = model.run(&shift(0), 1).unwrap();
+        assert!((base.score[0] - level1.score[0]).abs() < 1e-4);
+        assert!((base.score[0] - level0.score[0]).abs() > 1e-2);
+        let wrong = NetworkSpec {
+            centered: vec![true],
+            ..conv_spec(5)
+        };
+        assert!(
+            reference_forward(&wrong, &x, 1)
+                .unwrap_err()
+                .to_string()
+                .contains("centering flags")
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod network;
 pub mod onnx;
 
 pub mod calibrate;
+pub mod centering;
 pub mod cli;
 pub mod data;
 pub mod model;

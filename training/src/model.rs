@@ -263,6 +263,7 @@ impl Autoencoder {
         channels: usize,
         window: usize,
         channel_weights: Vec<f32>,
+        centered: Vec<bool>,
     ) -> Result<NetworkSpec, ModelError> {
         let layers = match self {
             Autoencoder::Conv(m) => vec![
@@ -289,6 +290,7 @@ impl Autoencoder {
             window,
             layers,
             channel_weights,
+            centered,
         })
     }
 
@@ -520,7 +522,7 @@ mod tests {
         // The exporter's plain-loop forward pass computes what the ONNX graph
         // computes: this checks weight layouts and batch-norm folding
         // without ONNX Runtime.
-        let spec = model.to_network_spec(c, t, vec![1.0; c]).unwrap();
+        let spec = model.to_network_spec(c, t, vec![1.0; c], vec![]).unwrap();
         let r = crate::export::reference_forward(&spec, &xs, 4).unwrap();
         for (i, (a, b)) in r.iter().zip(&y).enumerate() {
             assert!((a - b).abs() < 1e-4, "value {i}: {a} vs {b}");

@@ -7,6 +7,10 @@
 /// If the first layer is [`Layer::Dense`], the input is flattened to
 /// `[batch, channels * window]` first; the last layer's output is reshaped
 /// to `[batch, channels, window]` to form the reconstruction.
+///
+/// Channels flagged in `centered` have their mean over the window subtracted
+/// first (see `crate::centering`); the network then reconstructs, and the
+/// error compares against, the centered window.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NetworkSpec {
     pub channels: usize,
@@ -15,6 +19,9 @@ pub struct NetworkSpec {
     /// Weights of the per-channel errors in the score (see
     /// `anomalyd::metadata::ScoreDefinition`); not yet normalised to sum 1.
     pub channel_weights: Vec<f32>,
+    /// Per channel: subtract its mean over the window before the network
+    /// (empty: no channel is centered).
+    pub centered: Vec<bool>,
 }
 
 /// One layer, weights row-major in ONNX layout.

@@ -19,6 +19,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Map, Value, json};
 
 use crate::calibrate::{self, CalibrateError, ChannelWeighting};
+use crate::centering::{self, Centering};
 use crate::data::{DataError, DataOptions, Dataset, load_dataset};
 use crate::export::{self, ExportError};
 use crate::model::{Architecture, ModelConfig, ModelError};
@@ -53,6 +54,9 @@ pub struct TrainOptions {
     pub dropout: f64,
     pub batch_norm: bool,
     pub train: TrainConfig,
+    /// Which channels the graph centers per window (`crate::centering`).
+    pub centering: Centering,
+    pub centering_ratio: f64,
     pub threshold_quantile: f64,
     pub threshold_factor: f64,
     pub channel_weighting: ChannelWeighting,
@@ -176,10 +180,16 @@ pub fn run(opts: &TrainOptions) -> Result<RunSummary, RunError> {
     // The parity check needs ONNX Runtime: find it before spending time.
     anomalyd::onnxrt::init_runtime(opts.ort_library.as_deref()).map_err(RunError::Runtime)?;
 
-    let data = load_dataset(&opts.data)?;
+    let mut data = load_dataset(&opts.data)?;
     timings.load_s = started.elapsed().as_secs_f64();
     let (c, t) = (data.channels.len(), data.window);
     print_data_summary(&data);
+    let level_ratios = centering::level_ratios(&data.train, c, t);
+    let centered = centering::choose(opts.centering, &level_ratios, opts.centering_ratio);
+    for set in [&mut data.train, &mut data.validation] {
+        centering::center_windows(&mut set.data, c, t, &centered);
+    }
+    print_centering(&data.channels, &level_ratios, &centered);
     for w in &data.warnings {
         eprintln!("warning: {w}");
     }
@@ -280,12 +290,14 @@ pub fn run(opts: &TrainOptions) -> Result<RunSummary, RunError> {
             data_fingerprint: data.fingerprint.clone(),
             created: created_now(),
             trainer_version: env!("CARGO_PKG_VERSION").into(),
-            hyperparameters: hyperparameters(opts, &data),
+            hyperparameters: hyperparameters(opts, &data, &centered),
         },
     };
 
     let stage = Instant::now();
-    let spec = outcome.model.to_network_spec(c, t, weights)?;
+    let spec = outcome
+        .model
+        .to_network_spec(c, t, weights, centered.clone())?;
     let proto = export::build_model(&spec, &metadata).map_err(RunError::Export)?;
     let candidate = candidate_path(&opts.out);
     let model_bytes = export::write_model(&candidate, &proto).map_err(RunError::Export)?;
@@ -444,6 +456,24 @@ fn print_data_summary(data: &Dataset) {
     );
 }
 
+fn print_centering(channels: &[String], ratios: &[f64], centered: &[bool]) {
+    let list: Vec<String> = channels
+        .iter()
+        .zip(ratios)
+        .zip(centered)
+        .filter(|(_, c)| **c)
+        .map(|((n, r), _)| format!("{n} ({r:.2})"))
+        .collect();
+    if list.is_empty() {
+        println!("centering: none (every channel is scored on its level too)");
+    } else {
+        println!(
+            "centering: {} scored on their shape within each window (level ratio)",
+            list.join(", ")
+        );
+    }
+}
+
 /// `training.created`: `SOURCE_DATE_EPOCH` if set (reproducible files),
 /// else the current time.
 fn created_now() -> String {
@@ -462,7 +492,7 @@ fn created_now() -> String {
 }
 
 /// Every setting that shaped the model, by flag name.
-fn hyperparameters(opts: &TrainOptions, data: &Dataset) -> Map<String, Value> {
+fn hyperparameters(opts: &TrainOptions, data: &Dataset, centered: &[bool]) -> Map<String, Value> {
     let mut m = Map::new();
     let mut put = |k: &str, v: Value| {
         m.insert(k.to_string(), v);
@@ -495,6 +525,19 @@ fn hyperparameters(opts: &TrainOptions, data: &Dataset) -> Map<String, Value> {
     put("batch_norm", json!(opts.batch_norm));
     put("noise_sigma", json!(opts.train.noise_sigma));
     put("validation_fraction", json!(opts.data.validation_fraction));
+    put("centering", json!(opts.centering));
+    put("centering_ratio", json!(opts.centering_ratio));
+    put(
+        "centered_channels",
+        json!(
+            data.channels
+                .iter()
+                .zip(centered)
+                .filter(|(_, c)| **c)
+                .map(|(n, _)| n)
+                .collect::<Vec<_>>()
+        ),
+    );
     put("threshold_quantile", json!(opts.threshold_quantile));
     put("threshold_factor", json!(opts.threshold_factor));
     put("channel_weighting", json!(opts.channel_weighting));
