@@ -188,6 +188,10 @@ pub struct ModelConfig {
     /// Expected SHA-256 (hex) of the model file; a mismatch refuses it.
     #[serde(default)]
     pub sha256: Option<String>,
+    /// Channels the sensors publish for this model; a model file that lacks
+    /// one of them is refused (e.g. a retrained model with other inputs).
+    #[serde(default)]
+    pub channels: Option<Vec<String>>,
 }
 
 /// Binds assets matching `pattern` to a model and optionally overrides the
@@ -499,7 +503,7 @@ fn default_retry_max() -> u64 {
     30_000
 }
 fn default_influx_queue() -> usize {
-    200_000
+    20_000
 }
 fn default_score_measurement() -> String {
     "anomaly_score".into()

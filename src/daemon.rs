@@ -114,6 +114,18 @@ pub fn load_models(cfg: &Config) -> Result<Vec<NamedModel>, DaemonError> {
         };
         check_pin(&mc.path, mc.sha256.as_deref()).map_err(err)?;
         let model = LoadedModel::load(&mc.path, &opts).map_err(|e| err(e.to_string()))?;
+        if let Some(expected) = &mc.channels {
+            let missing: Vec<&String> = expected
+                .iter()
+                .filter(|c| !model.metadata.channels.contains(c))
+                .collect();
+            if !missing.is_empty() {
+                return Err(err(format!(
+                    "the config names channel(s) {missing:?} that the model lacks (it has {:?})",
+                    model.metadata.channels
+                )));
+            }
+        }
         tracing::info!(
             model = %mc.name,
             version = %model.metadata.version,

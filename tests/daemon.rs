@@ -517,6 +517,39 @@ fn bad_config_exits_78_naming_the_key() {
         .unwrap();
     assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("junk.onnx"));
+    // A truncated model file, a pinned hash that does not match, and a
+    // channel the model lacks: each refused, naming the problem.
+    let truncated = dir.path().join("truncated.onnx");
+    let bytes = std::fs::read(shipped_model()).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let base = base_config(1, "http://127.0.0.1:1", 0, &truncated);
+    let cases = [
+        (base.clone(), "truncated.onnx"),
+        (
+            base_config(1, "http://127.0.0.1:1", 0, &shipped_model()).replace(
+                "[influx]",
+                &format!("sha256 = \"{}\"\n\n[influx]", "ab".repeat(32)),
+            ),
+            "SHA-256",
+        ),
+        (
+            base_config(1, "http://127.0.0.1:1", 0, &shipped_model())
+                .replace("[influx]", "channels = [\"current\", \"rpm\"]\n\n[influx]"),
+            "\"rpm\"",
+        ),
+    ];
+    for (text, needle) in cases {
+        std::fs::write(&good, text).unwrap();
+        let out = Command::new(anomalyd_bin())
+            .args(["check-config", "--config"])
+            .arg(&good)
+            .env("ORT_DYLIB_PATH", ort_dylib())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{err}");
+        assert!(err.contains(needle), "{needle} not in {err}");
+    }
 }
 
 /// TLS with certificate verification and password auth against mosquitto.
