@@ -63,8 +63,7 @@ pub fn level_ratios(windows: &WindowSet, channels: usize, window: usize) -> Vec<
             within += var.sqrt() / n as f64;
         }
         let grand = means.iter().sum::<f64>() / n as f64;
-        let between =
-            (means.iter().map(|m| (m - grand).powi(2)).sum::<f64>() / n as f64).sqrt();
+        let between = (means.iter().map(|m| (m - grand).powi(2)).sum::<f64>() / n as f64).sqrt();
         ratios.push(if within > 0.0 {
             between / within
         } else if between > 0.0 {
@@ -123,8 +122,14 @@ mod tests {
             .map(|i| {
                 let level = i as f32;
                 vec![
-                    1.0, -1.0, 1.0, -1.0, // noise, mean 0, within std 1
-                    level, level + 0.1, level, level + 0.1, // drift, within std 0.05
+                    1.0,
+                    -1.0,
+                    1.0,
+                    -1.0, // noise, mean 0, within std 1
+                    level,
+                    level + 0.1,
+                    level,
+                    level + 0.1, // drift, within std 0.05
                 ]
             })
             .collect();
