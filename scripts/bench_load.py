@@ -48,7 +48,6 @@ import urllib.parse
 import urllib.request
 
 CHANNELS = 8
-WINDOW = 60
 START_TS = "2026-01-01T00:00:00Z"
 START_NS = int(dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc).timestamp()) * 10**9
 PERIOD_NS = 10**9
@@ -84,6 +83,8 @@ class TapState:
             self.failed = 0
             # (ack time, [ts_ns, ...]) per accepted write, latency phases only.
             self.acks = []
+            # Seconds the database took to answer each write.
+            self.db_s = []
 
     def snapshot(self):
         with self.lock:
@@ -125,6 +126,7 @@ def make_tap(upstream_port, state):
             }
             try:
                 conn = self.upstream()
+                sent = time.time()
                 conn.request(method, self.path, body=body, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
@@ -136,7 +138,7 @@ def make_tap(upstream_port, state):
                 return
             acked = time.time()
             if method == "POST" and "/write" in self.path:
-                self.note(body, acked, 200 <= resp.status < 300)
+                self.note(body, acked, 200 <= resp.status < 300, acked - sent)
             self.send_response(resp.status)
             for k, v in resp.getheaders():
                 if k.lower() not in ("connection", "content-length", "transfer-encoding"):
@@ -145,7 +147,7 @@ def make_tap(upstream_port, state):
             self.end_headers()
             self.wfile.write(data)
 
-        def note(self, body, acked, ok):
+        def note(self, body, acked, ok, db_s):
             if self.headers.get("Content-Encoding", "").lower() == "gzip":
                 body = gzip.decompress(body)
             n = body.count(b"\n" + SCORE_MEASUREMENT + b",") + int(
@@ -155,6 +157,7 @@ def make_tap(upstream_port, state):
             precision = query.get("precision", ["ns"])[0]
             with state.lock:
                 state.requests += 1
+                state.db_s.append(db_s)
                 if not ok:
                     state.failed += 1
                     return
@@ -212,6 +215,7 @@ def thread_cpu(pid):
         name = raw[raw.index("(") + 1 : raw.rindex(")")]
         fields = raw.rsplit(")", 1)[1].split()
         out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / HZ
+        out["(kernel, all threads)"] = out.get("(kernel, all threads)", 0.0) + int(fields[12]) / HZ
     return out
 
 
@@ -228,10 +232,12 @@ def proc_status_kb(pid, key):
 
 def smaps(pid):
     """RSS in kB: anon (heap, stacks, anonymous maps), ort_file (file pages
-    of libonnxruntime), ort_cow (its relocated/written pages), other_file."""
+    of libonnxruntime), ort_cow (its relocated/written pages), other_file;
+    `largest` lists the biggest anonymous mappings (kB, name, size)."""
     cats = {"anon": 0, "ort_file": 0, "ort_cow": 0, "other_file": 0}
+    anon_maps = []
     path = ""
-    rss = 0
+    size = rss = 0
     try:
         with open(f"/proc/{pid}/smaps") as f:
             lines = f.readlines()
@@ -242,6 +248,8 @@ def smaps(pid):
         if "-" in first and not first.endswith(":"):
             parts = line.split()
             path = parts[5] if len(parts) > 5 else ""
+        elif first == "Size:":
+            size = int(line.split()[1])
         elif first == "Rss:":
             rss = int(line.split()[1])
         elif first == "Anonymous:":
@@ -254,6 +262,9 @@ def smaps(pid):
                 cats["anon"] += anon
             else:
                 cats["anon"] += rss
+                anon_maps.append((rss, path or "anonymous", size))
+    anon_maps.sort(reverse=True)
+    cats["largest"] = anon_maps[:8]
     return cats
 
 
@@ -267,13 +278,42 @@ class Bench:
         self.args = args
         self.root = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
         self.bin = os.path.join(self.root, "target", "release", "anomalyd")
-        self.model = os.path.join(self.root, "models", "pump.onnx")
+        self.model = os.path.abspath(args.model)
+        self.window, self.stride, self.model_desc = self.inspect_model()
         self.python = os.path.join(self.root, "target", "bench-venv", "bin", "python")
         self.python_stack = os.path.abspath(args.python_stack)
         self.dir = tempfile.mkdtemp(prefix="anomalyd-bench.")
         self.procs = []
         self.tap = TapState()
+        self.runs = 0
         self.results = {"phases": []}
+
+    def inspect_model(self):
+        out = subprocess.run(
+            [self.bin, "inspect-model", self.model], capture_output=True, text=True, check=True
+        ).stdout
+        window = stride = None
+        desc = []
+        for line in out.splitlines():
+            key, _, rest = line.partition(":")
+            if key.strip() == "sampling":
+                parts = rest.split()
+                window = int(parts[parts.index("window") + 1])
+                stride = int(parts[parts.index("stride") + 1])
+            if key.strip() in ("sha256", "model", "sampling"):
+                desc.append(rest.strip())
+        if window is None:
+            raise SystemExit(f"bench: cannot read the window of {self.model}")
+        return window, stride, "; ".join(desc)
+
+    def expected_points(self, stack, rows):
+        """Score points per asset: anomalyd closes a frame when the next row
+        arrives, so the last row's window waits; the Python stack scores a
+        row as it comes."""
+        last = rows - 1 if stack == "anomalyd" else rows
+        if last < self.window:
+            return 0
+        return (last - self.window) // self.stride + 1
 
     def spawn(self, argv, **kw):
         p = subprocess.Popen(argv, **kw)
@@ -348,7 +388,7 @@ class Bench:
             time.sleep(0.01)
         raise SystemExit(f"bench: {client_id} did not subscribe within 60 s")
 
-    def daemon_config(self, qos, metrics_port):
+    def daemon_config(self, qos, metrics_port, max_batch, client_id):
         with open(os.path.join(self.root, "config", "anomalyd.toml")) as f:
             text = f.read()
         repl = [
@@ -357,8 +397,9 @@ class Bench:
             ("127.0.0.1:9464", f"127.0.0.1:{metrics_port}"),
             ('path = "../models/pump.onnx"', f'path = "{self.model}"'),
             ("\nqos = 1\n", f"\nqos = {qos}\n"),
+            ('client_id = "anomalyd"', f'client_id = "{client_id}"'),
             ("clean_session = false", "clean_session = true"),
-            ("max_batch = 64", "max_batch = 256"),
+            ("max_batch = 64", f"max_batch = {max_batch}"),
             # The Python stack's writer: batches of 1,000 or every 200 ms.
             ("flush_interval_ms = 1000", f"flush_interval_ms = {self.args.flush_ms}"),
             ('level = "info"', 'level = "warn"'),
@@ -372,12 +413,15 @@ class Bench:
             f.write(text)
         return path
 
-    def start_consumer(self, stack, qos, frames):
+    def start_consumer(self, stack, qos, frames, max_batch):
         """Starts a consumer and waits until the broker has its subscription."""
+        # A client id of its own per run: nothing of an earlier session can
+        # reach it.
+        self.runs += 1
         if stack == "anomalyd":
-            client_id = "anomalyd"
+            client_id = f"anomalyd-bench-{self.runs}"
             metrics_port = free_port()
-            cfg = self.daemon_config(qos, metrics_port)
+            cfg = self.daemon_config(qos, metrics_port, max_batch, client_id)
             before = self.subscribed_count(client_id)
             log = open(os.path.join(self.dir, "anomalyd.log"), "a")
             env = dict(os.environ)
@@ -461,10 +505,15 @@ class Bench:
     # ----------------------------------------------------------------------
 
     def run_phase(self, stack, qos, assets, rows, rate=None, footprint=False):
-        expected = assets * (rows - WINDOW if stack == "anomalyd" else rows - WINDOW + 1)
+        """One run. `rate` (rows/s per asset) paces the publisher; without
+        `footprint` a paced run is a latency run."""
+        latency = rate is not None and not footprint
+        expected = assets * self.expected_points(stack, rows)
         readings = assets * rows * CHANNELS
-        self.tap.reset(keep_ts=rate is not None)
-        consumer = self.start_consumer(stack, qos, assets * rows)
+        self.tap.reset(keep_ts=latency)
+        # The footprint run keeps the shipped config's batch size.
+        max_batch = self.args.footprint_max_batch if footprint else self.args.max_batch
+        consumer = self.start_consumer(stack, qos, assets * rows, max_batch)
         pid = consumer.pid
         cpu0 = proc_cpu(pid)
         threads0 = thread_cpu(pid) if stack == "anomalyd" else {}
@@ -488,8 +537,10 @@ class Bench:
                     last_threads = thread_cpu(pid)
             if footprint and now >= next_smaps:
                 s = smaps(pid)
-                if s and sum(s.values()) > peak["total"]:
-                    peak = dict(s, total=sum(s.values()))
+                if s:
+                    total = s["anon"] + s["ort_file"] + s["ort_cow"] + s["other_file"]
+                    if total > peak["total"]:
+                        peak = dict(s, total=total)
                 next_smaps = now + 0.2
             if t_pub_end is None and pub.poll() is not None:
                 t_pub_end = now
@@ -530,7 +581,7 @@ class Bench:
             "qos": qos,
             "assets": assets,
             "rows": rows,
-            "mode": "latency" if rate else ("footprint" if footprint else "throughput"),
+            "mode": "footprint" if footprint else ("latency" if latency else "throughput"),
             "rate_rows_per_s": rate,
             "readings": readings,
             "readings_processed": processed,
@@ -547,6 +598,10 @@ class Bench:
             "publish_s": t_pub_end - anchor if t_pub_end else None,
             "tap_failed_writes": self.tap.failed,
         }
+        if stack == "anomalyd" and metrics.get("anomalyd_inference_batches_total"):
+            phase["mean_batch"] = metrics.get("anomalyd_windows_scored_total", 0) / metrics[
+                "anomalyd_inference_batches_total"
+            ]
         if stack == "anomalyd":
             phase["threads_cpu_s"] = {
                 k: round(v - threads0.get(k, 0.0), 3)
@@ -555,7 +610,7 @@ class Bench:
             }
         if footprint:
             phase["smaps_peak_kib"] = peak
-        if rate:
+        if latency:
             phase["latency_ms"] = self.latency(anchor, rate, stack)
         self.results["phases"].append(phase)
         self.report(phase)
@@ -571,6 +626,15 @@ class Bench:
                 lat.append(acked - (anchor + row / rate))
                 lat_close.append(acked - (anchor + (row + 1) / rate))
         res = {"samples": len(lat)}
+        with self.tap.lock:
+            db = sorted(self.tap.db_s)
+        if db:
+            res["database_write_ms"] = {
+                "p50": 1000 * db[len(db) // 2],
+                "p99": 1000 * db[min(len(db) - 1, int(len(db) * 0.99))],
+                "max": 1000 * db[-1],
+                "writes": len(db),
+            }
         for name, xs in (("from_row", lat), ("from_closing_row", lat_close)):
             xs.sort()
             if xs:
@@ -584,7 +648,8 @@ class Bench:
     @staticmethod
     def report(p):
         print(
-            f"  {p['stack']:<9} QoS {p['qos']} {p['mode']:<10} {p['assets']} assets x {p['rows']} rows: "
+            f"  {p['stack']:<9} QoS {p['qos']} {p['mode']:<10} {p['assets']} assets x {p['rows']} rows"
+            f"{' at %g rows/s' % p['rate_rows_per_s'] if p['rate_rows_per_s'] else ''}: "
             f"{p['readings_per_s']:>9,.0f} readings/s, {p['cpu_s_per_million']:.2f} CPU-s/M, "
             f"RSS {p['peak_rss_mib']:.1f} MiB, points {p['points_accepted']:,}/{p['points_expected']:,}, "
             f"readings dropped {p['readings_dropped']:,}",
@@ -598,8 +663,22 @@ class Bench:
                 f"({p['latency_ms']['samples']:,} points)",
                 flush=True,
             )
+            db = p["latency_ms"].get("database_write_ms")
+            if db:
+                print(
+                    f"            of which the database answering a write: p50 {db['p50']:.1f} ms, "
+                    f"p99 {db['p99']:.1f} ms, max {db['max']:.1f} ms ({db['writes']} writes)",
+                    flush=True,
+                )
         if "threads_cpu_s" in p:
-            print(f"            CPU by thread: {p['threads_cpu_s']}", flush=True)
+            batch = f", mean inference batch {p['mean_batch']:.0f} windows" if "mean_batch" in p else ""
+            print(f"            CPU by thread: {p['threads_cpu_s']}{batch}", flush=True)
+        if p["readings_processed"] > p["readings"]:
+            print(
+                f"            !! {p['readings_processed']:,} readings processed, more than published: "
+                "the figures of this run are not valid",
+                flush=True,
+            )
 
     def broker_alone(self, assets, rows, qos):
         """Publisher -> mosquitto -> mosquitto_sub (prints nothing): what the
@@ -737,8 +816,16 @@ def main():
     ap.add_argument("--latency-s", type=float, default=20.0, help="length of a latency run (0: none)")
     ap.add_argument("--footprint-assets", type=int, default=1000, help="assets of the RSS run (0: none)")
     ap.add_argument("--footprint-rows", type=int, default=120)
+    ap.add_argument(
+        "--footprint-rate", type=float, default=10.0, help="rows/s per asset of the steady footprint run"
+    )
     ap.add_argument("--flush-ms", type=int, default=200, help="anomalyd influx.flush_interval_ms")
+    ap.add_argument("--max-batch", type=int, default=256, help="anomalyd runtime.max_batch")
+    ap.add_argument(
+        "--footprint-max-batch", type=int, default=64, help="runtime.max_batch of the RSS run (shipped default)"
+    )
     ap.add_argument("--stall-s", type=float, default=20.0)
+    ap.add_argument("--model", default=os.path.join(os.path.dirname(__file__), "..", "models", "pump.onnx"))
     ap.add_argument("--python-stack", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "baselines", "python_stack.py"))
     ap.add_argument("--json", help="write every figure here")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
@@ -749,6 +836,8 @@ def main():
     bench = Bench(args)
     try:
         bench.start_services()
+        print(f"bench: model {bench.model}: {bench.model_desc}", flush=True)
+        bench.results["model"] = {"path": bench.model, "desc": bench.model_desc, "window": bench.window}
         print(
             f"bench: mosquitto :{bench.mqtt_port}, VictoriaMetrics :{bench.vm_port} behind the write tap "
             f":{bench.tap_port}; scratch {bench.dir}",
@@ -760,10 +849,14 @@ def main():
                 p = bench.run_phase(stack, q, args.assets, args.rows)
                 if args.latency_s > 0 and p["readings_per_s"] > 0:
                     rate = p["readings_per_s"] / 2 / (args.assets * CHANNELS)
-                    rows = max(WINDOW + 20, int(rate * args.latency_s))
+                    rows = max(bench.window + 20, int(rate * args.latency_s))
                     bench.run_phase(stack, q, args.assets, rows, rate=rate)
-        if args.footprint_assets and "anomalyd" in stacks:
-            p = bench.run_phase("anomalyd", 0, args.footprint_assets, args.footprint_rows, footprint=True)
+        for pace in (args.footprint_rate, None) if args.footprint_assets and "anomalyd" in stacks else ():
+            # Steady state at a paced rate, then a burst as fast as the broker
+            # delivers (the queues between the stages fill up).
+            p = bench.run_phase(
+                "anomalyd", 0, args.footprint_assets, args.footprint_rows, rate=pace, footprint=True
+            )
             s = p["smaps_peak_kib"]
             if s.get("total"):
                 print(
@@ -771,6 +864,11 @@ def main():
                     f"{s['anon'] / 1024:.1f} + ONNX Runtime library file pages {s['ort_file'] / 1024:.1f} "
                     f"+ its written pages {s['ort_cow'] / 1024:.1f} + other files {s['other_file'] / 1024:.1f}; "
                     f"without the library's file pages {(s['total'] - s['ort_file']) / 1024:.1f} MiB",
+                    flush=True,
+                )
+                print(
+                    "            largest anonymous mappings (RSS/size KiB): "
+                    + ", ".join(f"{name} {rss}/{size}" for rss, name, size in s["largest"]),
                     flush=True,
                 )
         print()

@@ -363,7 +363,14 @@ pub async fn run(
         StageSettings::from_config(&cfg),
         metrics.clone(),
     );
-    let (win_tx, win_rx) = mpsc::channel::<InferenceMsg>(cfg.pipeline.queue_capacity);
+    // The source sends windows in batches of up to WINDOWS_PER_SEND: the
+    // channel's capacity in messages keeps queue_capacity a bound in windows.
+    let (win_tx, win_rx) = mpsc::channel::<InferenceMsg>(
+        cfg.pipeline
+            .queue_capacity
+            .div_ceil(crate::mqtt::WINDOWS_PER_SEND)
+            .max(1),
+    );
     let (out_tx, out_rx) = mpsc::channel::<Output>(cfg.influx.queue_capacity);
     let (reload_tx, reload_rx) = mpsc::channel::<SourceReload>(1);
     let (ready_tx, ready_rx) = oneshot::channel();

@@ -79,6 +79,10 @@ impl AlertEvent {
 pub struct Decision {
     /// State after this window: true while an alert is open.
     pub anomalous: bool,
+    /// The score compared with the threshold: the window's score after
+    /// smoothing (see [`Detector::set_smoothing`]); the raw score when it
+    /// was not finite.
+    pub score: f32,
     pub alert: Option<AlertEvent>,
 }
 
@@ -122,6 +126,10 @@ pub struct Detector {
     /// The candidate (while normal) or open (while anomalous) episode.
     episode: Option<Episode>,
     skipped_non_finite: u64,
+    /// Weight of the newest score in the moving average (1 = none).
+    smoothing: f32,
+    /// The moving average so far.
+    smoothed: Option<f32>,
 }
 
 impl Detector {
@@ -133,7 +141,26 @@ impl Detector {
             run: 0,
             episode: None,
             skipped_non_finite: 0,
+            smoothing: 1.0,
+            smoothed: None,
         }
+    }
+
+    /// Compares an exponentially weighted moving average of the scores with
+    /// the threshold instead of each window's score: `s = alpha * score +
+    /// (1 - alpha) * s` (the model's `detector.smoothing`; 1 = off). A value
+    /// outside (0, 1] turns smoothing off. The average so far is kept.
+    pub fn set_smoothing(&mut self, alpha: f32) {
+        self.smoothing = if alpha > 0.0 && alpha <= 1.0 {
+            alpha
+        } else {
+            1.0
+        };
+    }
+
+    /// The weight of the newest score in the moving average (1 = off).
+    pub fn smoothing(&self) -> f32 {
+        self.smoothing
     }
 
     pub fn settings(&self) -> &DetectorSettings {
@@ -179,9 +206,16 @@ impl Detector {
             self.skipped_non_finite += 1;
             return Decision {
                 anomalous: self.anomalous,
+                score,
                 alert: None,
             };
         }
+        let a = self.smoothing;
+        let score = match self.smoothed {
+            Some(prev) if a < 1.0 => a * score + (1.0 - a) * prev,
+            _ => score,
+        };
+        self.smoothed = Some(score);
         let s = self.settings;
         let channels = self.channels.len();
         let alert = if !self.anomalous {
@@ -225,6 +259,7 @@ impl Detector {
         };
         Decision {
             anomalous: self.anomalous,
+            score,
             alert,
         }
     }
@@ -325,6 +360,27 @@ mod tests {
         assert_eq!(cleared.kind, AlertKind::Cleared);
         assert_eq!(cleared.start_ts, 20);
         assert!((cleared.duration_s() - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn smoothing_averages_scores_before_the_threshold() {
+        let mut d = detector(2, 1, 0.8);
+        d.set_smoothing(0.5);
+        // One spike does not raise: 0 -> 1.5 -> 0.75 -> 0.375.
+        let s: Vec<f32> = [0.0, 3.0, 0.0, 0.0]
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| d.observe(i as i64, x, &[x, 0.0, 0.0]).score)
+            .collect();
+        assert_eq!(s, vec![0.0, 1.5, 0.75, 0.375]);
+        assert!(!d.is_anomalous());
+        // A sustained level does: 1.6875, 2.34 (second above 1.0) -> raised.
+        let r1 = d.observe(10, 3.0, &[3.0, 0.0, 0.0]);
+        let r2 = d.observe(11, 3.0, &[3.0, 0.0, 0.0]);
+        assert!(!r1.anomalous && r2.anomalous);
+        assert_eq!(r2.alert.map(|a| a.kind), Some(AlertKind::Raised));
+        d.set_smoothing(7.0);
+        assert_eq!(d.smoothing(), 1.0);
     }
 
     #[test]

@@ -76,11 +76,27 @@ pub struct NormaliserParams {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScoreDefinition {
-    /// Always `weighted_mse` in schema 1:
-    /// `channel_error[c] = mean_t (x[c,t] - r[c,t])^2`,
-    /// `score = sum_c channel_weights[c] * channel_error[c] / sum_c channel_weights[c]`.
+    /// `<aggregation>_<error>`, written by the trainer, for humans and tools
+    /// (the daemon reads the graph's outputs, whatever the kind). With `x`
+    /// the window (centered channels minus their window mean) and `r` its
+    /// reconstruction, `channel_error[c]` is, by error:
+    /// `mse`: `mean_t (x[c,t] - r[c,t])^2`;
+    /// `recent_bias`: `(mean over the last recent_frames t of x[c,t] - r[c,t])^2`;
+    /// and `score`, by aggregation:
+    /// `weighted`: `sum_c w[c] * channel_error[c] / sum_c w[c]`;
+    /// `weighted_max`: `max_c w[c] * channel_error[c]`
+    /// (`w` = `channel_weights`). Files written before the other kinds
+    /// existed all say `weighted_mse`.
     pub kind: String,
     pub channel_weights: Vec<f32>,
+    /// `recent_bias`: how many of the window's last frames it averages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recent_frames: Option<usize>,
+    /// Channels the graph centers (subtracts their mean over the window)
+    /// before the network and the error: they score on their shape within
+    /// the window, not their level.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub centered_channels: Vec<String>,
 }
 
 /// The alert threshold on the score and how it was chosen.
@@ -112,6 +128,15 @@ pub struct DetectorDefaults {
     pub raise_after: u32,
     pub clear_after: u32,
     pub clear_ratio: f32,
+    /// Weight of the newest window in the exponentially weighted moving
+    /// average of the score that the detector compares with the threshold
+    /// (1 = no smoothing, the default for files that predate the field).
+    #[serde(default = "no_smoothing")]
+    pub smoothing: f32,
+}
+
+fn no_smoothing() -> f32 {
+    1.0
 }
 
 /// Provenance of the model.
@@ -232,6 +257,12 @@ impl ModelMetadata {
         if d.raise_after == 0 || d.clear_after == 0 {
             return bad("detector.raise_after and clear_after must be at least 1".into());
         }
+        if !(d.smoothing > 0.0 && d.smoothing <= 1.0) {
+            return bad(format!(
+                "detector.smoothing is {}, must be in (0, 1]",
+                d.smoothing
+            ));
+        }
         if !(d.clear_ratio > 0.0 && d.clear_ratio <= 1.0) {
             return bad(format!(
                 "detector.clear_ratio is {}, must be in (0, 1]",
@@ -297,6 +328,8 @@ pub(crate) fn sample_metadata() -> ModelMetadata {
         score: ScoreDefinition {
             kind: "weighted_mse".into(),
             channel_weights: vec![1.0, 1.0],
+            recent_frames: None,
+            centered_channels: vec![],
         },
         threshold: ThresholdSpec {
             value: 0.5,
@@ -312,6 +345,7 @@ pub(crate) fn sample_metadata() -> ModelMetadata {
             raise_after: 3,
             clear_after: 5,
             clear_ratio: 0.8,
+            smoothing: 1.0,
         },
         training: TrainingSummary {
             rows: 100,
@@ -356,6 +390,20 @@ mod tests {
         m.schema_version = 99;
         let err = ModelMetadata::from_json(&serde_json::to_string(&m).unwrap()).unwrap_err();
         assert!(err.to_string().contains("schema_version 99"), "{err}");
+    }
+
+    #[test]
+    fn files_without_smoothing_recent_frames_or_centering_still_load() {
+        let mut v: serde_json::Value = serde_json::to_value(sample_metadata()).unwrap();
+        v["detector"].as_object_mut().unwrap().remove("smoothing");
+        let m = ModelMetadata::from_json(&v.to_string()).unwrap();
+        assert_eq!(m.detector.smoothing, 1.0);
+        assert_eq!(m.score.recent_frames, None);
+        assert!(m.score.centered_channels.is_empty());
+        let mut bad = sample_metadata();
+        bad.detector.smoothing = 0.0;
+        let err = ModelMetadata::from_json(&bad.to_json()).unwrap_err();
+        assert!(err.to_string().contains("detector.smoothing"), "{err}");
     }
 
     #[test]

@@ -545,17 +545,21 @@ impl Scorer {
             if det.settings() != &b.detector {
                 det.set_settings(b.detector);
             }
-            let decision = det.observe(req.end_ts, score, &channel_error);
-            let probability = self
+            let meta = self
                 .models
                 .iter()
                 .find(|m| m.name == b.model)
-                .map(|m| {
-                    m.model
-                        .metadata
-                        .error_distribution
-                        .probability(f64::from(score))
-                })
+                .map(|m| &m.model.metadata);
+            // The model's score smoothing (its threshold was calibrated on
+            // the smoothed validation scores); a reload may change it.
+            if let Some(m) = meta {
+                det.set_smoothing(m.detector.smoothing);
+            }
+            let decision = det.observe(req.end_ts, score, &channel_error);
+            // The record carries the score the threshold was compared with.
+            let score = decision.score;
+            let probability = meta
+                .map(|m| m.error_distribution.probability(f64::from(score)))
                 .unwrap_or(f64::NAN);
             out.push(Output::Score(ScoreRecord {
                 binding: b.clone(),

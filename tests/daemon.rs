@@ -13,7 +13,7 @@ use tempfile::TempDir;
 use crate::util::*;
 
 const ROWS: usize = 600;
-const WINDOW: usize = 60;
+const WINDOW: usize = 40; // the window of the shipped models/pump.onnx
 /// Event times of the generated data: a fixed day, 1 s apart.
 const START_NS: i64 = 1_767_225_600_000_000_000; // 2026-01-01T00:00:00Z
 

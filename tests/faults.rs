@@ -10,7 +10,7 @@ use anomalyd::synth::generate;
 use crate::daemon::{Daemon, base_config, publish_frames, shipped_model};
 use crate::util::*;
 
-const WINDOW: usize = 60;
+const WINDOW: usize = 40; // the window of the shipped models/pump.onnx
 const START_NS: i64 = 1_767_225_600_000_000_000;
 
 fn spool_config(

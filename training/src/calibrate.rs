@@ -3,10 +3,16 @@
 //! and the detector defaults stored in the model.
 //!
 //! Score (DESIGN.md §4/§5, `ScoreDefinition` in `anomalyd::metadata`):
-//! `channel_error[c] = mean_t (x[c,t] - r[c,t])^2` and
-//! `score = sum_c w[c] * channel_error[c] / sum_c w[c]`.
+//! `channel_error[c]` is `mean_t (x[c,t] - r[c,t])^2` ([`ChannelError::Mse`])
+//! or the square of the mean residual over the window's last frames
+//! ([`ChannelError::RecentBias`]); `score` is their weighted mean or
+//! weighted maximum ([`Aggregation`]). The threshold is calibrated on the
+//! scores as the detector sees them: smoothed by the detector's moving
+//! average ([`smooth`]).
 
 use anomalyd::metadata::{DetectorDefaults, ErrorDistribution, ThresholdSpec};
+
+use crate::network::{Aggregation, ChannelError};
 use serde::Serialize;
 use statrs::distribution::{Continuous, ContinuousCDF, Gamma, LogNormal};
 
@@ -41,40 +47,71 @@ pub enum ChannelWeighting {
     InverseValidationError,
 }
 
-/// Per-window, per-channel mean squared error, `[n, C]` flat.
-/// (`x` and `r` hold whole windows `[n, C, T]`; the layout makes the error
-/// of channel `c` in window `w` the `(w * C + c)`-th chunk of `T` values.)
-pub fn channel_errors(x: &[f32], r: &[f32], window: usize) -> Vec<f32> {
+/// Per-window, per-channel errors, `[n, C]` flat, as the graph computes
+/// them. (`x` and `r` hold whole windows `[n, C, T]`; the layout makes the
+/// error of channel `c` in window `w` the `(w * C + c)`-th chunk of `T`
+/// values.)
+pub fn channel_errors(x: &[f32], r: &[f32], window: usize, kind: ChannelError) -> Vec<f32> {
     x.chunks_exact(window)
         .zip(r.chunks_exact(window))
         .map(|(xs, rs)| {
-            let sum: f64 = xs
+            let d = xs
                 .iter()
                 .zip(rs)
-                .map(|(a, b)| {
-                    let d = f64::from(*a) - f64::from(*b);
-                    d * d
-                })
-                .sum();
-            (sum / window as f64) as f32
+                .map(|(a, b)| f64::from(*a) - f64::from(*b));
+            match kind {
+                ChannelError::Mse => (d.map(|v| v * v).sum::<f64>() / window as f64) as f32,
+                ChannelError::RecentBias { frames } => {
+                    let k = frames.clamp(1, window);
+                    let mean = d.skip(window - k).sum::<f64>() / k as f64;
+                    (mean * mean) as f32
+                }
+            }
         })
         .collect()
 }
 
-/// Per-window scores from per-channel errors `[n, C]` and weights `[C]`.
-pub fn scores(channel_error: &[f32], weights: &[f32]) -> Vec<f32> {
+/// Per-window scores from per-channel errors `[n, C]` and weights `[C]`:
+/// the weighted mean (`sum w e / sum w`) or the weighted maximum
+/// (`max w e`).
+pub fn scores(channel_error: &[f32], weights: &[f32], aggregation: Aggregation) -> Vec<f32> {
     let total: f64 = weights.iter().map(|w| f64::from(*w)).sum();
     channel_error
         .chunks_exact(weights.len())
         .map(|e| {
-            let s: f64 = e
+            let weighted = e
                 .iter()
                 .zip(weights)
-                .map(|(e, w)| f64::from(*e) * f64::from(*w))
-                .sum();
-            (s / total) as f32
+                .map(|(e, w)| f64::from(*e) * f64::from(*w));
+            match aggregation {
+                Aggregation::Mean => (weighted.sum::<f64>() / total) as f32,
+                Aggregation::Max => weighted.fold(f64::MIN, f64::max) as f32,
+            }
         })
         .collect()
+}
+
+/// The detector's moving average (`anomalyd::detect::Detector`) applied to
+/// consecutive windows: `s = alpha * score + (1 - alpha) * s`, restarted
+/// at each new source (input file) so no average spans two files.
+/// `alpha = 1` returns the scores unchanged.
+pub fn smooth(scores: &[f32], sources: &[usize], alpha: f32) -> Vec<f32> {
+    let mut out = Vec::with_capacity(scores.len());
+    let mut state: Option<(usize, f32)> = None;
+    for (i, &s) in scores.iter().enumerate() {
+        let source = sources.get(i).copied().unwrap_or(0);
+        let v = match state {
+            Some((src, prev)) if src == source && alpha < 1.0 && s.is_finite() => {
+                alpha * s + (1.0 - alpha) * prev
+            }
+            _ => s,
+        };
+        if v.is_finite() {
+            state = Some((source, v));
+        }
+        out.push(v);
+    }
+    out
 }
 
 /// Channel weights for the score, normalised to a mean of 1 (uniform is all 1).
@@ -235,12 +272,21 @@ pub fn calibrate(scores: &[f32], q: f64, factor: f64) -> Result<Calibration, Cal
 /// Detector defaults, checked as the daemon will check them.
 ///
 /// # Errors
-/// `raise_after` or `clear_after` 0, `clear_ratio` outside (0, 1].
+/// `raise_after` or `clear_after` 0, `clear_ratio` or `smoothing` outside
+/// (0, 1].
 pub fn detector_defaults(
     raise_after: u32,
     clear_after: u32,
     clear_ratio: f32,
+    smoothing: f32,
 ) -> Result<DetectorDefaults, CalibrateError> {
+    if !(smoothing > 0.0 && smoothing <= 1.0) {
+        return Err(CalibrateError::Invalid {
+            name: "--smoothing",
+            expected: "in (0, 1]",
+            value: smoothing.to_string(),
+        });
+    }
     if raise_after == 0 || clear_after == 0 {
         return Err(CalibrateError::Invalid {
             name: "--raise-after/--clear-after",
@@ -259,6 +305,7 @@ pub fn detector_defaults(
         raise_after,
         clear_after,
         clear_ratio,
+        smoothing,
     })
 }
 
@@ -330,10 +377,33 @@ mod tests {
         // 1 window, 2 channels, T = 2.
         let x = [0.0, 0.0, 1.0, 1.0];
         let r = [1.0, 1.0, 1.0, 3.0];
-        let e = channel_errors(&x, &r, 2);
+        let e = channel_errors(&x, &r, 2, ChannelError::Mse);
         assert_eq!(e, vec![1.0, 2.0]);
-        assert_eq!(scores(&e, &[1.0, 1.0]), vec![1.5]);
-        assert_eq!(scores(&e, &[3.0, 1.0]), vec![1.25]);
+        assert_eq!(scores(&e, &[1.0, 1.0], Aggregation::Mean), vec![1.5]);
+        assert_eq!(scores(&e, &[3.0, 1.0], Aggregation::Mean), vec![1.25]);
+        assert_eq!(scores(&e, &[3.0, 1.0], Aggregation::Max), vec![3.0]);
+        assert_eq!(scores(&e, &[1.0, 1.0], Aggregation::Max), vec![2.0]);
+    }
+
+    #[test]
+    fn recent_bias_is_the_squared_mean_residual_of_the_last_frames() {
+        // 1 window, 2 channels, T = 4, residuals x - r:
+        // channel 0: 5, -1, 1, 3 -> last 2 mean 2 -> 4;
+        // channel 1: 0, 0, -1, -1 -> last 2 mean -1 -> 1.
+        let x = [5.0, -1.0, 1.0, 3.0, 0.0, 0.0, -1.0, -1.0];
+        let r = [0.0; 8];
+        let e = channel_errors(&x, &r, 4, ChannelError::RecentBias { frames: 2 });
+        assert_eq!(e, vec![4.0, 1.0]);
+        // All frames: channel 0 mean 2 -> 4, channel 1 mean -0.5 -> 0.25.
+        let e = channel_errors(&x, &r, 4, ChannelError::RecentBias { frames: 4 });
+        assert_eq!(e, vec![4.0, 0.25]);
+    }
+
+    #[test]
+    fn smoothing_restarts_at_each_source() {
+        let s = smooth(&[2.0, 0.0, 0.0, 4.0, 0.0], &[0, 0, 0, 1, 1], 0.5);
+        assert_eq!(s, vec![2.0, 1.0, 0.5, 4.0, 2.0]);
+        assert_eq!(smooth(&[2.0, 0.0], &[0, 0], 1.0), vec![2.0, 0.0]);
     }
 
     #[test]
@@ -390,8 +460,9 @@ mod tests {
 
     #[test]
     fn detector_defaults_are_checked() {
-        assert!(detector_defaults(3, 5, 0.8).is_ok());
-        assert!(detector_defaults(0, 5, 0.8).is_err());
-        assert!(detector_defaults(3, 5, 1.2).is_err());
+        assert!(detector_defaults(3, 5, 0.8, 0.1).is_ok());
+        assert!(detector_defaults(0, 5, 0.8, 1.0).is_err());
+        assert!(detector_defaults(3, 5, 1.2, 1.0).is_err());
+        assert!(detector_defaults(3, 5, 0.8, 0.0).is_err());
     }
 }

@@ -9,12 +9,21 @@
 //! reconstructs, and scores, how the channel moves within the window; a
 //! level shift in it no longer counts, a change in its dynamics still does.
 //!
-//! `auto` decides per channel from the training windows (normalised): the
-//! channel's *level ratio* is the standard deviation of its per-window means
-//! divided by the mean of its within-window standard deviations. A noisy
-//! channel around a steady level has a ratio near `1/sqrt(T)`; a channel
-//! whose level wanders more between windows than it varies within one has a
-//! ratio above 1 and is centered.
+//! `auto` centers a channel whose level wanders: its *level ratio* on the
+//! training windows (normalised), the standard deviation of its per-window
+//! means over the mean of its within-window standard deviations, is above
+//! `--centering-ratio`. A noisy channel around a steady level has a ratio
+//! near `1/sqrt(T)`; one whose level moves more between windows than it
+//! varies within one has a ratio above 1.
+//!
+//! A wandering level is still worth scoring when training saw its whole
+//! range, as in a long log that covers every operating point. When the
+//! validation part (the last, held-out windows of each input) spans at
+//! least [`MIN_VALIDATION_SPANS`] windows, it decides: a wandering channel is
+//! centered only if its *drift*, the share of validation windows whose mean
+//! lies outside the range of the training windows' means, is above
+//! `--centering-drift`. A shorter validation part says too little about
+//! where the level goes next, and the level ratio alone decides.
 
 use serde::Serialize;
 
@@ -24,12 +33,22 @@ use crate::data::WindowSet;
 /// between windows than the channel varies within one.
 pub const DEFAULT_RATIO: f64 = 1.0;
 
+/// Default of `--centering-drift`: with a long enough validation part,
+/// center a wandering channel only if its level has left the training range
+/// in most validation windows.
+pub const DEFAULT_DRIFT: f64 = 0.5;
+
+/// The drift test needs a validation part at least this many windows long
+/// (`MIN_VALIDATION_SPANS * T` validation windows at stride 1).
+pub const MIN_VALIDATION_SPANS: usize = 10;
+
 /// Which channels to center.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Centering {
-    /// Channels whose level ratio in the training windows exceeds
-    /// `--centering-ratio`.
+    /// Channels whose level wanders (level ratio above `--centering-ratio`)
+    /// and, given a long validation part, has drifted out of the training
+    /// range there (drift above `--centering-drift`).
     #[default]
     Auto,
     /// None: every channel is scored on its level too.
@@ -75,12 +94,68 @@ pub fn level_ratios(windows: &WindowSet, channels: usize, window: usize) -> Vec<
     ratios
 }
 
-/// The channels to center, from the mode and the level ratios.
-pub fn choose(mode: Centering, ratios: &[f64], threshold: f64) -> Vec<bool> {
+/// Per-channel drift: the share of `validation` windows whose mean lies
+/// outside the `[min, max]` of the `train` windows' means; `None` when the
+/// validation part is shorter than [`MIN_VALIDATION_SPANS`] windows' span
+/// or either set is empty.
+pub fn drifts(
+    train: &WindowSet,
+    validation: &WindowSet,
+    channels: usize,
+    window: usize,
+) -> Option<Vec<f64>> {
+    if train.is_empty()
+        || validation.len() < MIN_VALIDATION_SPANS * window
+        || channels == 0
+        || window == 0
+    {
+        return None;
+    }
+    let means = |set: &WindowSet, c: usize| -> Vec<f64> {
+        set.data
+            .chunks_exact(channels * window)
+            .map(|w| {
+                w[c * window..(c + 1) * window]
+                    .iter()
+                    .map(|v| f64::from(*v))
+                    .sum::<f64>()
+                    / window as f64
+            })
+            .collect()
+    };
+    Some(
+        (0..channels)
+            .map(|c| {
+                let (lo, hi) = means(train, c)
+                    .into_iter()
+                    .fold((f64::MAX, f64::MIN), |(lo, hi), m| (lo.min(m), hi.max(m)));
+                let val = means(validation, c);
+                val.iter().filter(|m| **m < lo || **m > hi).count() as f64 / val.len() as f64
+            })
+            .collect(),
+    )
+}
+
+/// The channels to center, from the mode, the level ratios, the drifts
+/// (`None`: validation too short to judge) and their thresholds.
+pub fn choose(
+    mode: Centering,
+    ratios: &[f64],
+    drifts: Option<&[f64]>,
+    ratio_threshold: f64,
+    drift_threshold: f64,
+) -> Vec<bool> {
     match mode {
         Centering::None => vec![false; ratios.len()],
         Centering::All => vec![true; ratios.len()],
-        Centering::Auto => ratios.iter().map(|r| *r > threshold).collect(),
+        Centering::Auto => ratios
+            .iter()
+            .enumerate()
+            .map(|(c, r)| {
+                *r > ratio_threshold
+                    && drifts.is_none_or(|d| d.get(c).is_some_and(|d| *d > drift_threshold))
+            })
+            .collect(),
     }
 }
 
@@ -137,9 +212,33 @@ mod tests {
         assert!(r[0].abs() < 1e-12, "{r:?}");
         // std of 0.05..9.05 in steps of 1 = sqrt(8.25); within std 0.05.
         assert!((r[1] - 8.25f64.sqrt() / 0.05).abs() < 1e-3, "{r:?}");
-        assert_eq!(choose(Centering::Auto, &r, 1.0), vec![false, true]);
-        assert_eq!(choose(Centering::None, &r, 1.0), vec![false, false]);
-        assert_eq!(choose(Centering::All, &r, 1.0), vec![true, true]);
+        // No drift figures (short validation): the ratio decides.
+        assert_eq!(
+            choose(Centering::Auto, &r, None, 1.0, 0.5),
+            vec![false, true]
+        );
+        assert_eq!(
+            choose(Centering::None, &r, None, 1.0, 0.5),
+            vec![false, false]
+        );
+        assert_eq!(choose(Centering::All, &r, None, 1.0, 0.5), vec![true, true]);
+        // With them, a wandering level that stayed in range is kept.
+        let kept = choose(Centering::Auto, &r, Some(&[0.9, 0.2]), 1.0, 0.5);
+        assert_eq!(kept, vec![false, false]);
+        let moved = choose(Centering::Auto, &r, Some(&[0.9, 0.8]), 1.0, 0.5);
+        assert_eq!(moved, vec![false, true]);
+    }
+
+    #[test]
+    fn drift_is_the_share_of_validation_windows_outside_the_training_range() {
+        // T = 1 so that 10 validation windows are enough to judge.
+        let train = set(&[vec![0.0, 5.0], vec![1.0, 6.0], vec![2.0, 7.0]]);
+        let val: Vec<Vec<f32>> = (0..10)
+            .map(|i| vec![1.0, if i < 7 { 9.0 } else { 6.5 }])
+            .collect();
+        let d = drifts(&train, &set(&val), 2, 1).unwrap();
+        assert_eq!(d, vec![0.0, 0.7]);
+        assert_eq!(drifts(&train, &set(&val[..9]), 2, 1), None);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use crate::calibrate::ChannelWeighting;
 use crate::centering::{self, Centering};
 use crate::data::{DataOptions, InputSource};
 use crate::model::Architecture;
+use crate::network::{Aggregation, ChannelError};
 use crate::run::{DeviceKind, RunError, TrainOptions};
 use crate::train::TrainConfig;
 
@@ -20,6 +21,16 @@ pub enum ArchArg {
     Conv,
     /// Dense autoencoder on the flattened window.
     Dense,
+}
+
+/// What `channel_error` (and so the score) measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ScoreArg {
+    /// Mean squared reconstruction error over the whole window.
+    Mse,
+    /// Squared mean reconstruction error over the window's last
+    /// --score-frames frames: reacts to a change as soon as it starts.
+    RecentBias,
 }
 
 /// Trains the anomalyd autoencoder on normal-operation logs and writes the
@@ -57,7 +68,7 @@ pub struct Args {
     #[arg(long, value_name = "NAME")]
     pub timestamp_column: Option<String>,
     /// Window length T in frames.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 40)]
     pub window: usize,
     /// Frames between two windows (training, and scoring in the daemon).
     #[arg(long, default_value_t = 1)]
@@ -127,13 +138,14 @@ pub struct Args {
     #[arg(long, default_value_t = 0.99)]
     pub threshold_quantile: f64,
     /// Threshold = quantile * factor.
-    #[arg(long, default_value_t = 1.5)]
+    #[arg(long, default_value_t = 8.0)]
     pub threshold_factor: f64,
     /// Channels scored on their shape within each window instead of their
     /// level (the graph subtracts their window mean): `auto` takes those
     /// whose level wanders more between training windows than they vary
-    /// within one (level ratio above --centering-ratio), e.g. slowly
-    /// drifting temperatures.
+    /// within one (level ratio above --centering-ratio), e.g. a slowly
+    /// drifting temperature, unless a long validation part shows the level
+    /// staying in the trained range (--centering-drift).
     #[arg(long, value_enum, default_value_t = Centering::Auto)]
     pub centering: Centering,
     /// `--centering auto`: center channels whose level ratio (std of the
@@ -141,9 +153,30 @@ pub struct Args {
     /// exceeds this.
     #[arg(long, value_name = "R", default_value_t = centering::DEFAULT_RATIO)]
     pub centering_ratio: f64,
+    /// `--centering auto` with a validation part of at least 10 windows'
+    /// span: center such a channel only if its drift (share of validation
+    /// windows whose mean is outside the training windows' range) exceeds
+    /// this.
+    #[arg(long, value_name = "D", default_value_t = centering::DEFAULT_DRIFT)]
+    pub centering_drift: f64,
+    /// What each channel's error measures.
+    #[arg(long, value_enum, default_value_t = ScoreArg::RecentBias)]
+    pub score: ScoreArg,
+    /// `--score recent-bias`: frames at the end of the window it averages
+    /// [default: window / 4].
+    #[arg(long, value_name = "K")]
+    pub score_frames: Option<usize>,
+    /// How the weighted channel errors make the score.
+    #[arg(long, value_enum, default_value_t = Aggregation::Max)]
+    pub score_aggregation: Aggregation,
     /// Weights of the per-channel errors in the score.
-    #[arg(long, value_enum, default_value_t = ChannelWeighting::Uniform)]
+    #[arg(long, value_enum, default_value_t = ChannelWeighting::InverseValidationError)]
     pub channel_weighting: ChannelWeighting,
+    /// Detector default: weight of the newest window in the moving average
+    /// of the score compared with the threshold (1 = no smoothing); the
+    /// threshold is calibrated on validation scores smoothed the same way.
+    #[arg(long, value_name = "ALPHA", default_value_t = 0.1)]
+    pub smoothing: f32,
     /// Detector default: raise an alert after this many windows above threshold.
     #[arg(long, default_value_t = 3)]
     pub raise_after: u32,
@@ -226,6 +259,12 @@ impl Args {
                 self.max_imputed_fraction
             ));
         }
+        if !(0.0..=1.0).contains(&self.centering_drift) {
+            return bad(format!(
+                "--centering-drift must be in [0, 1], got {}",
+                self.centering_drift
+            ));
+        }
         if !(self.centering_ratio.is_finite() && self.centering_ratio > 0.0) {
             return bad(format!(
                 "--centering-ratio must be a positive number, got {}",
@@ -235,6 +274,19 @@ impl Args {
         if self.stride == 0 {
             return bad("--stride must be at least 1".into());
         }
+        let channel_error = match self.score {
+            ScoreArg::Mse => ChannelError::Mse,
+            ScoreArg::RecentBias => {
+                let frames = self.score_frames.unwrap_or((self.window / 4).max(1));
+                if frames == 0 || frames > self.window {
+                    return bad(format!(
+                        "--score-frames must be between 1 and --window ({}), got {frames}",
+                        self.window
+                    ));
+                }
+                ChannelError::RecentBias { frames }
+            }
+        };
         if self.sample_period_ms == Some(0) {
             return bad("--sample-period-ms must be at least 1".into());
         }
@@ -286,9 +338,13 @@ impl Args {
             },
             centering: self.centering,
             centering_ratio: self.centering_ratio,
+            centering_drift: self.centering_drift,
             threshold_quantile: self.threshold_quantile,
             threshold_factor: self.threshold_factor,
             channel_weighting: self.channel_weighting,
+            channel_error,
+            aggregation: self.score_aggregation,
+            smoothing: self.smoothing,
             raise_after: self.raise_after,
             clear_after: self.clear_after,
             clear_ratio: self.clear_ratio,
@@ -324,7 +380,11 @@ mod tests {
     fn defaults_match_the_documented_ones() {
         let a = Args::parse_from(["anomalyd-train", "--input", "x.csv", "--out", "m.onnx"]);
         let o = a.into_options().unwrap();
-        assert_eq!(o.data.window, 60);
+        assert_eq!(o.data.window, 40);
+        assert_eq!(o.channel_error, ChannelError::RecentBias { frames: 10 });
+        assert_eq!(o.aggregation, Aggregation::Max);
+        assert_eq!(o.centering, Centering::Auto);
+        assert_eq!(o.smoothing, 0.1);
         assert_eq!(o.name, "m");
         assert_eq!(
             o.arch,
@@ -350,6 +410,17 @@ mod tests {
         ]);
         let e = a.into_options().unwrap_err().to_string();
         assert!(e.contains("--validation-fraction"), "{e}");
+        let a = Args::parse_from([
+            "anomalyd-train",
+            "--input",
+            "x.csv",
+            "--out",
+            "m.onnx",
+            "--score-frames",
+            "41",
+        ]);
+        let e = a.into_options().unwrap_err().to_string();
+        assert!(e.contains("--score-frames") && e.contains("(40)"), "{e}");
         let a = Args::parse_from([
             "anomalyd-train",
             "--input",

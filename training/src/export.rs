@@ -21,7 +21,7 @@ use anomalyd::metadata::{
 use prost::Message;
 use sha2::{Digest, Sha256};
 
-use crate::network::{Layer, NetworkSpec};
+use crate::network::{Aggregation, ChannelError, Layer, NetworkSpec};
 use crate::onnx;
 use crate::onnx::attribute_proto::AttributeType;
 use crate::onnx::tensor_proto::DataType;
@@ -112,6 +112,13 @@ fn plan(spec: &NetworkSpec) -> Result<Vec<Step<'_>>, ExportError> {
         return Err(ExportError::Network("the network has no layers".into()));
     }
     check_channel_weights(&spec.channel_weights, c).map_err(ExportError::Network)?;
+    if let ChannelError::RecentBias { frames } = spec.channel_error
+        && (frames == 0 || frames > t)
+    {
+        return Err(ExportError::Network(format!(
+            "the recent-bias error averages {frames} frames; the window has {t}"
+        )));
+    }
     if !spec.centered.is_empty() && spec.centered.len() != c {
         return Err(ExportError::Network(format!(
             "{} centering flags for {c} channels",
@@ -367,6 +374,13 @@ pub fn build_model(
             metadata.window, spec.window
         )));
     }
+    let kind = crate::network::score_kind(spec.channel_error, spec.aggregation);
+    if metadata.score.kind != kind {
+        return Err(ExportError::Metadata(format!(
+            "metadata score kind {:?} differs from the network's {kind:?}",
+            metadata.score.kind
+        )));
+    }
     if metadata.score.channel_weights != spec.channel_weights {
         return Err(ExportError::Metadata(format!(
             "metadata channel weights {:?} differ from the network's {:?}",
@@ -516,7 +530,8 @@ pub fn build_model(
     } else if let Some(last) = g.nodes.last_mut() {
         last.output = vec![OUTPUT_RECONSTRUCTION.to_owned()];
     }
-    // channel_error = mean_t (window - reconstruction)^2 ; score = channel_error · w / sum(w)
+    // channel_error from the residual (network input - reconstruction),
+    // score from the weighted channel errors; see ScoreDefinition.
     g.node(
         "Sub",
         "score.diff",
@@ -524,29 +539,85 @@ pub fn build_model(
         "score.diff",
         vec![],
     );
-    g.node(
-        "Mul",
-        "score.squared",
-        &["score.diff", "score.diff"],
-        "score.squared",
-        vec![],
-    );
-    g.node(
-        "ReduceMean",
-        "score.channel_error",
-        &["score.squared"],
-        OUTPUT_CHANNEL_ERROR,
-        vec![attr_ints("axes", vec![2]), attr_int("keepdims", 0)],
-    );
-    let weights = normalised_weights(&spec.channel_weights);
-    g.init_f32("score.channel_weights", &[c], &weights);
-    g.node(
-        "MatMul",
-        "score.weighted_mean",
-        &[OUTPUT_CHANNEL_ERROR, "score.channel_weights"],
-        OUTPUT_SCORE,
-        vec![],
-    );
+    match spec.channel_error {
+        ChannelError::Mse => {
+            g.node(
+                "Mul",
+                "score.squared",
+                &["score.diff", "score.diff"],
+                "score.squared",
+                vec![],
+            );
+            g.node(
+                "ReduceMean",
+                "score.channel_error",
+                &["score.squared"],
+                OUTPUT_CHANNEL_ERROR,
+                vec![attr_ints("axes", vec![2]), attr_int("keepdims", 0)],
+            );
+        }
+        ChannelError::RecentBias { frames } => {
+            g.init_i64("score.recent.starts", &[1], &[t - dim(frames)]);
+            g.init_i64("score.recent.ends", &[1], &[t]);
+            g.init_i64("score.recent.axes", &[1], &[2]);
+            g.node(
+                "Slice",
+                "score.recent",
+                &[
+                    "score.diff",
+                    "score.recent.starts",
+                    "score.recent.ends",
+                    "score.recent.axes",
+                ],
+                "score.recent",
+                vec![],
+            );
+            g.node(
+                "ReduceMean",
+                "score.bias",
+                &["score.recent"],
+                "score.bias",
+                vec![attr_ints("axes", vec![2]), attr_int("keepdims", 0)],
+            );
+            g.node(
+                "Mul",
+                "score.channel_error",
+                &["score.bias", "score.bias"],
+                OUTPUT_CHANNEL_ERROR,
+                vec![],
+            );
+        }
+    }
+    match spec.aggregation {
+        Aggregation::Mean => {
+            let weights = normalised_weights(&spec.channel_weights);
+            g.init_f32("score.channel_weights", &[c], &weights);
+            g.node(
+                "MatMul",
+                "score.weighted_mean",
+                &[OUTPUT_CHANNEL_ERROR, "score.channel_weights"],
+                OUTPUT_SCORE,
+                vec![],
+            );
+        }
+        Aggregation::Max => {
+            g.init_f32("score.channel_weights", &[c], &spec.channel_weights);
+            g.node(
+                "Mul",
+                "score.weighted",
+                &[OUTPUT_CHANNEL_ERROR, "score.channel_weights"],
+                "score.weighted",
+                vec![],
+            );
+            g.node(
+                "ReduceMax",
+                "score.weighted_max",
+                &["score.weighted"],
+                OUTPUT_SCORE,
+                vec![attr_ints("axes", vec![1]), attr_int("keepdims", 0)],
+            );
+        }
+    }
 
     let batch = || DimSpec::Param(BATCH_DIM);
     let graph = onnx::GraphProto {
@@ -1030,6 +1101,8 @@ mod tests {
             ],
             channel_weights: WEIGHTS.to_vec(),
             centered: vec![],
+            channel_error: ChannelError::Mse,
+            aggregation: Aggregation::Mean,
         }
     }
 
@@ -1047,6 +1120,8 @@ mod tests {
             ],
             channel_weights: WEIGHTS.to_vec(),
             centered: vec![],
+            channel_error: ChannelError::Mse,
+            aggregation: Aggregation::Mean,
         }
     }
 
@@ -1065,6 +1140,8 @@ mod tests {
             ],
             channel_weights: WEIGHTS.to_vec(),
             centered: vec![],
+            channel_error: ChannelError::Mse,
+            aggregation: Aggregation::Mean,
         }
     }
 
@@ -1084,8 +1161,13 @@ mod tests {
                 constant_channels: vec![],
             },
             score: ScoreDefinition {
-                kind: "weighted_mse".into(),
+                kind: crate::network::score_kind(spec.channel_error, spec.aggregation),
                 channel_weights: spec.channel_weights.clone(),
+                recent_frames: match spec.channel_error {
+                    ChannelError::RecentBias { frames } => Some(frames),
+                    ChannelError::Mse => None,
+                },
+                centered_channels: vec![],
             },
             threshold: ThresholdSpec {
                 value: 0.5,
@@ -1101,6 +1183,7 @@ mod tests {
                 raise_after: 3,
                 clear_after: 5,
                 clear_ratio: 0.8,
+                smoothing: 1.0,
             },
             training: TrainingSummary {
                 rows: 400,
@@ -1163,21 +1246,30 @@ mod tests {
         assert!(expected.iter().any(|v| v.abs() > 1e-2));
 
         let wsum: f64 = WEIGHTS.iter().map(|w| f64::from(*w)).sum();
+        let from = match spec.channel_error {
+            ChannelError::Mse => 0,
+            ChannelError::RecentBias { frames } => T - frames,
+        };
         for b in 0..batch {
-            let mut score = 0.0f64;
+            let mut weighted = Vec::new();
             for (c, weight) in WEIGHTS.iter().enumerate() {
                 let base = (b * C + c) * T;
-                let ce: f64 = (0..T)
-                    .map(|t| f64::from(target[base + t] - expected[base + t]).powi(2))
-                    .sum::<f64>()
-                    / T as f64;
+                let d = (from..T).map(|t| f64::from(target[base + t] - expected[base + t]));
+                let ce: f64 = match spec.channel_error {
+                    ChannelError::Mse => d.map(|v| v * v).sum::<f64>() / T as f64,
+                    ChannelError::RecentBias { frames } => (d.sum::<f64>() / frames as f64).powi(2),
+                };
                 let got = f64::from(out.channel_error[b * C + c]);
                 assert!(
                     (got - ce).abs() < 1e-4 * ce.max(1.0),
                     "{arch} ce[{b},{c}] {got} vs {ce}"
                 );
-                score += f64::from(*weight) * ce / wsum;
+                weighted.push(f64::from(*weight) * ce);
             }
+            let score = match spec.aggregation {
+                Aggregation::Mean => weighted.iter().sum::<f64>() / wsum,
+                Aggregation::Max => weighted.iter().copied().fold(f64::MIN, f64::max),
+            };
             let got = f64::from(out.score[b]);
             assert!(
                 (got - score).abs() < 1e-4 * score.max(1.0),
@@ -1194,6 +1286,37 @@ mod tests {
     #[test]
     fn conv_export_matches_reference_through_ort() {
         check_parity(&conv_spec(1), "conv");
+    }
+
+    #[test]
+    fn recent_bias_and_max_export_match_the_definition_through_ort() {
+        for aggregation in [Aggregation::Mean, Aggregation::Max] {
+            check_parity(
+                &NetworkSpec {
+                    channel_error: ChannelError::RecentBias { frames: 4 },
+                    aggregation,
+                    ..conv_spec(6)
+                },
+                "conv",
+            );
+        }
+        check_parity(
+            &NetworkSpec {
+                aggregation: Aggregation::Max,
+                ..dense_spec(7)
+            },
+            "dense",
+        );
+        let too_long = NetworkSpec {
+            channel_error: ChannelError::RecentBias { frames: T + 1 },
+            ..conv_spec(6)
+        };
+        assert!(
+            reference_forward(&too_long, &windows(0, 1), 1)
+                .unwrap_err()
+                .to_string()
+                .contains("recent-bias")
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod calibrate;
 pub mod centering;
 pub mod cli;
 pub mod data;
+pub mod eval;
 pub mod model;
 pub mod report;
 pub mod run;

@@ -291,6 +291,8 @@ impl Autoencoder {
             layers,
             channel_weights,
             centered,
+            channel_error: crate::network::ChannelError::Mse,
+            aggregation: crate::network::Aggregation::Mean,
         })
     }
 

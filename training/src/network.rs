@@ -22,6 +22,71 @@ pub struct NetworkSpec {
     /// Per channel: subtract its mean over the window before the network
     /// (empty: no channel is centered).
     pub centered: Vec<bool>,
+    /// How the residual becomes `channel_error`.
+    pub channel_error: ChannelError,
+    /// How the weighted channel errors become `score`.
+    pub aggregation: Aggregation,
+}
+
+impl NetworkSpec {
+    /// The same network with another score definition.
+    pub fn with_score(self, channel_error: ChannelError, aggregation: Aggregation) -> Self {
+        Self {
+            channel_error,
+            aggregation,
+            ..self
+        }
+    }
+}
+
+/// How the graph turns the residual `x - r` (per channel, over the window)
+/// into `channel_error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelError {
+    /// `mean_t (x - r)^2` over the whole window.
+    Mse,
+    /// `(mean of x - r over the window's last frames)^2`: how far the newest
+    /// frames sit from what the model expects there, with the noise of
+    /// single frames averaged out. A change that has just started shows
+    /// here before it can move an error averaged over the whole window.
+    RecentBias { frames: usize },
+}
+
+impl ChannelError {
+    /// The `<error>` part of `ScoreDefinition::kind`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ChannelError::Mse => "mse",
+            ChannelError::RecentBias { .. } => "recent_bias",
+        }
+    }
+}
+
+/// How the graph combines the weighted channel errors into `score`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Aggregation {
+    /// Weighted mean over the channels.
+    Mean,
+    /// Largest weighted channel error: one channel going wrong is enough.
+    #[default]
+    Max,
+}
+
+impl Aggregation {
+    /// The `<aggregation>` part of `ScoreDefinition::kind`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Aggregation::Mean => "weighted",
+            Aggregation::Max => "weighted_max",
+        }
+    }
+}
+
+/// `ScoreDefinition::kind` for an error and an aggregation, e.g.
+/// `weighted_mse` (the original score) or `weighted_max_recent_bias`.
+pub fn score_kind(error: ChannelError, aggregation: Aggregation) -> String {
+    format!("{}_{}", aggregation.name(), error.name())
 }
 
 /// One layer, weights row-major in ONNX layout.

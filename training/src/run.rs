@@ -23,6 +23,7 @@ use crate::centering::{self, Centering};
 use crate::data::{DataError, DataOptions, Dataset, load_dataset};
 use crate::export::{self, ExportError};
 use crate::model::{Architecture, ModelConfig, ModelError};
+use crate::network::{self, Aggregation, ChannelError};
 use crate::report::{
     self, EpochRecord, Parity, PlotInputs, Report, ReportError, SampleWindow, Timings,
 };
@@ -57,9 +58,16 @@ pub struct TrainOptions {
     /// Which channels the graph centers per window (`crate::centering`).
     pub centering: Centering,
     pub centering_ratio: f64,
+    pub centering_drift: f64,
     pub threshold_quantile: f64,
     pub threshold_factor: f64,
     pub channel_weighting: ChannelWeighting,
+    /// What `channel_error` measures.
+    pub channel_error: ChannelError,
+    /// How the weighted channel errors make the score.
+    pub aggregation: Aggregation,
+    /// Detector default: EWMA weight of the newest score (1 = none).
+    pub smoothing: f32,
     pub raise_after: u32,
     pub clear_after: u32,
     pub clear_ratio: f32,
@@ -160,8 +168,12 @@ pub struct RunSummary {
 pub fn run(opts: &TrainOptions) -> Result<RunSummary, RunError> {
     let started = Instant::now();
     let mut timings = Timings::default();
-    let detector =
-        calibrate::detector_defaults(opts.raise_after, opts.clear_after, opts.clear_ratio)?;
+    let detector = calibrate::detector_defaults(
+        opts.raise_after,
+        opts.clear_after,
+        opts.clear_ratio,
+        opts.smoothing,
+    )?;
     opts.train.validate()?;
     // Check the architecture against the window, and that the model can be
     // written, before reading any data or training.
@@ -185,11 +197,18 @@ pub fn run(opts: &TrainOptions) -> Result<RunSummary, RunError> {
     let (c, t) = (data.channels.len(), data.window);
     print_data_summary(&data);
     let level_ratios = centering::level_ratios(&data.train, c, t);
-    let centered = centering::choose(opts.centering, &level_ratios, opts.centering_ratio);
+    let drifts = centering::drifts(&data.train, &data.validation, c, t);
+    let centered = centering::choose(
+        opts.centering,
+        &level_ratios,
+        drifts.as_deref(),
+        opts.centering_ratio,
+        opts.centering_drift,
+    );
     for set in [&mut data.train, &mut data.validation] {
         centering::center_windows(&mut set.data, c, t, &centered);
     }
-    print_centering(&data.channels, &level_ratios, &centered);
+    print_centering(&data.channels, &level_ratios, drifts.as_deref(), &centered);
     for w in &data.warnings {
         eprintln!("warning: {w}");
     }
@@ -235,11 +254,13 @@ pub fn run(opts: &TrainOptions) -> Result<RunSummary, RunError> {
 
     let stage = Instant::now();
     let recon = train::reconstruct(&outcome.model, &data.validation, (c, t), &device)?;
-    let errors = calibrate::channel_errors(&data.validation.data, &recon, t);
+    let errors = calibrate::channel_errors(&data.validation.data, &recon, t, opts.channel_error);
     let weights = calibrate::channel_weights(opts.channel_weighting, &errors, c);
-    let scores = calibrate::scores(&errors, &weights);
+    let scores = calibrate::scores(&errors, &weights, opts.aggregation);
+    // The detector compares its moving average with the threshold.
+    let smoothed = calibrate::smooth(&scores, &data.validation.source, opts.smoothing);
     let calibration =
-        calibrate::calibrate(&scores, opts.threshold_quantile, opts.threshold_factor)?;
+        calibrate::calibrate(&smoothed, opts.threshold_quantile, opts.threshold_factor)?;
     for w in &calibration.warnings {
         eprintln!("warning: {w}");
     }
@@ -249,11 +270,16 @@ pub fn run(opts: &TrainOptions) -> Result<RunSummary, RunError> {
         .find(|q| q.distribution == calibration.distribution)
         .map_or(f64::NAN, |q| q.ks);
     println!(
-        "threshold {:.6} ({} = quantile {} of {} validation scores x {}); error distribution {} (KS {:.3}); {:.2} % of validation windows above",
+        "threshold {:.6} ({} = quantile {} of {} validation scores{} x {}); error distribution {} (KS {:.3}); {:.2} % of validation windows above",
         calibration.threshold.value,
         calibration.threshold.method,
         opts.threshold_quantile,
         calibration.windows,
+        if opts.smoothing < 1.0 {
+            format!(" smoothed with weight {}", opts.smoothing)
+        } else {
+            String::new()
+        },
         opts.threshold_factor,
         distribution_name(&calibration.distribution),
         chosen_ks,
@@ -272,8 +298,19 @@ pub fn run(opts: &TrainOptions) -> Result<RunSummary, RunError> {
         arch: opts.arch.name().into(),
         normaliser: data.normaliser.clone(),
         score: ScoreDefinition {
-            kind: "weighted_mse".into(),
+            kind: network::score_kind(opts.channel_error, opts.aggregation),
             channel_weights: weights.clone(),
+            recent_frames: match opts.channel_error {
+                ChannelError::RecentBias { frames } => Some(frames),
+                ChannelError::Mse => None,
+            },
+            centered_channels: data
+                .channels
+                .iter()
+                .zip(&centered)
+                .filter(|(_, c)| **c)
+                .map(|(n, _)| n.clone())
+                .collect(),
         },
         threshold: calibration.threshold.clone(),
         error_distribution: calibration.distribution.clone(),
@@ -290,14 +327,15 @@ pub fn run(opts: &TrainOptions) -> Result<RunSummary, RunError> {
             data_fingerprint: data.fingerprint.clone(),
             created: created_now(),
             trainer_version: env!("CARGO_PKG_VERSION").into(),
-            hyperparameters: hyperparameters(opts, &data, &centered),
+            hyperparameters: hyperparameters(opts, &data),
         },
     };
 
     let stage = Instant::now();
     let spec = outcome
         .model
-        .to_network_spec(c, t, weights, centered.clone())?;
+        .to_network_spec(c, t, weights, centered.clone())?
+        .with_score(opts.channel_error, opts.aggregation);
     let proto = export::build_model(&spec, &metadata).map_err(RunError::Export)?;
     let candidate = candidate_path(&opts.out);
     let model_bytes = export::write_model(&candidate, &proto).map_err(RunError::Export)?;
@@ -373,7 +411,7 @@ pub fn run(opts: &TrainOptions) -> Result<RunSummary, RunError> {
             dir,
             &report,
             PlotInputs {
-                validation_scores: &scores,
+                validation_scores: &smoothed,
                 samples: &samples,
             },
         )
@@ -456,19 +494,27 @@ fn print_data_summary(data: &Dataset) {
     );
 }
 
-fn print_centering(channels: &[String], ratios: &[f64], centered: &[bool]) {
-    let list: Vec<String> = channels
-        .iter()
-        .zip(ratios)
-        .zip(centered)
-        .filter(|(_, c)| **c)
-        .map(|((n, r), _)| format!("{n} ({r:.2})"))
+/// One line on what was centered and why: level ratio, and drift when the
+/// validation part was long enough to measure it.
+fn print_centering(channels: &[String], ratios: &[f64], drifts: Option<&[f64]>, centered: &[bool]) {
+    let describe = |c: usize| match drifts {
+        Some(d) => format!(
+            "{} (level ratio {:.2}, drift {:.0} %)",
+            channels[c],
+            ratios[c],
+            d[c] * 100.0
+        ),
+        None => format!("{} (level ratio {:.2})", channels[c], ratios[c]),
+    };
+    let list: Vec<String> = (0..channels.len())
+        .filter(|c| centered[*c])
+        .map(describe)
         .collect();
     if list.is_empty() {
         println!("centering: none (every channel is scored on its level too)");
     } else {
         println!(
-            "centering: {} scored on their shape within each window (level ratio)",
+            "centering: {} scored on their shape within each window",
             list.join(", ")
         );
     }
@@ -492,7 +538,7 @@ fn created_now() -> String {
 }
 
 /// Every setting that shaped the model, by flag name.
-fn hyperparameters(opts: &TrainOptions, data: &Dataset, centered: &[bool]) -> Map<String, Value> {
+fn hyperparameters(opts: &TrainOptions, data: &Dataset) -> Map<String, Value> {
     let mut m = Map::new();
     let mut put = |k: &str, v: Value| {
         m.insert(k.to_string(), v);
@@ -527,20 +573,20 @@ fn hyperparameters(opts: &TrainOptions, data: &Dataset, centered: &[bool]) -> Ma
     put("validation_fraction", json!(opts.data.validation_fraction));
     put("centering", json!(opts.centering));
     put("centering_ratio", json!(opts.centering_ratio));
-    put(
-        "centered_channels",
-        json!(
-            data.channels
-                .iter()
-                .zip(centered)
-                .filter(|(_, c)| **c)
-                .map(|(n, _)| n)
-                .collect::<Vec<_>>()
-        ),
-    );
+    put("centering_drift", json!(opts.centering_drift));
     put("threshold_quantile", json!(opts.threshold_quantile));
     put("threshold_factor", json!(opts.threshold_factor));
     put("channel_weighting", json!(opts.channel_weighting));
+    put("score", json!(opts.channel_error.name()));
+    put(
+        "score_frames",
+        match opts.channel_error {
+            ChannelError::RecentBias { frames } => json!(frames),
+            ChannelError::Mse => Value::Null,
+        },
+    );
+    put("score_aggregation", json!(opts.aggregation));
+    put("smoothing", short(opts.smoothing));
     put("raise_after", json!(opts.raise_after));
     put("clear_after", json!(opts.clear_after));
     put("clear_ratio", short(opts.clear_ratio));

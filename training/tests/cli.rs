@@ -166,10 +166,24 @@ fn conv_model_loads_with_its_metadata_parity_and_report() {
         "seed",
         "window",
         "stride",
+        "score",
+        "score_frames",
+        "score_aggregation",
+        "channel_weighting",
+        "smoothing",
+        "centering",
+        "centering_ratio",
+        "centering_drift",
     ] {
         assert!(hp.contains_key(key), "hyperparameter {key} missing: {hp:?}");
     }
     assert_eq!(hp["filters"], serde_json::json!([8, 4]));
+    // The default score: the recent bias over the last quarter of the
+    // window, the largest weighted channel, smoothed by the detector.
+    assert_eq!(m.score.kind, "weighted_max_recent_bias");
+    assert_eq!(m.score.recent_frames, Some(4));
+    assert_eq!(m.detector.smoothing, 0.1);
+    assert_eq!((m.threshold.quantile, m.threshold.factor), (0.99, 8.0));
     // The model scores through the daemon's wrapper.
     let windows = vec![0.0f32; 2 * 8 * 16];
     let scored = model.run(&windows, 2).unwrap();
@@ -222,7 +236,15 @@ fn dense_model_with_the_toolbox_flags() {
             "--dropout",
             "0.1",
             "--channel-weighting",
-            "inverse-validation-error",
+            "uniform",
+            "--score",
+            "mse",
+            "--score-aggregation",
+            "mean",
+            "--smoothing",
+            "1",
+            "--centering",
+            "all",
             "--threshold-quantile",
             "0.95",
             "--threshold-factor",
@@ -248,15 +270,19 @@ fn dense_model_with_the_toolbox_flags() {
     assert_eq!(m.detector.raise_after, 2);
     assert_eq!(m.detector.clear_after, 4);
     assert_eq!(m.detector.clear_ratio, 0.5);
-    let w = &m.score.channel_weights;
-    assert!(w.iter().any(|x| (x - 1.0).abs() > 1e-3), "{w:?}");
-    assert!((w.iter().sum::<f32>() - 8.0).abs() < 1e-3, "{w:?}");
+    // The original score definition, every channel centered.
+    assert_eq!(m.score.channel_weights, vec![1.0; 8]);
+    assert_eq!(m.score.kind, "weighted_mse");
+    assert_eq!(m.score.recent_frames, None);
+    assert_eq!(m.score.centered_channels.len(), 8);
+    assert_eq!(m.detector.smoothing, 1.0);
     let hp = &m.training.hyperparameters;
     assert_eq!(hp["hidden"], 24);
     assert_eq!(hp["latent"], 6);
     assert_eq!(hp["batch_norm"], true);
     assert_eq!(hp["clip_grad_norm"], 1.0);
-    assert_eq!(hp["channel_weighting"], "inverse-validation-error");
+    assert_eq!(hp["channel_weighting"], "uniform");
+    assert_eq!(hp["centering"], "all");
 }
 
 /// The model file with `training.created` blanked, re-encoded.
@@ -459,7 +485,8 @@ fn shipped_pump_model_matches_its_graph_and_the_simulator() {
     let m = model.metadata.clone();
     assert_eq!(m.num_channels(), 8);
     assert_eq!(m.channels, PUMP_CHANNELS.map(String::from).to_vec());
-    assert_eq!((m.window, m.stride, m.sample_period_ms), (60, 1, 1000));
+    assert_eq!((m.window, m.stride, m.sample_period_ms), (40, 1, 1000));
+    let t = m.window;
     assert_eq!(m.arch, "conv");
     assert_eq!(m.name, "pump");
     assert!(m.threshold.value > 0.0);
@@ -472,13 +499,13 @@ fn shipped_pump_model_matches_its_graph_and_the_simulator() {
         let log = synth::generate(400, 99, 0, 1_000_000_000, fault);
         let mut data = Vec::new();
         for end in (300..400).step_by(10) {
-            let mut w = vec![0.0f32; 8 * 60];
-            for t in 0..60 {
+            let mut w = vec![0.0f32; 8 * t];
+            for k in 0..t {
                 for c in 0..8 {
-                    w[c * 60 + t] = log.values[end - 60 + t][c] as f32;
+                    w[c * t + k] = log.values[end - t + k][c] as f32;
                 }
             }
-            norm.apply_window(&mut w, 60);
+            norm.apply_window(&mut w, t);
             data.extend(w);
         }
         data
@@ -530,7 +557,7 @@ fn skab_valve1_first_400_rows() {
             .iter()
             .any(|c| c == "anomaly" || c == "changepoint")
     );
-    assert_eq!((m.window, m.sample_period_ms), (60, 1000));
+    assert_eq!((m.window, m.sample_period_ms), (40, 1000));
     assert_eq!(m.training.rows, 400);
     assert!(m.threshold.value > 0.0);
 }

@@ -1,0 +1,180 @@
+//! The SKAB benchmark protocol end to end on two files (the full run is
+//! `scripts/bench-skab.sh`): train with the real `anomalyd-train` binary on
+//! each file's first 400 rows (trainer defaults), replay the whole file
+//! through the daemon's pipeline (`anomalyd::replay`), score rows 400..
+//! with the real `anomalyd-skab-score` binary, and check that its totals
+//! agree with the library's and are sane.
+//!
+//! Data: `$SKAB_DIR`, else `<workspace>/../shared/data/skab`; skipped with a
+//! message when absent, a failure under `CI=true`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anomalyd::onnxrt::RuntimeOptions;
+use anomalyd::replay::{ReplayOptions, replay};
+use anomalyd_train::eval::{Confusion, SKAB_LABEL_COLUMN, read_labels, read_replay, score_rows};
+
+const TRAIN: &str = env!("CARGO_BIN_EXE_anomalyd-train");
+const SCORE: &str = env!("CARGO_BIN_EXE_anomalyd-skab-score");
+const FILES: [&str; 2] = ["valve1/1.csv", "other/3.csv"];
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("training/ has a parent")
+        .to_path_buf()
+}
+
+fn skab_dir() -> Option<PathBuf> {
+    let dir = match std::env::var_os("SKAB_DIR") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => workspace().join("../shared/data/skab"),
+    };
+    if FILES.iter().all(|f| dir.join(f).is_file()) {
+        return Some(dir);
+    }
+    let reason = format!(
+        "SKAB files {FILES:?} not found under {} (set SKAB_DIR)",
+        dir.display()
+    );
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{reason}; required when CI=true"
+    );
+    eprintln!("skipping: {reason}");
+    None
+}
+
+fn ort_library() -> PathBuf {
+    match std::env::var_os("ORT_DYLIB_PATH") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => workspace().join(".ort/libonnxruntime.so.1.31.1"),
+    }
+}
+
+/// `all files: F1 0.822 FAR 9.25 % MAR 24.46 % (16205 rows)` -> (F1, FAR, rows).
+fn printed_totals(stdout: &str) -> (f64, f64, u64) {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("all files: "))
+        .unwrap_or_else(|| panic!("no totals line in:\n{stdout}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let after = |key: &str| {
+        let i = words
+            .iter()
+            .position(|w| *w == key)
+            .unwrap_or_else(|| panic!("no {key} in {line}"));
+        words[i + 1].trim_start_matches('(')
+    };
+    (
+        after("F1").parse().unwrap(),
+        after("FAR").parse::<f64>().unwrap() / 100.0,
+        words[words.len() - 2]
+            .trim_start_matches('(')
+            .parse()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn train_replay_and_score_two_skab_files() {
+    let Some(skab) = skab_dir() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path();
+    let runtime = RuntimeOptions {
+        library_path: Some(ort_library()),
+        ..RuntimeOptions::cpu()
+    };
+    let mut logs = Vec::new();
+    let mut library_total = Confusion::default();
+    for file in FILES {
+        let log = skab.join(file);
+        let stem = file.trim_end_matches(".csv").replace('/', "_");
+        let model = out.join(format!("{stem}.onnx"));
+        let o = Command::new(TRAIN)
+            .arg("--input")
+            .arg(&log)
+            .args(["--rows", "0..400", "--out"])
+            .arg(&model)
+            .arg("--ort-library")
+            .arg(ort_library())
+            .output()
+            .expect("run anomalyd-train");
+        assert!(
+            o.status.success(),
+            "training on {file}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let replay_csv = out.join(format!("{stem}.csv"));
+        let (summary, rows) = replay(&ReplayOptions {
+            model,
+            input: log.clone(),
+            asset: "replay".into(),
+            output: Some(replay_csv.clone()),
+            config: None,
+            influx: false,
+            timestamp_column: None,
+            runtime: runtime.clone(),
+            batch: 256,
+            rule: None,
+            progress: false,
+        })
+        .unwrap_or_else(|e| panic!("replay of {file}: {e}"));
+        assert_eq!(summary.rows, rows.len());
+        assert!(summary.windows > 600, "{summary:?}");
+        // The library's view of the same files, for the cross-check below.
+        let labels = read_labels(&log, SKAB_LABEL_COLUMN).unwrap();
+        let written = read_replay(&replay_csv).unwrap();
+        assert_eq!(written.anomalous.len(), rows.len());
+        library_total = library_total + score_rows(&labels, &written, 400).unwrap();
+        logs.push(log);
+    }
+
+    let plot = out.join("plot.png");
+    let o = Command::new(SCORE)
+        .arg("--replays")
+        .arg(out)
+        .arg("--plot")
+        .arg(&plot)
+        .args(["--plot-file", "other/3"])
+        .args(&logs)
+        .output()
+        .expect("run anomalyd-skab-score");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for name in ["valve1/1", "other/3", "total", "valve1: F1", "other: F1"] {
+        assert!(stdout.contains(name), "{name} missing from:\n{stdout}");
+    }
+    let (f1, far, rows) = printed_totals(&stdout);
+    assert_eq!(rows, library_total.rows());
+    assert!((f1 - library_total.f1().unwrap()).abs() < 1e-3, "{stdout}");
+    assert!(
+        (far - library_total.far().unwrap()).abs() < 1e-4,
+        "{stdout}"
+    );
+    // Sane, with room for other CPUs' arithmetic: on the development
+    // machine these two files give F1 0.90, FAR 3 %.
+    assert!(f1 > 0.75, "F1 {f1}:\n{stdout}");
+    assert!(far < 0.2, "FAR {far}:\n{stdout}");
+    let png = std::fs::read(&plot).unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "plot is a PNG");
+
+    // A replay of another file is refused, not scored.
+    std::fs::copy(out.join("other_3.csv"), out.join("valve1_1.csv")).unwrap();
+    let o = Command::new(SCORE)
+        .arg("--replays")
+        .arg(out)
+        .args(&logs)
+        .output()
+        .expect("run anomalyd-skab-score");
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("rows") || err.contains("row 0"), "{err}");
+}
