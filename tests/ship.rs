@@ -205,9 +205,21 @@ fn onnx_runtime_scores_under_memory_deny_write_execute() {
         text(&out)
     );
     let scores = std::fs::read_to_string(&output).unwrap();
-    // A header and a line per row; windows end from row 60 on.
+    // A header and a line per row; a window ends at every row from the
+    // model's window length on.
     assert_eq!(scores.lines().count(), 121, "{scores}");
-    assert!(text(&out).contains("61 windows scored"), "{}", text(&out));
+    let inspect = run(Command::new(anomalyd_bin())
+        .arg("inspect-model")
+        .arg(workspace_root().join("models/pump.onnx"))
+        .env("ORT_DYLIB_PATH", ort_dylib()));
+    let window: usize = text(&inspect)
+        .split("window ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no window length in:\n{}", text(&inspect)));
+    let scored = format!(" {} windows scored", 120 - window + 1);
+    assert!(text(&out).contains(&scored), "{}", text(&out));
 }
 
 // ---------------------------------------------------------------------------

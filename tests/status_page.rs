@@ -115,7 +115,7 @@ fn status_page_shows_assets_and_a_raised_alert_in_chromium() {
     let url = format!("http://127.0.0.1:{port}/");
 
     // pump-001 runs into a bearing fault at row 300 and is still in it at
-    // row 360; pump-002 is healthy.
+    // row 410; pump-002 is healthy.
     let faulty = generate(
         600,
         11,
@@ -124,7 +124,7 @@ fn status_page_shows_assets_and_a_raised_alert_in_chromium() {
         Some((FaultKind::Bearing, 300..420)),
     );
     let healthy = generate(360, 12, START_NS, 1_000_000_000, None);
-    publish_frames(broker.port(), "pump-001", &rows(&faulty, 0..360));
+    publish_frames(broker.port(), "pump-001", &rows(&faulty, 0..410));
     publish_frames(broker.port(), "pump-002", &healthy);
     wait_until(
         Duration::from_secs(60),
@@ -178,7 +178,7 @@ fn status_page_shows_assets_and_a_raised_alert_in_chromium() {
     }
 
     // The fault ends at row 420: the alert clears and the page says so.
-    publish_frames(broker.port(), "pump-001", &rows(&faulty, 360..600));
+    publish_frames(broker.port(), "pump-001", &rows(&faulty, 410..600));
     wait_until(Duration::from_secs(60), "pump-001 cleared", || {
         daemon.metric("anomalyd_alerts_cleared_total") == Some(1.0)
     });
