@@ -6,7 +6,7 @@
 //! `k` holds, per channel, the latest reading with `ts <= k`; a value older
 //! than `max_age` is still used (the last known value) but marked imputed.
 //! A frame is closed, i.e. emitted or dropped, exactly once and in tick
-//! order: when every channel has a reading after the tick, or when the
+//! order: when every channel has a reading at or after the tick, or when the
 //! watermark (newest timestamp seen minus `allowed_lateness`, or the clock
 //! given to [`Aligner::advance_to`]) has reached it. Readings for a tick
 //! already emitted are late and dropped (counted). Frames before every
@@ -14,9 +14,12 @@
 //! `max_gap_frames` ticks are not filled in: the next frame carries
 //! `gap_before` so consumers restart their windows.
 //!
-//! Closing a tick once every channel has passed it assumes that each
+//! Closing a tick once every channel has reached it assumes that each
 //! channel's own readings arrive in time order (as MQTT delivers one topic);
 //! readings of different channels may interleave freely within the lateness.
+//! So a frame whose channels all report exactly on the tick closes with its
+//! last reading, not one period later; a second reading with that very
+//! timestamp then arrives late and is counted.
 //!
 //! Memory is bounded by `allowed_lateness / period` ticks times the number of
 //! channels: only ticks that can still change are buffered, and closed ticks
@@ -374,8 +377,9 @@ impl Aligner {
             }
         }
         if let Some(m) = min_passed {
-            // The last tick strictly before every channel's newest reading.
-            target = target.max(self.ceil_idx(m).saturating_sub(1));
+            // The last tick at or before every channel's newest reading: its
+            // values are known, as each channel's readings come in order.
+            target = target.max(self.floor_idx(m));
         }
         target
     }
@@ -521,8 +525,8 @@ mod tests {
         for i in 0..100 {
             let v = i as f64;
             a.push_row(T0 + i * S, &[v, v * 2.0, -v], &mut out);
-            // A row closes the previous one at once.
-            assert_eq!(out.len() as i64, i);
+            // A row on the tick closes its own frame at once.
+            assert_eq!(out.len() as i64, i + 1);
         }
         a.flush(&mut out);
         assert_eq!(out.len(), 100);
@@ -613,21 +617,23 @@ mod tests {
         for t in 0..6 {
             a.push(0, T0 + t * S, 1.0, &mut out);
         }
-        // Watermark 5 - 2 = 3: ticks up to 4 are out (every channel passed them).
-        assert_eq!(ts_of(&out), [0, 1, 2, 3, 4]);
-        assert_eq!(a.push(0, T0 + 4 * S, 9.0, &mut out), PushOutcome::Late);
+        // Every channel reached tick 5: ticks up to 5 are out.
+        assert_eq!(ts_of(&out), [0, 1, 2, 3, 4, 5]);
+        assert_eq!(a.push(0, T0 + 5 * S, 9.0, &mut out), PushOutcome::Late);
         assert_eq!(a.push(0, T0 + 2 * S + 1, 9.0, &mut out), PushOutcome::Late);
         // Just after the last emitted tick is still on time.
         assert_eq!(
-            a.push(0, T0 + 4 * S + 1, 7.0, &mut out),
+            a.push(0, T0 + 5 * S + 1, 7.0, &mut out),
             PushOutcome::Accepted
         );
         a.push_row(T0, &[1.0], &mut out);
         assert_eq!(a.stats().late, 3);
-        a.flush(&mut out);
-        assert_eq!(ts_of(&out), [0, 1, 2, 3, 4, 5]);
-        // The reading at 4.000000001 s was older than the one at 5 s.
+        assert_eq!(out.len(), 6);
+        a.push(0, T0 + 6 * S + 1, 8.0, &mut out);
+        // Tick 6 holds the reading at 5.000000001 s, the newest at or before it.
+        assert_eq!(ts_of(&out), [0, 1, 2, 3, 4, 5, 6]);
         assert_eq!(out[5].values, [1.0]);
+        assert_eq!(out[6].values, [7.0]);
     }
 
     #[test]
@@ -639,16 +645,28 @@ mod tests {
         a.push(0, T0 + S, 1.0, &mut out);
         a.push(0, T0 + 2 * S, 2.0, &mut out);
         assert_eq!(ts_of(&out), [0]);
-        // Channel 1's reading for t=1 arrives after channel 0's t=2.
+        // Channel 1's reading for t=1 arrives after channel 0's t=2 and
+        // closes tick 1 at once.
         assert_eq!(a.push(1, T0 + S, 11.0, &mut out), PushOutcome::Accepted);
-        // Out of order within one channel, still within lateness.
-        assert_eq!(a.push(1, T0 + S / 2, 10.5, &mut out), PushOutcome::Accepted);
-        a.push(1, T0 + 2 * S, 12.0, &mut out);
+        assert_eq!(ts_of(&out), [0, 1]);
+        // Out of order within one channel between two ticks: both count,
+        // the newer timestamp wins.
+        assert_eq!(
+            a.push(1, T0 + S * 7 / 4, 11.75, &mut out),
+            PushOutcome::Accepted
+        );
+        assert_eq!(
+            a.push(1, T0 + S * 3 / 2, 11.5, &mut out),
+            PushOutcome::Accepted
+        );
+        assert_eq!(ts_of(&out), [0, 1]);
         a.flush(&mut out);
         assert_eq!(ts_of(&out), [0, 1, 2]);
         assert_eq!(out[1].values, [1.0, 11.0]);
-        assert_eq!(out[2].values, [2.0, 12.0]);
+        assert_eq!(out[2].values, [2.0, 11.75]);
         assert_eq!(a.stats().late, 0);
+        // Before a closed tick it is late.
+        assert_eq!(a.push(1, T0 + S / 2, 10.5, &mut out), PushOutcome::Late);
     }
 
     #[test]
@@ -710,7 +728,7 @@ mod tests {
         let mut a = aligner(2);
         let mut out = Vec::new();
         a.push_row(T0, &[1.0, 2.0], &mut out);
-        assert!(out.is_empty());
+        assert_eq!(ts_of(&out), [0]);
         a.advance_to(T0 + 5 * S, &mut out);
         // tick + 2 s lateness <= 5 s
         assert_eq!(ts_of(&out), [0, 1, 2, 3]);
@@ -803,12 +821,17 @@ mod tests {
 
     #[test]
     fn duplicate_timestamps_keep_the_later_value() {
-        let mut a = aligner(1);
+        let mut a = aligner(2);
         let mut out = Vec::new();
         a.push(0, T0, 1.0, &mut out);
         a.push(0, T0, 2.0, &mut out);
+        a.push(1, T0, 5.0, &mut out);
+        assert_eq!(out[0].values, [2.0, 5.0]);
+        // Once the tick is closed, the same timestamp again (a redelivery) is
+        // late: counted, not a second frame.
+        assert_eq!(a.push(1, T0, 6.0, &mut out), PushOutcome::Late);
         a.flush(&mut out);
-        assert_eq!(out[0].values, [2.0]);
+        assert_eq!(out.len(), 1);
     }
 
     #[test]

@@ -478,8 +478,10 @@ fn default_lateness() -> u64 {
 fn default_max_imputed() -> f32 {
     0.2
 }
+/// Four batches of 256: enough to keep the scoring thread busy; beyond it
+/// the broker is the better buffer (BENCHMARKS.md, footprint).
 fn default_queue() -> usize {
-    4096
+    1024
 }
 fn default_max_assets() -> usize {
     10_000

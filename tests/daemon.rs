@@ -13,7 +13,6 @@ use tempfile::TempDir;
 use crate::util::*;
 
 const ROWS: usize = 600;
-const WINDOW: usize = 40; // the window of the shipped models/pump.onnx
 /// Event times of the generated data: a fixed day, 1 s apart.
 const START_NS: i64 = 1_767_225_600_000_000_000; // 2026-01-01T00:00:00Z
 
@@ -300,9 +299,9 @@ fn scores_and_alerts_reach_the_database_and_match_replay() {
     publish_frames(broker.port(), "pump-001", &faulty);
     publish_frames(broker.port(), "pump-002", &healthy);
 
-    // Every window whose frames are closed: the last row's frame waits for
-    // a later reading or the watermark, so ROWS - WINDOW windows per asset.
-    let expected = ROWS - WINDOW;
+    // Every row is a whole frame on its tick and closes at once: a window
+    // ends at every row from the window length on.
+    let expected = windows_for(ROWS);
     let live = vm.wait_for_points(
         "anomaly_score_score{asset=\"pump-001\"}",
         expected,
@@ -423,7 +422,7 @@ fn per_channel_topics_and_bad_input_are_counted() {
     msgs.push(("plant/pump-num/no_such_channel".into(), b"1".to_vec()));
     mqtt_publish_many(broker.port(), &msgs, 1);
 
-    let expected = 80 - WINDOW;
+    let expected = windows_for(80);
     let s = vm.wait_for_points(
         "anomaly_score_score{asset=\"pump-json\"}",
         expected,
@@ -638,17 +637,17 @@ fn reconnects_after_broker_restart() {
     publish_frames(broker.port(), "pump-r", &first);
     vm.wait_for_points(
         "anomaly_score_score{asset=\"pump-r\"}",
-        100 - WINDOW,
+        windows_for(100),
         Duration::from_secs(60),
     );
     broker.restart();
     publish_frames(broker.port(), "pump-r", &second);
     let s = vm.wait_for_points(
         "anomaly_score_score{asset=\"pump-r\"}",
-        200 - WINDOW,
+        windows_for(200),
         Duration::from_secs(60),
     );
-    assert_eq!(point_count(&s), 200 - WINDOW);
+    assert_eq!(point_count(&s), windows_for(200));
     assert!(daemon.metric("anomalyd_mqtt_connects_total").unwrap_or(0.0) >= 2.0);
     assert!(daemon.terminate(Duration::from_secs(20)).success());
 }

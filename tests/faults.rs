@@ -10,7 +10,6 @@ use anomalyd::synth::generate;
 use crate::daemon::{Daemon, base_config, publish_frames, shipped_model};
 use crate::util::*;
 
-const WINDOW: usize = 40; // the window of the shipped models/pump.onnx
 const START_NS: i64 = 1_767_225_600_000_000_000;
 
 fn spool_config(
@@ -31,7 +30,7 @@ fn spool_config(
 /// Asserts the asset's score series holds exactly the expected timestamps,
 /// each once.
 fn assert_exactly(vm: &VictoriaMetrics, asset: &str, rows: usize) {
-    let expected = rows - WINDOW;
+    let expected = windows_for(rows);
     let series = vm.wait_for_points(
         &format!("anomaly_score_score{{asset=\"{asset}\"}}"),
         expected,
@@ -75,7 +74,7 @@ fn database_outage_loses_nothing() {
         daemon
             .metric("anomalyd_points_written_total")
             .unwrap_or(0.0)
-            >= (300 - WINDOW) as f64
+            >= windows_for(300) as f64
             || {
                 if daemon.metric("anomalyd_write_errors_total").unwrap_or(0.0) > 0.0 {
                     panic!("{}", daemon.log())
@@ -85,7 +84,7 @@ fn database_outage_loses_nothing() {
     });
     vm.wait_for_points(
         "anomaly_score_score{asset=\"pump-o\"}",
-        300 - WINDOW,
+        windows_for(300),
         Duration::from_secs(60),
     );
 
@@ -135,7 +134,7 @@ fn kill_9_with_database_down_loses_nothing_spooled() {
     let rows = 400;
     let log = generate(rows, 22, START_NS, 1_000_000_000, None);
     publish_frames(broker.port(), "pump-k", &log);
-    let expected = (rows - WINDOW) as f64;
+    let expected = windows_for(rows) as f64;
     wait_until(Duration::from_secs(30), "all windows spooled", || {
         daemon.metric("anomalyd_spool_points").unwrap_or(0.0) >= expected
     });

@@ -55,6 +55,16 @@ pub fn anomalyd_bin() -> PathBuf {
 
 /// The ONNX Runtime library: `$ORT_DYLIB_PATH`, else the copy that
 /// `scripts/setup.sh` puts in `<root>/.ort/`.
+/// The window length of the shipped `models/pump.onnx`.
+pub const WINDOW: usize = 40;
+
+/// Windows scored from `rows` on-grid frame messages of one asset: each
+/// message closes its own frame, so a window ends at every row from
+/// `WINDOW` on.
+pub fn windows_for(rows: usize) -> usize {
+    rows + 1 - WINDOW
+}
+
 pub fn ort_dylib() -> PathBuf {
     match std::env::var_os("ORT_DYLIB_PATH") {
         Some(p) if !p.is_empty() => PathBuf::from(p),
