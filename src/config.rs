@@ -98,6 +98,8 @@ pub struct Config {
     #[serde(default)]
     pub spool: SpoolConfig,
     #[serde(default)]
+    pub journal: JournalConfig,
+    #[serde(default)]
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub log: LogConfig,
@@ -362,6 +364,40 @@ impl SpoolConfig {
             _ => state.map(|d| d.join("spool")),
         }
     }
+}
+
+/// The intake journal (at-least-once from the broker, `journal.rs`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalConfig {
+    /// Journal messages before acknowledging them; in effect with QoS 1 or
+    /// 2 and a state directory (`journal/` in it).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Size limit in MiB of the journal directory.
+    #[serde(default = "default_journal_mb")]
+    pub max_mb: u64,
+    /// `fdatasync` before acknowledging (safe against power cuts too).
+    #[serde(default = "default_true")]
+    pub fsync: bool,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_mb: default_journal_mb(),
+            fsync: true,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_journal_mb() -> u64 {
+    256
 }
 
 fn default_spool_mb() -> u64 {
@@ -849,6 +885,9 @@ impl Config {
         }
         if self.spool.max_mb == 0 {
             bad("spool.max_mb".into(), "must be >= 1".into());
+        }
+        if self.journal.max_mb == 0 {
+            bad("journal.max_mb".into(), "must be >= 1".into());
         }
         if self.shutdown.timeout_s == 0 {
             bad("shutdown.timeout_s".into(), "must be >= 1".into());

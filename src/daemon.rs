@@ -56,6 +56,8 @@ pub enum DaemonError {
     },
     #[error(transparent)]
     Spool(#[from] crate::spool::SpoolError),
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
     #[error("the scoring thread could not be started: {0}")]
     Thread(std::io::Error),
 }
@@ -66,6 +68,7 @@ impl DaemonError {
         match self {
             DaemonError::Config(_)
             | DaemonError::Spool(_)
+            | DaemonError::Journal(_)
             | DaemonError::StateDir { .. }
             | DaemonError::Model { .. }
             | DaemonError::Sink(_)
@@ -173,6 +176,34 @@ pub fn check_config(path: &Path) -> Result<String, DaemonError> {
     Ok(s)
 }
 
+/// Journal rotation and retention for these models: processed segments are
+/// kept for twice the longest window span plus the allowed lateness, so a
+/// replay after a crash rebuilds every window that was still open.
+fn journal_settings(
+    cfg: &Config,
+    models: &[NamedModel],
+    dir: &Path,
+) -> crate::journal::JournalSettings {
+    let span_ms = models
+        .iter()
+        .map(|m| {
+            let meta = &m.model.metadata;
+            (meta.window as u64 + 2).saturating_mul(meta.sample_period_ms)
+        })
+        .max()
+        .unwrap_or(0)
+        .saturating_add(cfg.pipeline.allowed_lateness_ms);
+    crate::journal::JournalSettings {
+        dir: dir.to_path_buf(),
+        max_bytes: cfg.journal.max_mb.saturating_mul(1024 * 1024),
+        segment_bytes: 8 * 1024 * 1024,
+        segment_age: Duration::from_secs(5),
+        retention_ns: i64::try_from(span_ms.saturating_mul(2).saturating_mul(1_000_000))
+            .unwrap_or(i64::MAX),
+        fsync: cfg.journal.fsync,
+    }
+}
+
 fn slots_of(models: &[NamedModel]) -> Vec<ModelSlot> {
     models
         .iter()
@@ -245,16 +276,19 @@ fn spawn_scorer(
                     Ok(Some(m)) => m,
                 };
                 let mut swap = None;
+                let mut barrier = None;
                 match msg {
                     InferenceMsg::Windows(w) => pending.extend(w),
                     InferenceMsg::Swap(m) => swap = Some(m),
+                    InferenceMsg::Barrier(b) => barrier = Some(b),
                 }
                 // Fill the batch: what is queued now, then wait up to max_wait.
                 let deadline = Instant::now() + max_wait;
-                while swap.is_none() && pending.len() < max_batch {
+                while swap.is_none() && barrier.is_none() && pending.len() < max_batch {
                     match rx.try_recv() {
                         Ok(InferenceMsg::Windows(w)) => pending.extend(w),
                         Ok(InferenceMsg::Swap(m)) => swap = Some(m),
+                        Ok(InferenceMsg::Barrier(b)) => barrier = Some(b),
                         Err(mpsc::error::TryRecvError::Empty) => {
                             let left = deadline.saturating_duration_since(Instant::now());
                             if left.is_zero() {
@@ -269,6 +303,7 @@ fn spawn_scorer(
                                 }
                                 Ok(Some(InferenceMsg::Windows(w))) => pending.extend(w),
                                 Ok(Some(InferenceMsg::Swap(m))) => swap = Some(m),
+                                Ok(Some(InferenceMsg::Barrier(b))) => barrier = Some(b),
                             }
                         }
                         Err(mpsc::error::TryRecvError::Disconnected) => {
@@ -287,6 +322,12 @@ fn spawn_scorer(
                             return;
                         }
                     }
+                }
+                // The barrier follows the outputs of every window before it.
+                if let Some(b) = barrier
+                    && tx.blocking_send(Output::Barrier(b)).is_err()
+                {
+                    return;
                 }
                 if let Some(models) = swap {
                     board.set_models(model_status(&models));
@@ -330,7 +371,43 @@ pub async fn run(
     let token = cfg.influx_token()?;
     let writer = InfluxWriter::new(&cfg.influx, token.expose())?;
     let password = cfg.mqtt_password()?;
-    let options = crate::mqtt::mqtt_options(&cfg.mqtt, password.as_ref())?;
+    let mut options = crate::mqtt::mqtt_options(&cfg.mqtt, password.as_ref())?;
+    // At-least-once through a crash: journal, then acknowledge.
+    let (journal, barriers) = match (&state_dir, cfg.journal.enabled && cfg.mqtt.qos >= 1) {
+        (Some(dir), true) => {
+            let settings = journal_settings(&cfg, &models, &dir.join("journal"));
+            let retention_s = settings.retention_ns / 1_000_000_000;
+            let (journal, replay) = crate::journal::Journal::open(settings)?;
+            tracing::info!(
+                directory = %dir.join("journal").display(),
+                segments = replay.len(),
+                retention_s,
+                "intake journal opened: messages are acknowledged once journaled"
+            );
+            if cfg.mqtt.clean_session {
+                tracing::warn!(
+                    "mqtt.clean_session = true: the broker forgets unacknowledged messages when the daemon is away"
+                );
+            }
+            options.set_manual_acks(true);
+            let (tx, rx) = mpsc::unbounded_channel();
+            (
+                Some(crate::mqtt::JournalParts {
+                    journal,
+                    replay,
+                    processed: rx,
+                }),
+                Some(tx),
+            )
+        }
+        (None, true) => {
+            tracing::warn!(
+                "no state directory: messages are acknowledged on receipt, and a crash loses what was not yet scored"
+            );
+            (None, None)
+        }
+        _ => (None, None),
+    };
     let decoder = Decoder::from_config(&cfg.topics).map_err(|e| {
         DaemonError::Config(ConfigError::Parse {
             origin: config_path.display().to_string(),
@@ -419,6 +496,7 @@ pub async fn run(
         metrics.clone(),
         sink_stop.clone(),
         spool,
+        barriers,
     ));
 
     let source_stop = CancellationToken::new();
@@ -431,6 +509,7 @@ pub async fn run(
             reconnect_max: Duration::from_millis(cfg.mqtt.reconnect_max_ms),
             decoder,
             stage,
+            journal,
         },
         win_tx.clone(),
         reload_rx,

@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod decode;
 pub mod detect;
 pub mod http;
+pub mod journal;
 pub mod loader;
 pub mod metadata;
 pub mod metrics;

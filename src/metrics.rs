@@ -76,6 +76,13 @@ pub struct Metrics {
     pub points_dropped_spool_full: AtomicU64,
     pub spool_quarantined: AtomicU64,
     pub last_write_unix_s: AtomicU64,
+    pub journal_records: AtomicU64,
+    pub journal_replayed: AtomicU64,
+    pub journal_damaged: AtomicU64,
+    pub journal_errors: AtomicU64,
+    pub journal_trimmed: AtomicU64,
+    pub journal_bytes: AtomicU64,
+    pub acks_sent: AtomicU64,
     pub mqtt_connects: AtomicU64,
     pub mqtt_connected: AtomicU64,
     pub assets: AtomicU64,
@@ -252,6 +259,48 @@ impl Metrics {
             "spool_points",
             "Points waiting in the on-disk spool.",
             self.spool_points.load(Relaxed),
+        );
+        c(
+            &mut o,
+            "journal_records_total",
+            "Messages journaled before they were acknowledged.",
+            &self.journal_records,
+        );
+        c(
+            &mut o,
+            "journal_replayed_total",
+            "Journaled messages replayed through the pipeline at start.",
+            &self.journal_replayed,
+        );
+        c(
+            &mut o,
+            "journal_damaged_total",
+            "Journal records that failed their checksum or were cut short.",
+            &self.journal_damaged,
+        );
+        c(
+            &mut o,
+            "journal_errors_total",
+            "Journal writes or syncs that failed (those messages are at most once).",
+            &self.journal_errors,
+        );
+        c(
+            &mut o,
+            "journal_trimmed_segments_total",
+            "Journal segments deleted by the size cap before their retention ran out.",
+            &self.journal_trimmed,
+        );
+        g(
+            &mut o,
+            "journal_bytes",
+            "Bytes in the intake journal.",
+            self.journal_bytes.load(Relaxed),
+        );
+        c(
+            &mut o,
+            "mqtt_acks_total",
+            "Acknowledgements sent for journaled messages.",
+            &self.acks_sent,
         );
         g(
             &mut o,

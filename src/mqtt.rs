@@ -5,6 +5,7 @@
 //! which stops polling the broker: backpressure instead of memory growth.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -14,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{MqttConfig, Secret};
 use crate::decode::{Decoder, DropReason, Message};
+use crate::journal::Journal;
 use crate::metrics::Metrics;
 use crate::pipeline::{Binder, FeatureStage, ModelSlot, ScoreRequest, StageSettings};
 
@@ -33,6 +35,9 @@ pub enum MqttError {
 pub enum InferenceMsg {
     Windows(Vec<ScoreRequest>),
     Swap(Vec<crate::pipeline::NamedModel>),
+    /// Journal segments up to this sequence are behind every window sent
+    /// before it (see [`crate::journal`]).
+    Barrier(u64),
 }
 
 /// New models and mappings for the source after a reload.
@@ -171,6 +176,138 @@ pub struct SourceParts {
     pub reconnect_max: Duration,
     pub decoder: Decoder,
     pub stage: FeatureStage,
+    /// The intake journal (QoS 1/2 with a state directory); the options
+    /// then have manual acks on.
+    pub journal: Option<JournalParts>,
+}
+
+/// The journal, the segments an earlier run left to replay, and where the
+/// sink confirms barriers.
+#[derive(Debug)]
+pub struct JournalParts {
+    pub journal: Journal,
+    pub replay: Vec<std::path::PathBuf>,
+    pub processed: mpsc::UnboundedReceiver<u64>,
+}
+
+/// Messages acknowledged after one journal sync.
+struct AckBatch {
+    /// Connection the messages came on; acks for an older one are not sent
+    /// (the broker redelivers those messages, which the journal absorbs).
+    epoch: u64,
+    sync: Option<std::fs::File>,
+    acks: Vec<(u16, QoS)>,
+}
+
+/// Sends acknowledgements once their journal records are durable. Runs
+/// beside the poll loop: awaiting `ack` inside it would deadlock when the
+/// request channel is full (DESIGN.md §7).
+async fn ack_task(
+    client: AsyncClient,
+    mut rx: mpsc::UnboundedReceiver<AckBatch>,
+    epoch: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
+) {
+    let mut batches = Vec::new();
+    while rx.recv_many(&mut batches, 64).await > 0 {
+        // One sync per file covers every batch gathered meanwhile.
+        let files: Vec<std::fs::File> = batches.iter_mut().filter_map(|b| b.sync.take()).collect();
+        if !files.is_empty() {
+            let synced = tokio::task::spawn_blocking(move || {
+                files.iter().try_for_each(std::fs::File::sync_data)
+            })
+            .await;
+            if !matches!(synced, Ok(Ok(()))) {
+                metrics.journal_errors.fetch_add(1, Relaxed);
+                tracing::error!("journal sync failed; acknowledging anyway (at most once)");
+            }
+        }
+        for b in batches.drain(..) {
+            if b.epoch != epoch.load(Relaxed) {
+                continue;
+            }
+            for (pkid, qos) in b.acks {
+                let mut p = rumqttc::Publish::new("", qos, Vec::<u8>::new());
+                p.pkid = pkid;
+                if client.ack(&p).await.is_err() {
+                    return;
+                }
+                metrics.acks_sent.fetch_add(1, Relaxed);
+            }
+        }
+    }
+}
+
+/// Makes the journaled messages durable (in the ack task) and hands their
+/// acknowledgements over.
+fn commit_journal(
+    journal: &mut Journal,
+    unacked: &mut Vec<(u16, QoS)>,
+    epoch: u64,
+    acks: &mpsc::UnboundedSender<AckBatch>,
+    metrics: &Metrics,
+) {
+    if unacked.is_empty() {
+        return;
+    }
+    let sync = journal.commit().unwrap_or_else(|e| {
+        metrics.journal_errors.fetch_add(1, Relaxed);
+        tracing::error!(error = %e, "cannot write the journal; acknowledging anyway (at most once)");
+        None
+    });
+    metrics.journal_bytes.store(journal.bytes(), Relaxed);
+    let _ = acks.send(AckBatch {
+        epoch,
+        sync,
+        acks: std::mem::take(unacked),
+    });
+}
+
+/// Replays what an earlier run journaled, oldest first, through the
+/// pipeline; then a barrier covers it.
+async fn replay_journal(
+    parts: &mut JournalParts,
+    decoder: &Decoder,
+    stage: &mut FeatureStage,
+    windows: &mpsc::Sender<InferenceMsg>,
+    metrics: &Metrics,
+) -> bool {
+    let mut msg = Message::default();
+    let mut out = Vec::with_capacity(WINDOWS_PER_SEND);
+    for path in std::mem::take(&mut parts.replay) {
+        let mut records = Vec::new();
+        let report = match Journal::replay_segment(&path, |r| {
+            records.push((r.recv_ns, r.topic.to_string(), r.payload.to_vec()));
+        }) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read a journal segment; skipping it");
+                continue;
+            }
+        };
+        parts.journal.note_replayed(&path, report.last_recv_ns);
+        metrics.journal_damaged.fetch_add(report.damaged, Relaxed);
+        metrics.journal_replayed.fetch_add(report.records, Relaxed);
+        if report.damaged > 0 {
+            tracing::warn!(segment = %path.display(), damaged = report.damaged, "journal records cut short or corrupt were skipped");
+        }
+        for (recv_ns, topic, payload) in records {
+            match decoder.decode_into(&topic, &payload, &mut msg) {
+                Ok(()) => stage.push_message(&msg, recv_ns, &mut out),
+                Err(e) => metrics.count_drop(e.reason(), 1),
+            }
+            if out.len() >= WINDOWS_PER_SEND && !send_windows(windows, &mut out).await {
+                return false;
+            }
+        }
+    }
+    if !out.is_empty() && !send_windows(windows, &mut out).await {
+        return false;
+    }
+    if let Some(seq) = parts.journal.newest_closed() {
+        return windows.send(InferenceMsg::Barrier(seq)).await.is_ok();
+    }
+    true
 }
 
 /// Runs until `shutdown`: polls the broker, decodes, aligns and windows,
@@ -193,8 +330,38 @@ pub async fn run_source(
         reconnect_max,
         mut decoder,
         mut stage,
+        mut journal,
     } = parts;
     let (client, mut eventloop) = AsyncClient::new(options, 256);
+    // Journal first: what an earlier run received is scored before new data.
+    if let Some(j) = journal.as_mut() {
+        let started = Instant::now();
+        if !replay_journal(j, &decoder, &mut stage, &windows, &metrics).await {
+            return;
+        }
+        let n = metrics.journal_replayed.load(Relaxed);
+        if n > 0 {
+            tracing::info!(
+                messages = n,
+                ms = started.elapsed().as_millis() as u64,
+                "replayed the intake journal"
+            );
+        }
+    }
+    let epoch = Arc::new(AtomicU64::new(0));
+    let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+    if journal.is_some() {
+        tokio::spawn(ack_task(
+            client.clone(),
+            ack_rx,
+            epoch.clone(),
+            metrics.clone(),
+        ));
+    }
+    let mut unacked: Vec<(u16, QoS)> = Vec::new();
+    let mut processed = journal
+        .as_mut()
+        .map(|j| std::mem::replace(&mut j.processed, mpsc::unbounded_channel().1));
     let mut connected = Some(connected);
     let mut pending_subacks = 0usize;
     let mut backoff = reconnect_min;
@@ -223,15 +390,41 @@ pub async fn run_source(
                 }
                 continue;
             }
+            Some(seq) = async { processed.as_mut()?.recv().await }, if processed.is_some() => {
+                if let Some(j) = journal.as_mut() {
+                    j.journal.processed(seq);
+                    metrics.journal_trimmed.store(j.journal.trimmed, Relaxed);
+                    metrics.journal_bytes.store(j.journal.bytes(), Relaxed);
+                }
+                continue;
+            }
             _ = tick.tick() => {
                 heartbeat.store(now_ns() as u64, Relaxed);
+                if let Some(j) = journal.as_mut()
+                    && j.journal.should_rotate()
+                {
+                    commit_journal(&mut j.journal, &mut unacked, epoch.load(Relaxed), &ack_tx, &metrics);
+                    // Windows of the closed segment go first, then its barrier.
+                    if !out.is_empty() && !send_windows(&windows, &mut out).await {
+                        break;
+                    }
+                    if let Some(seq) = j.journal.rotate()
+                        && windows.send(InferenceMsg::Barrier(seq)).await.is_err()
+                    {
+                        break;
+                    }
+                }
                 continue;
             }
             ev = eventloop.poll() => ev,
             // Only when the broker has nothing more ready for us right now:
-            // windows gathered from a burst go to scoring in one message.
-            () = std::future::ready(()), if !out.is_empty() => {
-                if !send_windows(&windows, &mut out).await {
+            // windows gathered from a burst go to scoring in one message,
+            // and journaled messages are synced and acknowledged together.
+            () = std::future::ready(()), if !out.is_empty() || !unacked.is_empty() => {
+                if let Some(j) = journal.as_mut() {
+                    commit_journal(&mut j.journal, &mut unacked, epoch.load(Relaxed), &ack_tx, &metrics);
+                }
+                if !out.is_empty() && !send_windows(&windows, &mut out).await {
                     break;
                 }
                 continue;
@@ -239,6 +432,9 @@ pub async fn run_source(
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                // Acks still queued belong to the old connection.
+                epoch.fetch_add(1, Relaxed);
+                unacked.clear();
                 metrics.mqtt_connects.fetch_add(1, Relaxed);
                 metrics.mqtt_connected.store(1, Relaxed);
                 backoff = reconnect_min;
@@ -283,6 +479,33 @@ pub async fn run_source(
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 metrics.messages_received.fetch_add(1, Relaxed);
+                if let Some(j) = journal.as_mut()
+                    && p.qos != QoS::AtMostOnce
+                {
+                    // Journaled before anything else: whatever happens to
+                    // the message below, a crash cannot lose it.
+                    if p.payload.len() <= max_payload {
+                        match j.journal.append(now_ns(), &p.topic, &p.payload) {
+                            Ok(()) => {
+                                metrics.journal_records.fetch_add(1, Relaxed);
+                            }
+                            Err(e) => {
+                                metrics.journal_errors.fetch_add(1, Relaxed);
+                                tracing::error!(error = %e, "cannot journal a message");
+                            }
+                        }
+                    }
+                    unacked.push((p.pkid, p.qos));
+                    if unacked.len() >= 1024 {
+                        commit_journal(
+                            &mut j.journal,
+                            &mut unacked,
+                            epoch.load(Relaxed),
+                            &ack_tx,
+                            &metrics,
+                        );
+                    }
+                }
                 if p.payload.len() > max_payload {
                     metrics.count_drop(DropReason::Oversize, 1);
                     log.warn(DropReason::Oversize, || {
@@ -336,6 +559,22 @@ pub async fn run_source(
     // Complete windows still gathered here are scored before shutdown.
     if !out.is_empty() {
         send_windows(&windows, &mut out).await;
+    }
+    // What was journaled is acknowledged now, best effort (otherwise the
+    // broker redelivers it at the next start; duplicates are harmless).
+    if let Some(j) = journal.as_mut()
+        && !unacked.is_empty()
+    {
+        if let Ok(Some(f)) = j.journal.commit() {
+            let _ = f.sync_data();
+        }
+        for (pkid, qos) in unacked.drain(..) {
+            let mut p = rumqttc::Publish::new("", qos, Vec::<u8>::new());
+            p.pkid = pkid;
+            if client.try_ack(&p).is_err() {
+                break;
+            }
+        }
     }
     // Stop reading: disconnect cleanly (best effort, bounded).
     let _ = client.try_disconnect();

@@ -434,6 +434,9 @@ pub enum Output {
         binding: Arc<AssetBinding>,
         event: AlertEvent,
     },
+    /// Everything before this came from journal segments up to this
+    /// sequence; the sink confirms it once that is written or spooled.
+    Barrier(u64),
 }
 
 /// A loaded model under its configured name.
@@ -453,6 +456,10 @@ pub struct Scorer {
     /// Where open alerts are persisted, and those still to be restored.
     alert_store: Option<crate::alert_state::AlertStore>,
     restore: HashMap<String, crate::alert_state::OpenAlert>,
+    /// Start of each restored alert: windows before it (history replayed
+    /// from the intake journal) were judged before the restart and do not
+    /// drive the detector again.
+    restored_from: HashMap<Arc<str>, i64>,
 }
 
 impl Scorer {
@@ -464,6 +471,7 @@ impl Scorer {
             batch: Vec::new(),
             alert_store: None,
             restore: HashMap::new(),
+            restored_from: HashMap::new(),
         }
     }
 
@@ -535,10 +543,12 @@ impl Scorer {
             };
             let b = &req.binding;
             let restore = &mut self.restore;
+            let restored_from = &mut self.restored_from;
             let det = self.detectors.entry(b.asset.clone()).or_insert_with(|| {
                 let mut d = Detector::new(b.detector, b.channels.clone());
                 if let Some(o) = restore.remove(&*b.asset) {
                     d.restore_open_alert(o.start_ts, o.peak);
+                    restored_from.insert(b.asset.clone(), o.start_ts);
                 }
                 d
             });
@@ -555,7 +565,15 @@ impl Scorer {
             if let Some(m) = meta {
                 det.set_smoothing(m.detector.smoothing);
             }
-            let decision = det.observe(req.end_ts, score, &channel_error);
+            let decision = match self.restored_from.get(&b.asset) {
+                Some(&from) if req.end_ts < from => crate::detect::Decision {
+                    score,
+                    // Before the alert began no alert was open.
+                    anomalous: false,
+                    alert: None,
+                },
+                _ => det.observe(req.end_ts, score, &channel_error),
+            };
             // The record carries the score the threshold was compared with.
             let score = decision.score;
             let probability = meta

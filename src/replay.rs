@@ -192,7 +192,7 @@ pub fn replay(opts: &ReplayOptions) -> Result<(ReplaySummary, Vec<RowResult>), R
         .iter()
         .filter_map(|o| match o {
             Output::Score(r) => Some((r.ts, r.score, r.threshold, r.probability, r.anomalous)),
-            Output::Alert { .. } => None,
+            Output::Alert { .. } | Output::Barrier(_) => None,
         })
         .collect();
     scored.sort_by_key(|s| s.0);
@@ -307,6 +307,7 @@ fn send_to_influx(
             rx,
             metrics.clone(),
             stop.clone(),
+            None,
             None,
         ));
         for o in outputs {

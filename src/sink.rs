@@ -134,6 +134,7 @@ pub struct Measurements {
 /// Appends one output as a line of line protocol.
 pub fn format_output(out: &Output, m: &Measurements, buf: &mut String) {
     match out {
+        Output::Barrier(_) => {}
         Output::Score(r) => format_score(r, &m.score, buf),
         Output::Alert { binding, event } => {
             escape_key(&m.alert, buf);
@@ -335,6 +336,7 @@ pub async fn run_sink(
     metrics: Arc<Metrics>,
     stop: CancellationToken,
     spool: Option<crate::spool::Spool>,
+    barriers: Option<mpsc::UnboundedSender<u64>>,
 ) {
     let mut sink = Sink {
         writer,
@@ -353,6 +355,16 @@ pub async fn run_sink(
     loop {
         tokio::select! {
             item = rx.recv() => match item {
+                Some(Output::Barrier(seq)) => {
+                    // Everything before the barrier is written or spooled
+                    // (or counted as dropped) once this flush returns.
+                    if points > 0 {
+                        sink.flush(&mut buf, &mut points).await;
+                    }
+                    if let Some(b) = &barriers {
+                        let _ = b.send(seq);
+                    }
+                }
                 Some(out) => {
                     format_output(&out, &sink.settings.measurements, &mut buf);
                     points += 1;

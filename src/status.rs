@@ -150,6 +150,7 @@ impl StatusBoard {
                         top_channel: event.top_channels.first().map(|c| c.0.clone()),
                     });
                 }
+                Output::Barrier(_) => {}
             }
         }
     }

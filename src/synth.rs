@@ -332,6 +332,15 @@ pub fn generate(
 }
 
 impl SyntheticLog {
+    /// Rows `range` of the log (for publishing a stream in parts).
+    pub fn slice(&self, range: std::ops::Range<usize>) -> SyntheticLog {
+        SyntheticLog {
+            timestamps: self.timestamps[range.clone()].to_vec(),
+            values: self.values[range.clone()].to_vec(),
+            labels: self.labels[range].to_vec(),
+        }
+    }
+
     /// CSV with header `timestamp,<the 8 channels>,anomaly`, RFC 3339
     /// timestamps and the values at sensor resolution.
     pub fn to_csv(&self) -> String {

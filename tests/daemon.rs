@@ -624,16 +624,8 @@ fn reconnects_after_broker_restart() {
     let mut daemon = Daemon::start(&cfg, metrics_port, &[]);
     daemon.wait_note("READY=1", Duration::from_secs(60));
     let log = generate(200, 8, START_NS, 1_000_000_000, None);
-    let first = SyntheticLog {
-        timestamps: log.timestamps[..100].to_vec(),
-        values: log.values[..100].to_vec(),
-        labels: log.labels[..100].to_vec(),
-    };
-    let second = SyntheticLog {
-        timestamps: log.timestamps[100..].to_vec(),
-        values: log.values[100..].to_vec(),
-        labels: log.labels[100..].to_vec(),
-    };
+    let first = log.slice(0..100);
+    let second = log.slice(100..200);
     publish_frames(broker.port(), "pump-r", &first);
     vm.wait_for_points(
         "anomaly_score_score{asset=\"pump-r\"}",

@@ -64,12 +64,7 @@ fn database_outage_loses_nothing() {
 
     let rows = 900;
     let log = generate(rows, 21, START_NS, 1_000_000_000, None);
-    let part = |a: usize, b: usize| anomalyd::synth::SyntheticLog {
-        timestamps: log.timestamps[a..b].to_vec(),
-        values: log.values[a..b].to_vec(),
-        labels: log.labels[a..b].to_vec(),
-    };
-    publish_frames(broker.port(), "pump-o", &part(0, 300));
+    publish_frames(broker.port(), "pump-o", &log.slice(0..300));
     wait_until(Duration::from_secs(60), "first part written", || {
         daemon
             .metric("anomalyd_points_written_total")
@@ -90,14 +85,14 @@ fn database_outage_loses_nothing() {
 
     vm.stop();
     let down = Instant::now();
-    publish_frames(broker.port(), "pump-o", &part(300, 600));
+    publish_frames(broker.port(), "pump-o", &log.slice(300..600));
     wait_until(Duration::from_secs(30), "batches spooled", || {
         daemon.metric("anomalyd_spool_points").unwrap_or(0.0) >= 300.0
     });
     let spooled = daemon.metric("anomalyd_spool_points").unwrap_or(0.0);
     // Keep it down for the length the operators care about (30 s).
     std::thread::sleep(Duration::from_secs(30).saturating_sub(down.elapsed()));
-    publish_frames(broker.port(), "pump-o", &part(600, rows));
+    publish_frames(broker.port(), "pump-o", &log.slice(600..rows));
     vm.start_again();
     let t0 = Instant::now();
     wait_until(Duration::from_secs(60), "spool drained", || {
@@ -188,15 +183,10 @@ fn open_alert_survives_a_restart() {
         1_000_000_000,
         Some((anomalyd::synth::FaultKind::Bearing, 300..450)),
     );
-    let part = |a: usize, b: usize| anomalyd::synth::SyntheticLog {
-        timestamps: log.timestamps[a..b].to_vec(),
-        values: log.values[a..b].to_vec(),
-        labels: log.labels[a..b].to_vec(),
-    };
     let mut daemon = Daemon::start(&cfg, metrics_port, &[]);
     daemon.wait_note("READY=1", Duration::from_secs(60));
     // Up to the middle of the fault: the alert is raised.
-    publish_frames(broker.port(), "pump-s", &part(0, 420));
+    publish_frames(broker.port(), "pump-s", &log.slice(0..420));
     vm.wait_for_points(
         "anomaly_alert_score{asset=\"pump-s\",state=\"raised\"}",
         1,
@@ -213,7 +203,7 @@ fn open_alert_survives_a_restart() {
         "{}",
         again.log()
     );
-    publish_frames(broker.port(), "pump-s", &part(420, rows));
+    publish_frames(broker.port(), "pump-s", &log.slice(420..rows));
     vm.wait_for_points(
         "anomaly_alert_score{asset=\"pump-s\",state=\"cleared\"}",
         1,
@@ -232,4 +222,66 @@ fn open_alert_survives_a_restart() {
             .unwrap()
             .contains("pump-s")
     );
+}
+
+/// At-least-once from the broker: `kill -9` mid-stream, while messages
+/// sit in frames, windows and the writer's batch; more arrive while the
+/// daemon is away. After the restart the journal rebuilds what was
+/// acknowledged, the broker redelivers the rest, and every window is in
+/// the database exactly once.
+#[test]
+fn kill_9_mid_stream_loses_no_reading() {
+    let broker = Mosquitto::start();
+    let vm = VictoriaMetrics::start();
+    let metrics_port = free_port();
+    let state = tempfile::tempdir().unwrap();
+    let cfg = base_config(broker.port(), &vm.url(), metrics_port, &shipped_model())
+        .replace(
+            "[metrics]",
+            &format!(
+                "[state]\ndirectory = \"{}\"\n\n[metrics]",
+                state.path().display()
+            ),
+        )
+        // A long flush interval: at the kill, scores wait in the batch.
+        .replace("flush_interval_ms = 100", "flush_interval_ms = 5000")
+        .replace("batch_size = 200", "batch_size = 5000");
+    let mut daemon = Daemon::start(&cfg, metrics_port, &[]);
+    daemon.wait_note("READY=1", Duration::from_secs(60));
+    assert!(
+        daemon.log().contains("intake journal opened"),
+        "{}",
+        daemon.log()
+    );
+    let rows = 600;
+    let log = generate(rows, 23, START_NS, 1_000_000_000, None);
+    publish_frames(broker.port(), "pump-j", &log.slice(0..300));
+    wait_until(Duration::from_secs(30), "first part acknowledged", || {
+        daemon.metric("anomalyd_mqtt_acks_total").unwrap_or(0.0) >= 300.0
+    });
+    let written_before = daemon.metric("anomalyd_points_written_total");
+    daemon.child.kill().unwrap();
+    daemon.child.wait().unwrap();
+    // Nothing was written yet: every score of the first part would be
+    // lost with acknowledge-on-receipt.
+    assert_eq!(written_before, Some(0.0));
+    assert!(
+        vm.export("anomaly_score_score{asset=\"pump-j\"}")
+            .is_empty()
+    );
+
+    // The rest arrives while the daemon is away (the broker keeps it for
+    // the persistent session).
+    publish_frames(broker.port(), "pump-j", &log.slice(300..rows));
+    let mut again = Daemon::start(&cfg, metrics_port, &[]);
+    again.wait_note("READY=1", Duration::from_secs(60));
+    assert_exactly(&vm, "pump-j", rows);
+    let replayed = again
+        .metric("anomalyd_journal_replayed_total")
+        .unwrap_or(0.0);
+    assert!(replayed >= 300.0, "replayed {replayed}");
+    assert_eq!(again.metric("anomalyd_journal_damaged_total"), Some(0.0));
+    // What is written is confirmed: processed journal history goes, the
+    // directory stays small.
+    assert!(again.terminate(Duration::from_secs(20)).success());
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use anomalyd::synth::{FaultKind, SyntheticLog, generate};
+use anomalyd::synth::{FaultKind, generate};
 
 use crate::daemon::{Daemon, base_config, publish_frames, shipped_model};
 use crate::util::*;
@@ -71,14 +71,6 @@ fn tag_with<'a>(dom: &'a str, attr: &str) -> Option<&'a str> {
     Some(&dom[start..=end])
 }
 
-fn rows(log: &SyntheticLog, range: std::ops::Range<usize>) -> SyntheticLog {
-    SyntheticLog {
-        timestamps: log.timestamps[range.clone()].to_vec(),
-        values: log.values[range.clone()].to_vec(),
-        labels: log.labels[range].to_vec(),
-    }
-}
-
 fn status(port: u16) -> serde_json::Value {
     http_get(&format!("http://127.0.0.1:{port}/api/status"))
         .ok()
@@ -124,7 +116,7 @@ fn status_page_shows_assets_and_a_raised_alert_in_chromium() {
         Some((FaultKind::Bearing, 300..420)),
     );
     let healthy = generate(360, 12, START_NS, 1_000_000_000, None);
-    publish_frames(broker.port(), "pump-001", &rows(&faulty, 0..410));
+    publish_frames(broker.port(), "pump-001", &faulty.slice(0..410));
     publish_frames(broker.port(), "pump-002", &healthy);
     wait_until(
         Duration::from_secs(60),
@@ -178,7 +170,7 @@ fn status_page_shows_assets_and_a_raised_alert_in_chromium() {
     }
 
     // The fault ends at row 420: the alert clears and the page says so.
-    publish_frames(broker.port(), "pump-001", &rows(&faulty, 410..600));
+    publish_frames(broker.port(), "pump-001", &faulty.slice(410..600));
     wait_until(Duration::from_secs(60), "pump-001 cleared", || {
         daemon.metric("anomalyd_alerts_cleared_total") == Some(1.0)
     });
