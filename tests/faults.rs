@@ -280,6 +280,13 @@ fn kill_9_mid_stream_loses_no_reading() {
         .metric("anomalyd_journal_replayed_total")
         .unwrap_or(0.0);
     assert!(replayed >= 300.0, "replayed {replayed}");
+    eprintln!(
+        "kill -9 mid-stream: {} readings published ({} while the daemon was down), {} windows expected and in the database; {replayed} journaled messages replayed, {} redelivered by the broker",
+        rows * 8,
+        (rows - 300) * 8,
+        windows_for(rows),
+        again.metric("anomalyd_messages_received_total").unwrap_or(0.0)
+    );
     assert_eq!(again.metric("anomalyd_journal_damaged_total"), Some(0.0));
     // What is written is confirmed: processed journal history goes, the
     // directory stays small.
