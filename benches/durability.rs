@@ -92,7 +92,8 @@ fn journal(c: &mut Criterion) {
         g.bench_function(name, |b| {
             b.iter(|| {
                 for (topic, payload) in &msgs {
-                    j.append(START_NS, topic, payload.as_bytes()).expect("append");
+                    j.append(START_NS, topic, payload.as_bytes())
+                        .expect("append");
                 }
                 if let Some(f) = j.commit().expect("commit") {
                     f.sync_data().expect("sync");

@@ -285,11 +285,11 @@ fn kill_9_mid_stream_loses_no_reading() {
         rows * 8,
         (rows - 300) * 8,
         windows_for(rows),
-        again.metric("anomalyd_messages_received_total").unwrap_or(0.0)
+        again
+            .metric("anomalyd_messages_received_total")
+            .unwrap_or(0.0)
     );
     assert_eq!(again.metric("anomalyd_journal_damaged_total"), Some(0.0));
-    // What is written is confirmed: processed journal history goes, the
-    // directory stays small.
     assert!(again.terminate(Duration::from_secs(20)).success());
 }
 
