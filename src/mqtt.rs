@@ -274,7 +274,20 @@ async fn replay_journal(
 ) -> bool {
     let mut msg = Message::default();
     let mut out = Vec::with_capacity(WINDOWS_PER_SEND);
-    for path in std::mem::take(&mut parts.replay) {
+    let paths = std::mem::take(&mut parts.replay);
+    let total = paths.len();
+    let mut last_note = Instant::now();
+    for (i, path) in paths.into_iter().enumerate() {
+        // A long replay (a big journal after a crash) shows its progress.
+        if last_note.elapsed() >= Duration::from_secs(5) {
+            last_note = Instant::now();
+            tracing::info!(
+                segment = i + 1,
+                of = total,
+                messages = metrics.journal_replayed.load(Relaxed),
+                "replaying the intake journal"
+            );
+        }
         let mut records = Vec::new();
         let report = match Journal::replay_segment(&path, |r| {
             records.push((r.recv_ns, r.topic.to_string(), r.payload.to_vec()));

@@ -259,23 +259,54 @@ impl FeatureStage {
             m.count_drop(DropReason::Future, msg.values.len() as u64);
             return;
         }
+        // One hash lookup for a known asset; the first message of a new
+        // one takes the slow path.
+        if let Some(state) = self.assets.get_mut(msg.asset.as_str()) {
+            Self::feed_message(
+                &self.metrics,
+                &self.slots[state.slot],
+                state,
+                &mut self.frames,
+                msg,
+                ts,
+                out,
+            );
+            return;
+        }
         if !self.ensure_asset(&msg.asset) {
             return;
         }
-        let Self {
-            assets,
-            slots,
-            metrics,
-            frames,
-            ..
-        } = self;
-        let Some(state) = assets.get_mut(msg.asset.as_str()) else {
-            return;
-        };
-        let slot = &slots[state.slot];
+        if let Some(state) = self.assets.get_mut(msg.asset.as_str()) {
+            Self::feed_message(
+                &self.metrics,
+                &self.slots[state.slot],
+                state,
+                &mut self.frames,
+                msg,
+                ts,
+                out,
+            );
+        }
+    }
+
+    fn feed_message(
+        metrics: &Metrics,
+        slot: &ModelSlot,
+        state: &mut AssetState,
+        frames: &mut Vec<Frame>,
+        msg: &Message,
+        ts: i64,
+        out: &mut Vec<ScoreRequest>,
+    ) {
         let mut used = 0u64;
-        for (channel, value) in &msg.values {
-            let Some(&ci) = slot.channel_index.get(channel) else {
+        for (i, (channel, value)) in msg.values.iter().enumerate() {
+            // Frames usually list the channels in the model's order: compare
+            // in place before hashing.
+            let ci = if slot.meta.channels.get(i) == Some(channel) {
+                i
+            } else if let Some(&ci) = slot.channel_index.get(channel) {
+                ci
+            } else {
                 metrics.count_drop(DropReason::UnknownChannel, 1);
                 continue;
             };
