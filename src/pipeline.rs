@@ -260,32 +260,16 @@ impl FeatureStage {
             return;
         }
         // One hash lookup for a known asset; the first message of a new
-        // one takes the slow path.
-        if let Some(state) = self.assets.get_mut(msg.asset.as_str()) {
-            Self::feed_message(
-                &self.metrics,
-                &self.slots[state.slot],
-                state,
-                &mut self.frames,
-                msg,
-                ts,
-                out,
-            );
-            return;
-        }
-        if !self.ensure_asset(&msg.asset) {
-            return;
-        }
-        if let Some(state) = self.assets.get_mut(msg.asset.as_str()) {
-            Self::feed_message(
-                &self.metrics,
-                &self.slots[state.slot],
-                state,
-                &mut self.frames,
-                msg,
-                ts,
-                out,
-            );
+        // one creates it and looks again.
+        for first in [true, false] {
+            if let Some(state) = self.assets.get_mut(msg.asset.as_str()) {
+                let slot = &self.slots[state.slot];
+                Self::feed_message(&self.metrics, slot, state, &mut self.frames, msg, ts, out);
+                return;
+            }
+            if !first || !self.ensure_asset(&msg.asset) {
+                return;
+            }
         }
     }
 
