@@ -20,22 +20,11 @@ ORT_DIR=.ort/aarch64
 QEMU=1
 [ "${1:-}" = "--no-qemu" ] && QEMU=0
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-need=()
 pkgs=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross unzip file)
 [ "$QEMU" = 1 ] && pkgs+=(qemu-user)
-for p in "${pkgs[@]}"; do
-  dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
-done
-if [ "${#need[@]}" -gt 0 ]; then
-  echo "cross: installing ${need[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get install -y --no-install-recommends "${need[@]}" >/dev/null 2>&1 || {
-    $SUDO apt-get update -qq
-    $SUDO apt-get install -y --no-install-recommends "${need[@]}"
-  }
-fi
+# shellcheck source=scripts/apt-need.sh
+. scripts/apt-need.sh
+apt_need cross "${pkgs[@]}"
 if ! rustup target list --installed | grep -qx "$TARGET"; then
   rustup target add "$TARGET" || {
     echo "cross: the Rust standard library for $TARGET is not installed and rustup cannot fetch it (no access to static.rust-lang.org?); skipping the cross-build" >&2

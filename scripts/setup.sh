@@ -7,21 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ORT_VERSION=1.31.1
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-
-need_pkgs=()
-for p in mosquitto mosquitto-clients victoria-metrics fonts-dejavu-core unzip python3-pip curl chromium shellcheck; do
-  dpkg -s "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
-done
-if [ "${#need_pkgs[@]}" -gt 0 ]; then
-  echo "setup: installing ${need_pkgs[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get install -y --no-install-recommends "${need_pkgs[@]}" >/dev/null 2>&1 || {
-    $SUDO apt-get update -qq
-    $SUDO apt-get install -y --no-install-recommends "${need_pkgs[@]}"
-  }
-fi
+# shellcheck source=scripts/apt-need.sh
+. scripts/apt-need.sh
+apt_need setup mosquitto mosquitto-clients victoria-metrics fonts-dejavu-core \
+  unzip python3-pip curl chromium shellcheck
 
 if [ ! -f ".ort/libonnxruntime.so.${ORT_VERSION}" ]; then
   echo "setup: fetching ONNX Runtime ${ORT_VERSION} from PyPI"
