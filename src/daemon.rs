@@ -244,6 +244,21 @@ fn model_info(models: &[NamedModel]) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// Takes one message into the batch being gathered. A model swap or a
+/// journal barrier ends the batch: it applies after the windows before it.
+fn gather(
+    msg: InferenceMsg,
+    pending: &mut Vec<crate::pipeline::ScoreRequest>,
+    swap: &mut Option<Vec<NamedModel>>,
+    barrier: &mut Option<u64>,
+) {
+    match msg {
+        InferenceMsg::Windows(w) => pending.extend(w),
+        InferenceMsg::Swap(m) => *swap = Some(m),
+        InferenceMsg::Barrier(b) => *barrier = Some(b),
+    }
+}
+
 /// The scoring thread: owns the ONNX Runtime sessions, micro-batches
 /// windows across assets (up to `max_batch`, waiting at most `max_wait` for
 /// a batch to fill), runs the detectors and hands outputs to the sink.
@@ -277,18 +292,12 @@ fn spawn_scorer(
                 };
                 let mut swap = None;
                 let mut barrier = None;
-                match msg {
-                    InferenceMsg::Windows(w) => pending.extend(w),
-                    InferenceMsg::Swap(m) => swap = Some(m),
-                    InferenceMsg::Barrier(b) => barrier = Some(b),
-                }
+                gather(msg, &mut pending, &mut swap, &mut barrier);
                 // Fill the batch: what is queued now, then wait up to max_wait.
                 let deadline = Instant::now() + max_wait;
                 while swap.is_none() && barrier.is_none() && pending.len() < max_batch {
                     match rx.try_recv() {
-                        Ok(InferenceMsg::Windows(w)) => pending.extend(w),
-                        Ok(InferenceMsg::Swap(m)) => swap = Some(m),
-                        Ok(InferenceMsg::Barrier(b)) => barrier = Some(b),
+                        Ok(m) => gather(m, &mut pending, &mut swap, &mut barrier),
                         Err(mpsc::error::TryRecvError::Empty) => {
                             let left = deadline.saturating_duration_since(Instant::now());
                             if left.is_zero() {
@@ -301,9 +310,7 @@ fn spawn_scorer(
                                     open = false;
                                     break;
                                 }
-                                Ok(Some(InferenceMsg::Windows(w))) => pending.extend(w),
-                                Ok(Some(InferenceMsg::Swap(m))) => swap = Some(m),
-                                Ok(Some(InferenceMsg::Barrier(b))) => barrier = Some(b),
+                                Ok(Some(m)) => gather(m, &mut pending, &mut swap, &mut barrier),
                             }
                         }
                         Err(mpsc::error::TryRecvError::Disconnected) => {

@@ -333,8 +333,8 @@ impl Journal {
         Some(seq)
     }
 
-    /// Sequence of the newest segment, open or closed, for a barrier that
-    /// covers everything replayed at start.
+    /// Sequence of the newest closed segment: at start, the barrier that
+    /// covers everything replayed.
     pub fn newest_closed(&self) -> Option<u64> {
         self.closed.back().map(|s| s.seq)
     }
@@ -343,10 +343,8 @@ impl Journal {
     /// deletes what retention and the size cap allow. Returns how many
     /// segments were deleted.
     pub fn processed(&mut self, seq: u64) -> usize {
-        self.processed = Some(self.processed.map_or(seq, |p| p.max(seq)));
-        let Some(done) = self.processed else {
-            return 0;
-        };
+        let done = self.processed.map_or(seq, |p| p.max(seq));
+        self.processed = Some(done);
         let horizon = self
             .closed
             .iter()

@@ -199,6 +199,13 @@ struct AckBatch {
     acks: Vec<(u16, QoS)>,
 }
 
+/// What `ack`/`try_ack` need of a delivered message: its packet id and QoS.
+fn ack_request(pkid: u16, qos: QoS) -> rumqttc::Publish {
+    let mut p = rumqttc::Publish::new("", qos, Vec::<u8>::new());
+    p.pkid = pkid;
+    p
+}
+
 /// Sends acknowledgements once their journal records are durable. Runs
 /// beside the poll loop: awaiting `ack` inside it would deadlock when the
 /// request channel is full (DESIGN.md §7).
@@ -227,9 +234,7 @@ async fn ack_task(
                 continue;
             }
             for (pkid, qos) in b.acks {
-                let mut p = rumqttc::Publish::new("", qos, Vec::<u8>::new());
-                p.pkid = pkid;
-                if client.ack(&p).await.is_err() {
+                if client.ack(&ack_request(pkid, qos)).await.is_err() {
                     return;
                 }
                 metrics.acks_sent.fetch_add(1, Relaxed);
@@ -266,7 +271,8 @@ fn commit_journal(
 /// Replays what an earlier run journaled, oldest first, through the
 /// pipeline; then a barrier covers it.
 async fn replay_journal(
-    parts: &mut JournalParts,
+    journal: &mut Journal,
+    paths: Vec<std::path::PathBuf>,
     decoder: &Decoder,
     stage: &mut FeatureStage,
     windows: &mpsc::Sender<InferenceMsg>,
@@ -274,7 +280,6 @@ async fn replay_journal(
 ) -> bool {
     let mut msg = Message::default();
     let mut out = Vec::with_capacity(WINDOWS_PER_SEND);
-    let paths = std::mem::take(&mut parts.replay);
     let total = paths.len();
     let mut last_note = Instant::now();
     for (i, path) in paths.into_iter().enumerate() {
@@ -298,7 +303,7 @@ async fn replay_journal(
                 continue;
             }
         };
-        parts.journal.note_replayed(&path, report.last_recv_ns);
+        journal.note_replayed(&path, report.last_recv_ns);
         metrics.journal_damaged.fetch_add(report.damaged, Relaxed);
         metrics.journal_replayed.fetch_add(report.records, Relaxed);
         if report.damaged > 0 {
@@ -317,7 +322,7 @@ async fn replay_journal(
     if !out.is_empty() && !send_windows(windows, &mut out).await {
         return false;
     }
-    if let Some(seq) = parts.journal.newest_closed() {
+    if let Some(seq) = journal.newest_closed() {
         return windows.send(InferenceMsg::Barrier(seq)).await.is_ok();
     }
     true
@@ -343,13 +348,21 @@ pub async fn run_source(
         reconnect_max,
         mut decoder,
         mut stage,
-        mut journal,
+        journal,
     } = parts;
+    let (mut journal, mut processed, replay) = match journal {
+        Some(JournalParts {
+            journal,
+            replay,
+            processed,
+        }) => (Some(journal), Some(processed), replay),
+        None => (None, None, Vec::new()),
+    };
     let (client, mut eventloop) = AsyncClient::new(options, 256);
     // Journal first: what an earlier run received is scored before new data.
     if let Some(j) = journal.as_mut() {
         let started = Instant::now();
-        if !replay_journal(j, &decoder, &mut stage, &windows, &metrics).await {
+        if !replay_journal(j, replay, &decoder, &mut stage, &windows, &metrics).await {
             return;
         }
         let n = metrics.journal_replayed.load(Relaxed);
@@ -372,9 +385,6 @@ pub async fn run_source(
         ));
     }
     let mut unacked: Vec<(u16, QoS)> = Vec::new();
-    let mut processed = journal
-        .as_mut()
-        .map(|j| std::mem::replace(&mut j.processed, mpsc::unbounded_channel().1));
     let mut connected = Some(connected);
     let mut pending_subacks = 0usize;
     let mut backoff = reconnect_min;
@@ -405,23 +415,23 @@ pub async fn run_source(
             }
             Some(seq) = async { processed.as_mut()?.recv().await }, if processed.is_some() => {
                 if let Some(j) = journal.as_mut() {
-                    j.journal.processed(seq);
-                    metrics.journal_trimmed.store(j.journal.trimmed, Relaxed);
-                    metrics.journal_bytes.store(j.journal.bytes(), Relaxed);
+                    j.processed(seq);
+                    metrics.journal_trimmed.store(j.trimmed, Relaxed);
+                    metrics.journal_bytes.store(j.bytes(), Relaxed);
                 }
                 continue;
             }
             _ = tick.tick() => {
                 heartbeat.store(now_ns() as u64, Relaxed);
                 if let Some(j) = journal.as_mut()
-                    && j.journal.should_rotate()
+                    && j.should_rotate()
                 {
-                    commit_journal(&mut j.journal, &mut unacked, epoch.load(Relaxed), &ack_tx, &metrics);
+                    commit_journal(j, &mut unacked, epoch.load(Relaxed), &ack_tx, &metrics);
                     // Windows of the closed segment go first, then its barrier.
                     if !out.is_empty() && !send_windows(&windows, &mut out).await {
                         break;
                     }
-                    if let Some(seq) = j.journal.rotate()
+                    if let Some(seq) = j.rotate()
                         && windows.send(InferenceMsg::Barrier(seq)).await.is_err()
                     {
                         break;
@@ -435,7 +445,7 @@ pub async fn run_source(
             // and journaled messages are synced and acknowledged together.
             () = std::future::ready(()), if !out.is_empty() || !unacked.is_empty() => {
                 if let Some(j) = journal.as_mut() {
-                    commit_journal(&mut j.journal, &mut unacked, epoch.load(Relaxed), &ack_tx, &metrics);
+                    commit_journal(j, &mut unacked, epoch.load(Relaxed), &ack_tx, &metrics);
                 }
                 if !out.is_empty() && !send_windows(&windows, &mut out).await {
                     break;
@@ -492,13 +502,14 @@ pub async fn run_source(
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 metrics.messages_received.fetch_add(1, Relaxed);
+                let recv_ns = now_ns();
                 if let Some(j) = journal.as_mut()
                     && p.qos != QoS::AtMostOnce
                 {
                     // Journaled before anything else: whatever happens to
                     // the message below, a crash cannot lose it.
                     if p.payload.len() <= max_payload {
-                        match j.journal.append(now_ns(), &p.topic, &p.payload) {
+                        match j.append(recv_ns, &p.topic, &p.payload) {
                             Ok(()) => {
                                 metrics.journal_records.fetch_add(1, Relaxed);
                             }
@@ -510,13 +521,7 @@ pub async fn run_source(
                     }
                     unacked.push((p.pkid, p.qos));
                     if unacked.len() >= 1024 {
-                        commit_journal(
-                            &mut j.journal,
-                            &mut unacked,
-                            epoch.load(Relaxed),
-                            &ack_tx,
-                            &metrics,
-                        );
+                        commit_journal(j, &mut unacked, epoch.load(Relaxed), &ack_tx, &metrics);
                     }
                 }
                 if p.payload.len() > max_payload {
@@ -532,7 +537,7 @@ pub async fn run_source(
                 }
                 match decoder.decode_into(&p.topic, &p.payload, &mut msg) {
                     Ok(()) => {
-                        stage.push_message(&msg, now_ns(), &mut out);
+                        stage.push_message(&msg, recv_ns, &mut out);
                         if out.len() >= WINDOWS_PER_SEND && !send_windows(&windows, &mut out).await
                         {
                             break;
@@ -578,13 +583,11 @@ pub async fn run_source(
     if let Some(j) = journal.as_mut()
         && !unacked.is_empty()
     {
-        if let Ok(Some(f)) = j.journal.commit() {
+        if let Ok(Some(f)) = j.commit() {
             let _ = f.sync_data();
         }
         for (pkid, qos) in unacked.drain(..) {
-            let mut p = rumqttc::Publish::new("", qos, Vec::<u8>::new());
-            p.pkid = pkid;
-            if client.try_ack(&p).is_err() {
+            if client.try_ack(&ack_request(pkid, qos)).is_err() {
                 break;
             }
         }
