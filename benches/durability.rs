@@ -12,10 +12,10 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use anomalyd::journal::{Journal, JournalSettings};
-use anomalyd::simulate::{Layout, MessageFormatter};
-use anomalyd::spool::Spool;
-use anomalyd::synth::{PUMP_CHANNELS, generate};
+use anomalyd::cmd::simulate::{Layout, MessageFormatter};
+use anomalyd::core::synth::{PUMP_CHANNELS, generate};
+use anomalyd::state::journal::{Journal, JournalSettings};
+use anomalyd::state::spool::Spool;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 const START_NS: i64 = 1_767_225_600_000_000_000;

@@ -15,20 +15,20 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anomalyd::align::{Aligner, AlignerConfig, Frame};
+use anomalyd::cmd::simulate::{Layout, MessageFormatter};
 use anomalyd::config::PayloadKind;
-use anomalyd::decode::{Decoder, Message, TopicMapping, TopicPattern};
-use anomalyd::detect::{Detector, DetectorSettings};
-use anomalyd::metrics::Metrics;
-use anomalyd::normalise::Normaliser;
-use anomalyd::onnxrt::{LoadedModel, RuntimeOptions};
+use anomalyd::core::align::{Aligner, AlignerConfig, Frame};
+use anomalyd::core::detect::{Detector, DetectorSettings};
+use anomalyd::core::normalise::Normaliser;
+use anomalyd::core::synth::{PUMP_CHANNELS, generate};
+use anomalyd::core::window::WindowBuffer;
+use anomalyd::model::{LoadedModel, RuntimeOptions};
+use anomalyd::ops::metrics::Metrics;
 use anomalyd::pipeline::{
     AssetBinding, Binder, FeatureStage, ModelSlot, Output, ScoreRecord, StageSettings,
 };
-use anomalyd::simulate::{Layout, MessageFormatter};
-use anomalyd::sink::{Measurements, format_output};
-use anomalyd::synth::{PUMP_CHANNELS, generate};
-use anomalyd::window::WindowBuffer;
+use anomalyd::sinks::influx::{Measurements, format_output};
+use anomalyd::sources::mqtt::decode::{Decoder, Message, TopicMapping, TopicPattern};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 const PERIOD_NS: i64 = 1_000_000_000;

@@ -1,30 +1,46 @@
 //! anomalyd: streaming anomaly detection for industrial sensors.
 //!
-//! The pure stages (decode, align, window, normalise, detect) and the model
-//! file contract have no I/O and are shared with the trainer; the daemon's
-//! I/O edges (MQTT, ONNX Runtime thread, InfluxDB, HTTP) build on them.
+//! # Code map
+//!
+//! In data-flow order (docs/architecture.md, "Data flow"):
+//!
+//! - [`sources`]  — where readings come from: MQTT options, acknowledgements
+//!   and payload decoders (`sources/mqtt/`).
+//! - [`core`]     — pure and shared with the trainer: timestamps, log
+//!   loading, alignment, windows, normalisation, detection (with the one
+//!   score smoother), the model-file contract, the synthetic pump.
+//! - [`config`]   — the configuration schema, topic patterns parsed once,
+//!   and validation into typed settings.
+//! - [`model`]    — the ONNX Runtime side: library loading, sessions,
+//!   contract and pin checks, `inspect-model`.
+//! - [`pipeline`] — features per asset, asset-to-model binding, the scorer
+//!   and its output types. Synchronous, no I/O.
+//! - [`state`]    — the state directory: intake journal, spool, open alerts.
+//! - [`sinks`]    — where results go: InfluxDB, `replay`'s CSV.
+//! - [`ops`]      — metrics, the HTTP listener and status page, systemd.
+//! - [`cmd`]      — one module per subcommand; the only place that wires
+//!   components together.
+//!
+//! # Layer rules
+//!
+//! Checked by `tests/layers.rs`, which reads every `use crate::` line:
+//!
+//! - `core` imports nothing outside `core`.
+//! - `model` imports only `core`.
+//! - `config` imports only `core` and `model` (for the execution
+//!   provider's name); its schema imports nothing from the crate.
+//! - `pipeline` imports `core`, `config`, `model` and `ops::metrics`.
+//! - `state`, `sources` and `sinks` import the layers above and
+//!   `pipeline`'s types, never each other's internals and never `cmd`.
+//! - `ops::metrics` is a leaf every layer may count into.
+//! - Only `cmd` wires components together.
 
-pub mod alert_state;
-pub mod align;
+pub mod cmd;
 pub mod config;
-pub mod daemon;
-pub mod decode;
-pub mod detect;
-pub mod http;
-pub mod journal;
-pub mod loader;
-pub mod metadata;
-pub mod metrics;
-pub mod mqtt;
-pub mod normalise;
-pub mod notify;
-pub mod onnxrt;
+pub mod core;
+pub mod model;
+pub mod ops;
 pub mod pipeline;
-pub mod replay;
-pub mod simulate;
-pub mod sink;
-pub mod spool;
-pub mod status;
-pub mod synth;
-pub mod timestamp;
-pub mod window;
+pub mod sinks;
+pub mod sources;
+pub mod state;

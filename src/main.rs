@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use anomalyd::config::{AssetRule, Config, EXIT_CONFIG, LogFormat};
-use anomalyd::onnxrt::{ExecutionProvider, RuntimeOptions};
+use anomalyd::model::{ExecutionProvider, RuntimeOptions};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -45,7 +45,7 @@ enum Command {
     /// Run the pipeline over a CSV or line-protocol file.
     Replay(ReplayArgs),
     /// Publish rows (a CSV file or synthetic pump data) as MQTT messages.
-    Simulate(anomalyd::simulate::SimulateArgs),
+    Simulate(anomalyd::cmd::simulate::SimulateArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -129,7 +129,7 @@ fn main() -> ExitCode {
                     c.downcast_ref::<anomalyd::config::ConfigError>()
                         .map(|_| EXIT_CONFIG)
                         .or_else(|| {
-                            c.downcast_ref::<anomalyd::daemon::DaemonError>()
+                            c.downcast_ref::<anomalyd::cmd::run::DaemonError>()
                                 .map(|d| d.exit_code())
                         })
                 })
@@ -153,7 +153,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             rt.block_on(async move {
                 let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
                 let shutdown = signals(reload_tx)?;
-                anomalyd::daemon::run(cfg, path, shutdown, reload_rx).await?;
+                anomalyd::cmd::run::run(cfg, path, shutdown, reload_rx).await?;
                 Ok::<_, anyhow::Error>(())
             })?;
             Ok(ExitCode::SUCCESS)
@@ -161,7 +161,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::CheckConfig { config } => {
             init_logging(LogFormat::Plain, "warn");
             let path = config.unwrap_or_else(default_config);
-            let summary = anomalyd::daemon::check_config(&path)?;
+            let summary = anomalyd::cmd::run::check_config(&path)?;
             print!("{summary}");
             Ok(ExitCode::SUCCESS)
         }
@@ -171,7 +171,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 library_path: ort_library,
                 ..RuntimeOptions::cpu()
             };
-            print!("{}", anomalyd::onnxrt::describe_model(&model, &opts)?);
+            print!("{}", anomalyd::model::describe_model(&model, &opts)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Replay(a) => {
@@ -192,7 +192,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let library_path = a
                 .ort_library
                 .or_else(|| config.as_ref().and_then(|c| c.runtime.library_path.clone()));
-            let opts = anomalyd::replay::ReplayOptions {
+            let opts = anomalyd::cmd::replay::ReplayOptions {
                 model: a.model,
                 input: a.input,
                 asset: a.asset,
@@ -209,7 +209,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 rule,
                 progress: true,
             };
-            let (s, _) = anomalyd::replay::replay(&opts)?;
+            let (s, _) = anomalyd::cmd::replay::replay(&opts)?;
             eprintln!(
                 "replay: {} rows, {} windows scored, {} alert(s), {} anomalous rows, {} readings dropped, {:.2} s",
                 s.rows, s.windows, s.alerts_raised, s.anomalous_rows, s.dropped, s.seconds
@@ -225,7 +225,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .context("cannot start the async runtime")?;
             rt.block_on(async move {
                 let opts = args.into_options()?;
-                let report = anomalyd::simulate::simulate(opts, async {
+                let report = anomalyd::cmd::simulate::simulate(opts, async {
                     let _ = tokio::signal::ctrl_c().await;
                 })
                 .await?;

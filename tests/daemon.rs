@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use anomalyd::synth::{FaultKind, PUMP_CHANNELS, SyntheticLog, generate};
+use anomalyd::core::synth::{FaultKind, PUMP_CHANNELS, SyntheticLog, generate};
 use tempfile::TempDir;
 
 use crate::util::*;
@@ -271,7 +271,7 @@ fn replay_scores(dir: &Path, log: &SyntheticLog) -> Vec<(i64, Option<f64>, u8)> 
         .map(|l| {
             let f: Vec<&str> = l.split(',').collect();
             assert_eq!(f.len(), 6, "{l}");
-            let ts = anomalyd::timestamp::parse_timestamp(f[0]).unwrap();
+            let ts = anomalyd::core::timestamp::parse_timestamp(f[0]).unwrap();
             (ts, f[2].parse().ok(), f[5].parse().unwrap())
         })
         .collect()

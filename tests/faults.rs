@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use anomalyd::synth::generate;
+use anomalyd::core::synth::generate;
 
 use crate::daemon::{Daemon, base_config, frame_payloads, publish_frames, shipped_model};
 use crate::util::*;
@@ -181,7 +181,7 @@ fn open_alert_survives_a_restart() {
         11,
         START_NS,
         1_000_000_000,
-        Some((anomalyd::synth::FaultKind::Bearing, 300..450)),
+        Some((anomalyd::core::synth::FaultKind::Bearing, 300..450)),
     );
     let mut daemon = Daemon::start(&cfg, metrics_port, &[]);
     daemon.wait_note("READY=1", Duration::from_secs(60));

@@ -7,8 +7,8 @@
 use std::path::Path;
 
 use anomalyd::config::{Config, PayloadKind};
-use anomalyd::decode::{Decoder, TopicMapping, TopicPattern};
-use anomalyd::loader::{LoadOptions, parse_csv, parse_line_protocol};
+use anomalyd::core::log::{LoadOptions, parse_csv, parse_line_protocol};
+use anomalyd::sources::mqtt::decode::{Decoder, TopicMapping, TopicPattern};
 use proptest::prelude::*;
 
 fn cases() -> ProptestConfig {
@@ -96,7 +96,7 @@ proptest! {
 
     #[test]
     fn model_metadata_parsing_never_panics(text in "\\{[\"a-z_0-9:,. \\[\\]{}-]{0,80}") {
-        let _ = anomalyd::metadata::ModelMetadata::from_json(&text);
+        let _ = anomalyd::core::contract::ModelMetadata::from_json(&text);
     }
 
     /// A journal segment damaged anywhere (torn write, bit rot) replays
@@ -108,7 +108,7 @@ proptest! {
         cut in any::<usize>(),
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let settings = anomalyd::journal::JournalSettings {
+        let settings = anomalyd::state::journal::JournalSettings {
             dir: dir.path().to_path_buf(),
             max_bytes: 1 << 20,
             segment_bytes: 1 << 20,
@@ -116,13 +116,13 @@ proptest! {
             retention_ns: 0,
             fsync: false,
         };
-        let (mut j, _) = anomalyd::journal::Journal::open(settings.clone()).unwrap();
+        let (mut j, _) = anomalyd::state::journal::Journal::open(settings.clone()).unwrap();
         for (i, (topic, payload)) in records.iter().enumerate() {
             j.append(i as i64, topic, payload).unwrap();
         }
         j.commit().unwrap();
         drop(j);
-        let (_, paths) = anomalyd::journal::Journal::open(settings).unwrap();
+        let (_, paths) = anomalyd::state::journal::Journal::open(settings).unwrap();
         for path in paths {
             let mut bytes = std::fs::read(&path).unwrap();
             let intact = flips.is_empty() && cut % (bytes.len() + 1) == bytes.len();
@@ -135,7 +135,7 @@ proptest! {
             }
             std::fs::write(&path, &bytes).unwrap();
             let mut seen = 0u64;
-            let report = anomalyd::journal::Journal::replay_segment(&path, |_| seen += 1).unwrap();
+            let report = anomalyd::state::journal::Journal::replay_segment(&path, |_| seen += 1).unwrap();
             prop_assert_eq!(report.records, seen);
             prop_assert!(seen <= records.len() as u64);
             if intact {

@@ -228,10 +228,10 @@ mod simulate {
     use std::collections::BTreeSet;
     use std::time::Duration;
 
-    use anomalyd::simulate::{
+    use anomalyd::cmd::simulate::{
         ChannelPayload, Layout, Pace, SimTls, SimulateError, SimulateOptions, simulate,
     };
-    use anomalyd::synth::{FaultKind, PUMP_CHANNELS};
+    use anomalyd::core::synth::{FaultKind, PUMP_CHANNELS};
 
     use super::DEADLINE;
     use crate::util::{Mosquitto, MqttSubscriber, free_port};
@@ -372,7 +372,7 @@ mod simulate {
         .await
         .unwrap();
         let got = sub.wait_for(400, DEADLINE);
-        let faulty = anomalyd::synth::generate(200, 0, 0, 1_000_000_000, Some(fault));
+        let faulty = anomalyd::core::synth::generate(200, 0, 0, 1_000_000_000, Some(fault));
         let healthy = crate::util::synth_rows(200, 0);
         let pump1: Vec<_> = got
             .iter()

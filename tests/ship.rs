@@ -10,11 +10,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use anomalyd::detect::{AlertEvent, AlertKind, DetectorSettings};
-use anomalyd::metrics::Metrics;
+use anomalyd::core::detect::{AlertEvent, AlertKind, DetectorSettings};
+use anomalyd::core::synth::PUMP_CHANNELS;
+use anomalyd::ops::metrics::Metrics;
 use anomalyd::pipeline::{AssetBinding, Output as PipelineOutput, ScoreRecord};
-use anomalyd::sink::{Measurements, format_output};
-use anomalyd::synth::PUMP_CHANNELS;
+use anomalyd::sinks::influx::{Measurements, format_output};
 use serde_json::Value;
 
 use crate::util::*;
@@ -179,12 +179,12 @@ fn onnx_runtime_scores_under_memory_deny_write_execute() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let log = anomalyd::synth::generate(
+    let log = anomalyd::core::synth::generate(
         120,
         3,
         1_767_225_600_000_000_000,
         1_000_000_000,
-        Some((anomalyd::synth::FaultKind::Bearing, 80..120)),
+        Some((anomalyd::core::synth::FaultKind::Bearing, 80..120)),
     );
     let input = dir.path().join("in.csv");
     std::fs::write(&input, log.to_csv()).unwrap();

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use anomalyd::synth::{FaultKind, generate};
+use anomalyd::core::synth::{FaultKind, generate};
 
 use crate::daemon::{Daemon, base_config, publish_frames, shipped_model};
 use crate::util::*;

@@ -1278,5 +1278,5 @@ impl Drop for VictoriaMetrics {
 /// The first `rows` rows of the synthetic pump seeded with `seed`, as
 /// `anomalyd simulate` publishes them for an asset with that seed.
 pub fn synth_rows(rows: usize, seed: u64) -> Vec<[f64; 8]> {
-    anomalyd::synth::generate(rows, seed, 0, 1_000_000_000, None).values
+    anomalyd::core::synth::generate(rows, seed, 0, 1_000_000_000, None).values
 }

@@ -2,7 +2,7 @@
 //! graph computes them, the alert threshold, the fitted error distribution
 //! and the detector defaults stored in the model.
 //!
-//! Score (DESIGN.md §4/§5, `ScoreDefinition` in `anomalyd::metadata`):
+//! Score (DESIGN.md §4/§5, `ScoreDefinition` in `anomalyd::core::contract`):
 //! `channel_error[c]` is `mean_t (x[c,t] - r[c,t])^2` ([`ChannelError::Mse`])
 //! or the square of the mean residual over the window's last frames
 //! ([`ChannelError::RecentBias`]); `score` is their weighted mean or
@@ -10,7 +10,7 @@
 //! scores as the detector sees them: smoothed by the detector's moving
 //! average ([`smooth`]).
 
-use anomalyd::metadata::{DetectorDefaults, ErrorDistribution, ThresholdSpec};
+use anomalyd::core::contract::{DetectorDefaults, ErrorDistribution, ThresholdSpec};
 
 use crate::network::{Aggregation, ChannelError};
 use serde::Serialize;
@@ -91,7 +91,7 @@ pub fn scores(channel_error: &[f32], weights: &[f32], aggregation: Aggregation) 
         .collect()
 }
 
-/// The detector's moving average (`anomalyd::detect::Detector`) applied to
+/// The detector's moving average (`anomalyd::core::detect::Detector`) applied to
 /// consecutive windows: `s = alpha * score + (1 - alpha) * s`, restarted
 /// at each new source (input file) so no average spans two files.
 /// `alpha = 1` returns the scores unchanged.

@@ -10,12 +10,12 @@
 use std::ops::Range;
 use std::path::PathBuf;
 
-use anomalyd::align::{Aligner, AlignerConfig, Frame};
-use anomalyd::loader::{LoadError, LoadOptions, LogTable, load_log};
-use anomalyd::metadata::NormaliserParams;
-use anomalyd::normalise::Normaliser;
-use anomalyd::synth::{self, PUMP_CHANNELS};
-use anomalyd::window::{Window, windows_from_frames};
+use anomalyd::core::align::{Aligner, AlignerConfig, Frame};
+use anomalyd::core::contract::NormaliserParams;
+use anomalyd::core::log::{LoadError, LoadOptions, LogTable, load_log};
+use anomalyd::core::normalise::Normaliser;
+use anomalyd::core::synth::{self, PUMP_CHANNELS};
+use anomalyd::core::window::{Window, windows_from_frames};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -88,10 +88,10 @@ impl From<LoadError> for DataError {
 /// Where rows come from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum InputSource {
-    /// A CSV or line-protocol log read by [`anomalyd::loader::load_log`].
+    /// A CSV or line-protocol log read by [`anomalyd::core::log::load_log`].
     File(PathBuf),
     /// `rows` seconds of the library's pump simulator, no fault
-    /// ([`anomalyd::synth::generate`]), channels [`PUMP_CHANNELS`].
+    /// ([`anomalyd::core::synth::generate`]), channels [`PUMP_CHANNELS`].
     SyntheticPump { rows: usize, seed: u64 },
 }
 

@@ -11,8 +11,8 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use anomalyd::loader::{LoadError, LoadOptions, load_log};
-use anomalyd::timestamp::parse_timestamp;
+use anomalyd::core::log::{LoadError, LoadOptions, load_log};
+use anomalyd::core::timestamp::parse_timestamp;
 
 /// Name of the label column in SKAB's files (1 = anomalous row).
 pub const SKAB_LABEL_COLUMN: &str = "anomaly";
@@ -334,8 +334,8 @@ pub fn score_rows(
             replay_path: replay.path.clone(),
             labels_path: labels.path.clone(),
             row,
-            replay: anomalyd::timestamp::format_rfc3339(replay.timestamps[row]),
-            labels: anomalyd::timestamp::format_rfc3339(labels.timestamps[row]),
+            replay: anomalyd::core::timestamp::format_rfc3339(replay.timestamps[row]),
+            labels: anomalyd::core::timestamp::format_rfc3339(labels.timestamps[row]),
         });
     }
     let from = first_row.min(labels.anomalous.len());

@@ -20,7 +20,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use anomalyd::metadata::{
+use anomalyd::core::contract::{
     INPUT_WINDOW, METADATA_KEY, ModelMetadata, OUTPUT_CHANNEL_ERROR, OUTPUT_RECONSTRUCTION,
     OUTPUT_SCORE,
 };
@@ -1269,11 +1269,11 @@ fn forward_layer(step: &Step<'_>, x: &[f64]) -> Vec<f64> {
 mod tests {
     use std::time::Instant;
 
-    use anomalyd::metadata::{
+    use anomalyd::core::contract::{
         DetectorDefaults, ErrorDistribution, NormaliserParams, SCHEMA_VERSION, ScoreDefinition,
         ThresholdSpec, TrainingSummary,
     };
-    use anomalyd::onnxrt::{
+    use anomalyd::model::{
         ActiveProvider, BatchOutput, ExecutionProvider, LoadedModel, RuntimeError, RuntimeOptions,
         describe_model, read_metadata,
     };

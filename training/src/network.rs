@@ -17,7 +17,7 @@ pub struct NetworkSpec {
     pub window: usize,
     pub layers: Vec<Layer>,
     /// Weights of the per-channel errors in the score (see
-    /// `anomalyd::metadata::ScoreDefinition`); not yet normalised to sum 1.
+    /// `anomalyd::core::contract::ScoreDefinition`); not yet normalised to sum 1.
     pub channel_weights: Vec<f32>,
     /// Per channel: subtract its mean over the window before the network
     /// (empty: no channel is centered).

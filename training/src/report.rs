@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use anomalyd::metadata::{ErrorDistribution, ModelMetadata};
+use anomalyd::core::contract::{ErrorDistribution, ModelMetadata};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use serde::Serialize;

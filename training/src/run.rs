@@ -10,10 +10,10 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use anomalyd::metadata::{ModelMetadata, SCHEMA_VERSION, ScoreDefinition, TrainingSummary};
-use anomalyd::normalise::Normaliser;
-use anomalyd::onnxrt::{ExecutionProvider, LoadedModel, RuntimeError, RuntimeOptions};
-use anomalyd::timestamp::format_rfc3339;
+use anomalyd::core::contract::{ModelMetadata, SCHEMA_VERSION, ScoreDefinition, TrainingSummary};
+use anomalyd::core::normalise::Normaliser;
+use anomalyd::core::timestamp::format_rfc3339;
+use anomalyd::model::{ExecutionProvider, LoadedModel, RuntimeError, RuntimeOptions};
 use burn::tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Map, Value, json};
@@ -121,7 +121,7 @@ impl RunError {
     /// data, 66 missing input, 69 ONNX Runtime unavailable, 70 parity
     /// failure (an exporter bug), 73 cannot write output, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
-        use anomalyd::loader::LoadError;
+        use anomalyd::core::log::LoadError;
         match self {
             RunError::Options(_)
             | RunError::Model(ModelError::Zero { .. })
@@ -190,7 +190,7 @@ pub fn run(opts: &TrainOptions) -> Result<RunSummary, RunError> {
     }
     let device = make_device(opts.device)?;
     // The parity check needs ONNX Runtime: find it before spending time.
-    anomalyd::onnxrt::init_runtime(opts.ort_library.as_deref()).map_err(RunError::Runtime)?;
+    anomalyd::model::init_runtime(opts.ort_library.as_deref()).map_err(RunError::Runtime)?;
 
     let mut data = load_dataset(&opts.data)?;
     timings.load_s = started.elapsed().as_secs_f64();
@@ -462,8 +462,8 @@ fn device_name(kind: DeviceKind) -> &'static str {
     }
 }
 
-fn distribution_name(d: &anomalyd::metadata::ErrorDistribution) -> String {
-    use anomalyd::metadata::ErrorDistribution;
+fn distribution_name(d: &anomalyd::core::contract::ErrorDistribution) -> String {
+    use anomalyd::core::contract::ErrorDistribution;
     match d {
         ErrorDistribution::Gamma { shape, rate } => {
             format!("gamma(shape {shape:.3}, rate {rate:.3})")

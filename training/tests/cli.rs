@@ -7,9 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use anomalyd::metadata::{METADATA_KEY, ModelMetadata};
-use anomalyd::onnxrt::{LoadedModel, RuntimeOptions};
-use anomalyd::synth::{self, FaultKind, PUMP_CHANNELS};
+use anomalyd::core::contract::{METADATA_KEY, ModelMetadata};
+use anomalyd::core::synth::{self, FaultKind, PUMP_CHANNELS};
+use anomalyd::model::{LoadedModel, RuntimeOptions};
 use anomalyd_train::onnx::ModelProto;
 use prost::Message;
 
@@ -494,7 +494,7 @@ fn shipped_pump_model_matches_its_graph_and_the_simulator() {
 
     // Normal simulator data scores below the threshold on average, a
     // bearing fault well above it.
-    let norm = anomalyd::normalise::Normaliser::new(&m.normaliser);
+    let norm = anomalyd::core::normalise::Normaliser::new(&m.normaliser);
     let windows = |fault: Option<(FaultKind, std::ops::Range<usize>)>| {
         let log = synth::generate(400, 99, 0, 1_000_000_000, fault);
         let mut data = Vec::new();

@@ -1,7 +1,7 @@
 //! The SKAB benchmark protocol end to end on two files (the full run is
 //! `scripts/bench-skab.sh`): train with the real `anomalyd-train` binary on
 //! each file's first 400 rows (trainer defaults), replay the whole file
-//! through the daemon's pipeline (`anomalyd::replay`), score rows 400..
+//! through the daemon's pipeline (`anomalyd::cmd::replay`), score rows 400..
 //! with the real `anomalyd-skab-score` binary, and check that its totals
 //! agree with the library's and are sane.
 //!
@@ -11,8 +11,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anomalyd::onnxrt::RuntimeOptions;
-use anomalyd::replay::{ReplayOptions, replay};
+use anomalyd::cmd::replay::{ReplayOptions, replay};
+use anomalyd::model::RuntimeOptions;
 use anomalyd_train::eval::{Confusion, SKAB_LABEL_COLUMN, read_labels, read_replay, score_rows};
 
 const TRAIN: &str = env!("CARGO_BIN_EXE_anomalyd-train");

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::onnxrt::ExecutionProvider;
+use crate::model::ExecutionProvider;
 
 /// Exit code for a configuration error (`EX_CONFIG` from sysexits.h).
 pub const EXIT_CONFIG: i32 = 78;
@@ -726,7 +726,8 @@ impl Config {
             );
         }
         for (i, t) in self.topics.iter().enumerate() {
-            if let Err(e) = crate::decode::TopicPattern::parse(&t.filter, t.payload) {
+            if let Err(e) = crate::sources::mqtt::decode::TopicPattern::parse(&t.filter, t.payload)
+            {
                 bad(format!("topics[{i}].filter"), e.to_string());
             }
         }

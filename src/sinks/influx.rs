@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::InfluxConfig;
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 use crate::pipeline::{Output, ScoreRecord};
 
 /// Why the sink could not be built.
@@ -335,7 +335,7 @@ pub async fn run_sink(
     mut rx: mpsc::Receiver<Output>,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
-    spool: Option<crate::spool::Spool>,
+    spool: Option<crate::state::spool::Spool>,
     barriers: Option<mpsc::UnboundedSender<u64>>,
 ) {
     let mut sink = Sink {
@@ -395,7 +395,7 @@ struct Sink {
     settings: SinkSettings,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
-    spool: Option<crate::spool::Spool>,
+    spool: Option<crate::state::spool::Spool>,
     delay: Duration,
     next_drain: tokio::time::Instant,
 }
@@ -549,7 +549,7 @@ impl Sink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::{AlertEvent, AlertKind, DetectorSettings};
+    use crate::core::detect::{AlertEvent, AlertKind, DetectorSettings};
     use crate::pipeline::AssetBinding;
 
     fn binding() -> Arc<AssetBinding> {

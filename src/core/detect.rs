@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::metadata::DetectorDefaults;
+use crate::core::contract::DetectorDefaults;
 
 /// How many channels an alert names as its top contributors.
 pub const TOP_CHANNELS: usize = 3;

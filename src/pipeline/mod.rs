@@ -10,15 +10,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
-use crate::align::{Aligner, AlignerConfig, Frame, PushOutcome};
 use crate::config::{AssetRule, Config};
-use crate::decode::{DropReason, Message};
-use crate::detect::{AlertEvent, Detector, DetectorSettings};
-use crate::metadata::ModelMetadata;
-use crate::metrics::Metrics;
-use crate::normalise::Normaliser;
-use crate::onnxrt::{LoadedModel, RuntimeError};
-use crate::window::WindowBuffer;
+use crate::core::align::{Aligner, AlignerConfig, Frame, PushOutcome};
+use crate::core::contract::ModelMetadata;
+use crate::core::detect::{AlertEvent, Detector, DetectorSettings};
+use crate::core::normalise::Normaliser;
+use crate::core::window::WindowBuffer;
+use crate::model::{LoadedModel, RuntimeError};
+use crate::ops::metrics::Metrics;
+use crate::sources::mqtt::decode::{DropReason, Message};
 
 /// How far ahead of the receive time an event time may be before the
 /// reading is treated as a clock fault (one jump would otherwise make every
@@ -469,8 +469,8 @@ pub struct Scorer {
     metrics: Arc<Metrics>,
     batch: Vec<f32>,
     /// Where open alerts are persisted, and those still to be restored.
-    alert_store: Option<crate::alert_state::AlertStore>,
-    restore: HashMap<String, crate::alert_state::OpenAlert>,
+    alert_store: Option<crate::state::open_alerts::AlertStore>,
+    restore: HashMap<String, crate::state::open_alerts::OpenAlert>,
     /// Start of each restored alert: windows before it (history replayed
     /// from the intake journal) were judged before the restart and do not
     /// drive the detector again.
@@ -493,7 +493,7 @@ impl Scorer {
     /// Persists open alerts in `dir` and restores those saved there, so an
     /// alert open before a restart is not raised again.
     pub fn with_alert_state(mut self, dir: &std::path::Path) -> Self {
-        let (store, open) = crate::alert_state::AlertStore::open(dir);
+        let (store, open) = crate::state::open_alerts::AlertStore::open(dir);
         if !open.is_empty() {
             tracing::info!(assets = open.len(), "restoring open alerts");
         }
@@ -506,14 +506,14 @@ impl Scorer {
         let Some(store) = self.alert_store.as_mut() else {
             return;
         };
-        let mut open: HashMap<String, crate::alert_state::OpenAlert> = self
+        let mut open: HashMap<String, crate::state::open_alerts::OpenAlert> = self
             .detectors
             .iter()
             .filter_map(|(a, d)| {
                 d.open_alert().map(|(start_ts, peak)| {
                     (
                         a.to_string(),
-                        crate::alert_state::OpenAlert { start_ts, peak },
+                        crate::state::open_alerts::OpenAlert { start_ts, peak },
                     )
                 })
             })
@@ -581,7 +581,7 @@ impl Scorer {
                 det.set_smoothing(m.detector.smoothing);
             }
             let decision = match self.restored_from.get(&b.asset) {
-                Some(&from) if req.end_ts < from => crate::detect::Decision {
+                Some(&from) if req.end_ts < from => crate::core::detect::Decision {
                     score,
                     // Before the alert began no alert was open.
                     anomalous: false,
@@ -606,8 +606,8 @@ impl Scorer {
             if let Some(event) = decision.alert {
                 changed_alerts = true;
                 match event.kind {
-                    crate::detect::AlertKind::Raised => &self.metrics.alerts_raised,
-                    crate::detect::AlertKind::Cleared => &self.metrics.alerts_cleared,
+                    crate::core::detect::AlertKind::Raised => &self.metrics.alerts_raised,
+                    crate::core::detect::AlertKind::Cleared => &self.metrics.alerts_cleared,
                 }
                 .fetch_add(1, Relaxed);
                 out.push(Output::Alert {

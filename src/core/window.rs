@@ -4,7 +4,7 @@
 //! buffer, and a window with too many imputed values is refused rather than
 //! scored.
 
-use crate::align::Frame;
+use crate::core::align::Frame;
 
 /// `length` consecutive frames of every channel.
 #[derive(Debug, Clone, PartialEq)]

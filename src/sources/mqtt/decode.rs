@@ -2,7 +2,7 @@
 //! (asset, channel, optional event time, value) out. Pure; no I/O.
 
 use crate::config::PayloadKind;
-use crate::timestamp::{epoch_to_nanos, parse_timestamp};
+use crate::core::timestamp::{epoch_to_nanos, parse_timestamp};
 
 /// A topic filter with named segments, e.g. `plant/{asset}/{channel}`.
 #[derive(Debug, Clone, PartialEq)]
@@ -572,7 +572,7 @@ fn read_ts(value: Option<&serde_json::Value>, field: &str) -> Result<Option<i64>
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(serde_json::Value::Number(n)) => {
             if let Some(i) = n.as_i64() {
-                Ok(Some(crate::timestamp::epoch_int_to_nanos(i)))
+                Ok(Some(crate::core::timestamp::epoch_int_to_nanos(i)))
             } else {
                 n.as_f64()
                     .and_then(epoch_to_nanos)

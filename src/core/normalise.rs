@@ -3,7 +3,7 @@
 //! daemon apply them through [`Normaliser`], so features are computed the
 //! same way in training and serving.
 
-use crate::metadata::NormaliserParams;
+use crate::core::contract::NormaliserParams;
 
 /// Applies `(x - mean) / std` per channel.
 #[derive(Debug, Clone, PartialEq)]

@@ -9,18 +9,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::{AssetRule, Config};
-use crate::loader::{LoadOptions, load_log};
-use crate::metrics::Metrics;
-use crate::onnxrt::{LoadedModel, RuntimeOptions};
+use crate::core::log::{LoadOptions, load_log};
+use crate::model::{LoadedModel, RuntimeOptions};
+use crate::ops::metrics::Metrics;
 use crate::pipeline::{Binder, FeatureStage, ModelSlot, NamedModel, Output, Scorer, StageSettings};
 
 /// Why a replay failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
     #[error(transparent)]
-    Runtime(#[from] crate::onnxrt::RuntimeError),
+    Runtime(#[from] crate::model::RuntimeError),
     #[error(transparent)]
-    Load(#[from] crate::loader::LoadError),
+    Load(#[from] crate::core::log::LoadError),
     #[error("input {path} lacks channel(s) the model needs: {missing:?} (it has {available:?})")]
     MissingChannels {
         path: PathBuf,
@@ -35,7 +35,7 @@ pub enum ReplayError {
     #[error("--influx needs a config with an [influx] section (--config)")]
     NoInfluxConfig,
     #[error(transparent)]
-    Sink(#[from] crate::sink::SinkError),
+    Sink(#[from] crate::sinks::influx::SinkError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error("{0}")]
@@ -87,7 +87,7 @@ pub struct RowResult {
 /// Unreadable model or input, missing channels, output not writable.
 pub fn replay(opts: &ReplayOptions) -> Result<(ReplaySummary, Vec<RowResult>), ReplayError> {
     let start = Instant::now();
-    crate::onnxrt::init_runtime(opts.runtime.library_path.as_deref())?;
+    crate::model::init_runtime(opts.runtime.library_path.as_deref())?;
     let model = LoadedModel::load(&opts.model, &opts.runtime)?;
     let meta = model.metadata.clone();
     let log = load_log(
@@ -259,7 +259,7 @@ fn write_csv(path: &Path, asset: &str, rows: &[RowResult]) -> Result<(), ReplayE
         write!(
             w,
             "{},{},",
-            crate::timestamp::format_rfc3339(r.ts),
+            crate::core::timestamp::format_rfc3339(r.ts),
             asset_field
         )
         .map_err(werr)?;
@@ -291,8 +291,8 @@ fn send_to_influx(
     metrics: Arc<Metrics>,
 ) -> Result<(), ReplayError> {
     let token = cfg.influx_token()?;
-    let writer = crate::sink::InfluxWriter::new(&cfg.influx, token.expose())?;
-    let settings = crate::sink::SinkSettings::from_config(&cfg.influx);
+    let writer = crate::sinks::influx::InfluxWriter::new(&cfg.influx, token.expose())?;
+    let settings = crate::sinks::influx::SinkSettings::from_config(&cfg.influx);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -301,7 +301,7 @@ fn send_to_influx(
     rt.block_on(async {
         let (tx, rx) = tokio::sync::mpsc::channel(cfg.influx.queue_capacity);
         let stop = tokio_util::sync::CancellationToken::new();
-        let sink = tokio::spawn(crate::sink::run_sink(
+        let sink = tokio::spawn(crate::sinks::influx::run_sink(
             writer,
             settings,
             rx,

@@ -20,12 +20,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError};
-use crate::decode::Decoder;
-use crate::metrics::Metrics;
-use crate::mqtt::{InferenceMsg, SourceParts, SourceReload};
-use crate::onnxrt::{LoadedModel, RuntimeError, RuntimeOptions};
+use crate::model::{LoadedModel, RuntimeError, RuntimeOptions};
+use crate::ops::metrics::Metrics;
 use crate::pipeline::{Binder, FeatureStage, ModelSlot, NamedModel, Output, Scorer, StageSettings};
-use crate::sink::{InfluxWriter, SinkSettings};
+use crate::sinks::influx::{InfluxWriter, SinkSettings};
+use crate::sources::mqtt::decode::Decoder;
+use crate::sources::mqtt::{InferenceMsg, SourceParts, SourceReload};
 
 /// Why the daemon could not start (reload failures are logged, not fatal).
 #[derive(Debug, thiserror::Error)]
@@ -41,9 +41,9 @@ pub enum DaemonError {
         message: String,
     },
     #[error(transparent)]
-    Sink(#[from] crate::sink::SinkError),
+    Sink(#[from] crate::sinks::influx::SinkError),
     #[error(transparent)]
-    Mqtt(#[from] crate::mqtt::MqttError),
+    Mqtt(#[from] crate::sources::mqtt::MqttError),
     #[error("state directory {path}: {source}")]
     StateDir {
         path: PathBuf,
@@ -55,9 +55,9 @@ pub enum DaemonError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Spool(#[from] crate::spool::SpoolError),
+    Spool(#[from] crate::state::spool::SpoolError),
     #[error(transparent)]
-    Journal(#[from] crate::journal::JournalError),
+    Journal(#[from] crate::state::journal::JournalError),
     #[error("the scoring thread could not be started: {0}")]
     Thread(std::io::Error),
 }
@@ -153,7 +153,7 @@ pub fn load_models(cfg: &Config) -> Result<Vec<NamedModel>, DaemonError> {
 /// As [`load_models`], plus configuration errors.
 pub fn check_config(path: &Path) -> Result<String, DaemonError> {
     let cfg = Config::load(path)?;
-    crate::onnxrt::init_runtime(cfg.runtime.library_path.as_deref())?;
+    crate::model::init_runtime(cfg.runtime.library_path.as_deref())?;
     let models = load_models(&cfg)?;
     let _ = cfg.mqtt_password()?;
     let _ = cfg.influx_token()?;
@@ -183,7 +183,7 @@ fn journal_settings(
     cfg: &Config,
     models: &[NamedModel],
     dir: &Path,
-) -> crate::journal::JournalSettings {
+) -> crate::state::journal::JournalSettings {
     let span_ms = models
         .iter()
         .map(|m| {
@@ -193,7 +193,7 @@ fn journal_settings(
         .max()
         .unwrap_or(0)
         .saturating_add(cfg.pipeline.allowed_lateness_ms);
-    crate::journal::JournalSettings {
+    crate::state::journal::JournalSettings {
         dir: dir.to_path_buf(),
         max_bytes: cfg.journal.max_mb.saturating_mul(1024 * 1024),
         segment_bytes: 8 * 1024 * 1024,
@@ -218,10 +218,10 @@ fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
-fn model_status(models: &[NamedModel]) -> Vec<crate::status::ModelStatus> {
+fn model_status(models: &[NamedModel]) -> Vec<crate::ops::status::ModelStatus> {
     models
         .iter()
-        .map(|m| crate::status::ModelStatus {
+        .map(|m| crate::ops::status::ModelStatus {
             name: m.name.to_string(),
             version: m.model.metadata.version.clone(),
             provider: m.model.provider.to_string(),
@@ -270,7 +270,7 @@ fn spawn_scorer(
     max_batch: usize,
     max_wait: Duration,
     heartbeat: Arc<AtomicU64>,
-    board: Arc<crate::status::StatusBoard>,
+    board: Arc<crate::ops::status::StatusBoard>,
     rt: tokio::runtime::Handle,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
@@ -357,7 +357,7 @@ pub async fn run(
     mut reload: mpsc::Receiver<()>,
 ) -> Result<(), DaemonError> {
     let started = Instant::now();
-    let lib = crate::onnxrt::init_runtime(cfg.runtime.library_path.as_deref())?;
+    let lib = crate::model::init_runtime(cfg.runtime.library_path.as_deref())?;
     tracing::info!(library = %lib.display(), "ONNX Runtime loaded");
     let cfg_for_load = cfg.clone();
     let models = tokio::task::spawn_blocking(move || load_models(&cfg_for_load))
@@ -372,19 +372,19 @@ pub async fn run(
             source,
         })?;
     }
-    let board = Arc::new(crate::status::StatusBoard::default());
+    let board = Arc::new(crate::ops::status::StatusBoard::default());
     board.set_models(model_status(&models));
 
     let token = cfg.influx_token()?;
     let writer = InfluxWriter::new(&cfg.influx, token.expose())?;
     let password = cfg.mqtt_password()?;
-    let mut options = crate::mqtt::mqtt_options(&cfg.mqtt, password.as_ref())?;
+    let mut options = crate::sources::mqtt::mqtt_options(&cfg.mqtt, password.as_ref())?;
     // At-least-once through a crash: journal, then acknowledge.
     let (journal, barriers) = match (&state_dir, cfg.journal.enabled && cfg.mqtt.qos >= 1) {
         (Some(dir), true) => {
             let settings = journal_settings(&cfg, &models, &dir.join("journal"));
             let retention_s = settings.retention_ns / 1_000_000_000;
-            let (journal, replay) = crate::journal::Journal::open(settings)?;
+            let (journal, replay) = crate::state::journal::Journal::open(settings)?;
             tracing::info!(
                 directory = %dir.join("journal").display(),
                 segments = replay.len(),
@@ -399,7 +399,7 @@ pub async fn run(
             options.set_manual_acks(true);
             let (tx, rx) = mpsc::unbounded_channel();
             (
-                Some(crate::mqtt::JournalParts {
+                Some(crate::sources::mqtt::JournalParts {
                     journal,
                     replay,
                     processed: rx,
@@ -426,13 +426,13 @@ pub async fn run(
     let scorer_hb = Arc::new(AtomicU64::new(now_ns()));
     let listen_stop = CancellationToken::new();
     if !cfg.metrics.listen.is_empty() {
-        let health = crate::http::Health {
+        let health = crate::ops::http::Health {
             metrics: metrics.clone(),
             board: board.clone(),
             heartbeats: vec![source_hb.clone(), scorer_hb.clone()],
             stale_after: Duration::from_secs(10),
         };
-        let addr = crate::http::serve(&cfg.metrics.listen, health, listen_stop.clone())
+        let addr = crate::ops::http::serve(&cfg.metrics.listen, health, listen_stop.clone())
             .await
             .map_err(|source| DaemonError::Listen {
                 addr: cfg.metrics.listen.clone(),
@@ -452,7 +452,7 @@ pub async fn run(
     let (win_tx, win_rx) = mpsc::channel::<InferenceMsg>(
         cfg.pipeline
             .queue_capacity
-            .div_ceil(crate::mqtt::WINDOWS_PER_SEND)
+            .div_ceil(crate::sources::mqtt::WINDOWS_PER_SEND)
             .max(1),
     );
     let (out_tx, out_rx) = mpsc::channel::<Output>(cfg.influx.queue_capacity);
@@ -478,7 +478,8 @@ pub async fn run(
 
     let spool = match cfg.spool.resolved_directory(state_dir.as_deref()) {
         Some(dir) => {
-            let (spool, report) = crate::spool::Spool::open(&dir, cfg.spool.max_mb * 1024 * 1024)?;
+            let (spool, report) =
+                crate::state::spool::Spool::open(&dir, cfg.spool.max_mb * 1024 * 1024)?;
             tracing::info!(
                 directory = %dir.display(),
                 segments = report.segments,
@@ -496,7 +497,7 @@ pub async fn run(
         }
     };
     let sink_stop = CancellationToken::new();
-    let sink = tokio::spawn(crate::sink::run_sink(
+    let sink = tokio::spawn(crate::sinks::influx::run_sink(
         writer,
         SinkSettings::from_config(&cfg.influx),
         out_rx,
@@ -507,7 +508,7 @@ pub async fn run(
     ));
 
     let source_stop = CancellationToken::new();
-    let source = tokio::spawn(crate::mqtt::run_source(
+    let source = tokio::spawn(crate::sources::mqtt::run_source(
         SourceParts {
             options,
             qos: cfg.mqtt.qos,
@@ -532,15 +533,15 @@ pub async fn run(
         if ready_rx.await.is_ok() {
             let ms = started.elapsed().as_millis();
             tracing::info!(startup_ms = ms as u64, "ready");
-            let _ = crate::notify::ready();
-            let _ = crate::notify::status(&format!(
+            let _ = crate::ops::notify::ready();
+            let _ = crate::ops::notify::status(&format!(
                 "scoring; {} asset(s)",
                 ready_metrics.assets.load(Relaxed)
             ));
         }
     });
     // WATCHDOG=1 only while both pipeline loops beat.
-    if let Some(interval) = crate::notify::watchdog_interval() {
+    if let Some(interval) = crate::ops::notify::watchdog_interval() {
         let hbs = [source_hb.clone(), scorer_hb.clone()];
         let stop = source_stop.clone();
         tokio::spawn(async move {
@@ -552,7 +553,7 @@ pub async fn run(
                         let now = now_ns();
                         let fresh = hbs.iter().all(|h| now.saturating_sub(h.load(Relaxed)) < 5_000_000_000 + interval.as_nanos() as u64 * 2);
                         if fresh {
-                            let _ = crate::notify::watchdog();
+                            let _ = crate::ops::notify::watchdog();
                         } else {
                             tracing::error!("pipeline heartbeat is stale; withholding the watchdog ping");
                         }
@@ -608,7 +609,7 @@ pub async fn run(
 
     // Shutdown: stop reading, drain the pipeline, flush the sink.
     tracing::info!("shutting down: draining the pipeline");
-    let _ = crate::notify::stopping();
+    let _ = crate::ops::notify::stopping();
     drop(win_tx);
     drop(reload_tx);
     source_stop.cancel();

@@ -1,6 +1,6 @@
 //! ONNX Runtime: loads the shared library once per process, opens a model
 //! file as a session, checks the file against the model file contract
-//! ([`crate::metadata`]: names, element types and shapes of the graph's
+//! ([`crate::core::contract`]: names, element types and shapes of the graph's
 //! input and outputs, and the metadata JSON), and scores batches of windows.
 //!
 //! One thread owns a [`LoadedModel`] (the daemon's inference thread, the
@@ -22,7 +22,7 @@ use ort::value::{TensorElementType, TensorRef, ValueType};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::metadata::{
+use crate::core::contract::{
     ErrorDistribution, INPUT_WINDOW, METADATA_KEY, ModelMetadata, OUTPUT_CHANNEL_ERROR,
     OUTPUT_RECONSTRUCTION, OUTPUT_SCORE,
 };

@@ -23,7 +23,7 @@ use std::fmt;
 use std::ops::Range;
 use std::str::FromStr;
 
-use crate::timestamp::format_rfc3339;
+use crate::core::timestamp::format_rfc3339;
 
 /// Channel names, in the order of [`PumpSimulator::next_row`].
 pub const PUMP_CHANNELS: [&str; 8] = [
@@ -367,7 +367,7 @@ impl SyntheticLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::loader::{LoadOptions, parse_csv};
+    use crate::core::log::{LoadOptions, parse_csv};
     use std::path::Path;
 
     const T0: i64 = 1_700_000_000_000_000_000;

@@ -2,9 +2,9 @@
 //! tests and load tests.
 //!
 //! Rows come from a CSV/line-protocol log or from the synthetic pump
-//! ([`crate::synth`]); each of `assets` assets gets its own copy (the synthetic
+//! ([`crate::core::synth`]); each of `assets` assets gets its own copy (the synthetic
 //! pump of asset `a` is seeded with `seed + a`, so asset 0 reproduces
-//! [`crate::synth::generate`] with the same seed). A row becomes one JSON
+//! [`crate::core::synth::generate`] with the same seed). A row becomes one JSON
 //! object per asset ([`Layout::JsonFrame`]) or one message per channel
 //! ([`Layout::PerChannel`]). Missing (NaN) values are left out, as a gap in a
 //! historian export would be.
@@ -37,8 +37,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::loader::{LoadError, LoadOptions, LogTable, load_log};
-use crate::synth::{FaultKind, PUMP_CHANNELS, PumpSimulator};
+use crate::core::log::{LoadError, LoadOptions, LogTable, load_log};
+use crate::core::synth::{FaultKind, PUMP_CHANNELS, PumpSimulator};
 
 /// Rows of the synthetic pump are this far apart in event time.
 pub const SYNTHETIC_PERIOD_MS: i64 = 1000;
@@ -970,7 +970,7 @@ impl SimulateArgs {
         let start_ts_ms = self
             .start_ts
             .map(|s| {
-                crate::timestamp::parse_timestamp(&s)
+                crate::core::timestamp::parse_timestamp(&s)
                     .map(|ns| ns.div_euclid(1_000_000))
                     .map_err(|e| invalid("start ts", e.to_string()))
             })
@@ -1145,8 +1145,9 @@ mod tests {
         };
         let (mut rows, channels) = Rows::new(&opts).unwrap();
         assert_eq!(channels, PUMP_CHANNELS);
-        let log = crate::synth::generate(8, 7, 0, 1_000_000_000, Some((FaultKind::Bearing, 3..6)));
-        let other = crate::synth::generate(8, 8, 0, 1_000_000_000, None);
+        let log =
+            crate::core::synth::generate(8, 7, 0, 1_000_000_000, Some((FaultKind::Bearing, 3..6)));
+        let other = crate::core::synth::generate(8, 8, 0, 1_000_000_000, None);
         for i in 0..8 {
             assert_eq!(rows.offset_ms(i), Some(i as i64 * 1000));
             assert_eq!(rows.values(0, i), &log.values[i][..], "asset 0 row {i}");

@@ -4,6 +4,8 @@
 //! When scoring falls behind, sending windows on the bounded channel waits,
 //! which stops polling the broker: backpressure instead of memory growth.
 
+pub mod decode;
+
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
@@ -14,10 +16,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{MqttConfig, Secret};
-use crate::decode::{Decoder, DropReason, Message};
-use crate::journal::Journal;
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 use crate::pipeline::{Binder, FeatureStage, ModelSlot, ScoreRequest, StageSettings};
+use crate::sources::mqtt::decode::{Decoder, DropReason, Message};
+use crate::state::journal::Journal;
 
 /// Why the MQTT client could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +38,7 @@ pub enum InferenceMsg {
     Windows(Vec<ScoreRequest>),
     Swap(Vec<crate::pipeline::NamedModel>),
     /// Journal segments up to this sequence are behind every window sent
-    /// before it (see [`crate::journal`]).
+    /// before it (see [`crate::state::journal`]).
     Barrier(u64),
 }
 

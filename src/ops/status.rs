@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 use crate::pipeline::Output;
 
 /// Scores kept per asset for the page's small chart.
@@ -183,7 +183,7 @@ impl StatusBoard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::{AlertEvent, AlertKind, DetectorSettings};
+    use crate::core::detect::{AlertEvent, AlertKind, DetectorSettings};
     use crate::pipeline::{AssetBinding, ScoreRecord};
 
     #[test]

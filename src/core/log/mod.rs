@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use crate::timestamp::parse_timestamp;
+use crate::core::timestamp::parse_timestamp;
 
 /// Column names that hold labels rather than sensor values (compared
 /// case-insensitively). They are loaded like any numeric column but left out
@@ -957,7 +957,7 @@ fn unescape(s: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::timestamp::NANOS_PER_SEC;
+    use crate::core::timestamp::NANOS_PER_SEC;
 
     const T0: i64 = 1_583_748_873 * NANOS_PER_SEC; // 2020-03-09T10:14:33Z
 
@@ -1404,7 +1404,7 @@ pump,site=a\\ b,asset=p1 fl\\,ow\\=x\\ y=1 1583748872000000000
 
     #[test]
     fn skab_valve1_loads_and_aligns_about_one_frame_per_row() {
-        use crate::align::{Aligner, AlignerConfig};
+        use crate::core::align::{Aligner, AlignerConfig};
         let Some(path) = skab_file("valve1/0.csv") else {
             return;
         };
@@ -1482,7 +1482,7 @@ pump,site=a\\ b,asset=p1 fl\\,ow\\=x\\ y=1 1583748872000000000
 
     #[test]
     fn every_skab_file_loads_with_eight_channels() {
-        use crate::align::{Aligner, AlignerConfig};
+        use crate::core::align::{Aligner, AlignerConfig};
         let Some(first) = skab_file("valve1/0.csv") else {
             return;
         };

@@ -10,13 +10,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 
 /// Health as seen by `/healthz`.
 #[derive(Debug, Clone)]
 pub struct Health {
     pub metrics: Arc<Metrics>,
-    pub board: Arc<crate::status::StatusBoard>,
+    pub board: Arc<crate::ops::status::StatusBoard>,
     /// Heartbeats (ns since the epoch) of the pipeline's loops.
     pub heartbeats: Vec<Arc<std::sync::atomic::AtomicU64>>,
     pub stale_after: Duration,

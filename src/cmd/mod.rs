@@ -1,0 +1,7 @@
+//! One module per subcommand. Only `cmd/` wires components together: the
+//! layers below it never start a task, open a socket or read the config
+//! file themselves.
+
+pub mod replay;
+pub mod run;
+pub mod simulate;
