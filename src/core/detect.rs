@@ -115,6 +115,64 @@ impl Episode {
     }
 }
 
+/// The exponentially weighted moving average of window scores that the
+/// threshold is compared with: `s = alpha * score + (1 - alpha) * s`. The
+/// detector smooths live scores with it and the trainer smooths validation
+/// scores with it before calibrating the threshold, so the threshold is
+/// chosen on exactly the numbers it is later compared with.
+#[derive(Debug, Clone, Copy)]
+pub struct Smoother {
+    alpha: f32,
+    average: Option<f32>,
+}
+
+impl Smoother {
+    /// A smoother with weight `alpha` for the newest score; a value outside
+    /// (0, 1] turns smoothing off (`alpha = 1`).
+    pub fn new(alpha: f32) -> Self {
+        let mut s = Self {
+            alpha: 1.0,
+            average: None,
+        };
+        s.set_alpha(alpha);
+        s
+    }
+
+    /// Changes the weight (a model reload) and keeps the average so far.
+    pub fn set_alpha(&mut self, alpha: f32) {
+        self.alpha = if alpha > 0.0 && alpha <= 1.0 {
+            alpha
+        } else {
+            1.0
+        };
+    }
+
+    pub fn alpha(&self) -> f32 {
+        self.alpha
+    }
+
+    /// Forgets the average: the next score starts a new one.
+    pub fn reset(&mut self) {
+        self.average = None;
+    }
+
+    /// Feeds one score and returns the smoothed value. A non-finite score is
+    /// returned as it is and leaves the average untouched.
+    pub fn push(&mut self, score: f32) -> f32 {
+        if !score.is_finite() {
+            return score;
+        }
+        let v = match self.average {
+            Some(prev) if self.alpha < 1.0 => self.alpha * score + (1.0 - self.alpha) * prev,
+            _ => score,
+        };
+        if v.is_finite() {
+            self.average = Some(v);
+        }
+        v
+    }
+}
+
 /// One asset's alert state machine.
 #[derive(Debug, Clone)]
 pub struct Detector {
@@ -126,10 +184,8 @@ pub struct Detector {
     /// The candidate (while normal) or open (while anomalous) episode.
     episode: Option<Episode>,
     skipped_non_finite: u64,
-    /// Weight of the newest score in the moving average (1 = none).
-    smoothing: f32,
-    /// The moving average so far.
-    smoothed: Option<f32>,
+    /// The moving average the threshold is compared with.
+    smoother: Smoother,
 }
 
 impl Detector {
@@ -141,8 +197,7 @@ impl Detector {
             run: 0,
             episode: None,
             skipped_non_finite: 0,
-            smoothing: 1.0,
-            smoothed: None,
+            smoother: Smoother::new(1.0),
         }
     }
 
@@ -151,16 +206,12 @@ impl Detector {
     /// (1 - alpha) * s` (the model's `detector.smoothing`; 1 = off). A value
     /// outside (0, 1] turns smoothing off. The average so far is kept.
     pub fn set_smoothing(&mut self, alpha: f32) {
-        self.smoothing = if alpha > 0.0 && alpha <= 1.0 {
-            alpha
-        } else {
-            1.0
-        };
+        self.smoother.set_alpha(alpha);
     }
 
     /// The weight of the newest score in the moving average (1 = off).
     pub fn smoothing(&self) -> f32 {
-        self.smoothing
+        self.smoother.alpha()
     }
 
     pub fn settings(&self) -> &DetectorSettings {
@@ -210,12 +261,7 @@ impl Detector {
                 alert: None,
             };
         }
-        let a = self.smoothing;
-        let score = match self.smoothed {
-            Some(prev) if a < 1.0 => a * score + (1.0 - a) * prev,
-            _ => score,
-        };
-        self.smoothed = Some(score);
+        let score = self.smoother.push(score);
         let s = self.settings;
         let channels = self.channels.len();
         let alert = if !self.anomalous {

@@ -205,6 +205,17 @@ pub fn format_rfc3339(ns: i64) -> String {
     s
 }
 
+/// The wall clock in the representation used everywhere here: nanoseconds
+/// since the Unix epoch. A clock set before 1970 reads as 0 rather than
+/// failing: callers use it to stamp receive times and ages, never to order
+/// events that carry their own timestamps.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,7 @@
 //! average ([`smooth`]).
 
 use anomalyd::core::contract::{DetectorDefaults, ErrorDistribution, ThresholdSpec};
+use anomalyd::core::detect::Smoother;
 
 use crate::network::{Aggregation, ChannelError};
 use serde::Serialize;
@@ -91,27 +92,25 @@ pub fn scores(channel_error: &[f32], weights: &[f32], aggregation: Aggregation) 
         .collect()
 }
 
-/// The detector's moving average (`anomalyd::core::detect::Detector`) applied to
+/// The detector's moving average ([`Smoother`], the same code) applied to
 /// consecutive windows: `s = alpha * score + (1 - alpha) * s`, restarted
 /// at each new source (input file) so no average spans two files.
 /// `alpha = 1` returns the scores unchanged.
 pub fn smooth(scores: &[f32], sources: &[usize], alpha: f32) -> Vec<f32> {
-    let mut out = Vec::with_capacity(scores.len());
-    let mut state: Option<(usize, f32)> = None;
-    for (i, &s) in scores.iter().enumerate() {
-        let source = sources.get(i).copied().unwrap_or(0);
-        let v = match state {
-            Some((src, prev)) if src == source && alpha < 1.0 && s.is_finite() => {
-                alpha * s + (1.0 - alpha) * prev
+    let mut smoother = Smoother::new(alpha);
+    let mut current = None;
+    scores
+        .iter()
+        .enumerate()
+        .map(|(i, &s)| {
+            let source = sources.get(i).copied().unwrap_or(0);
+            if current != Some(source) {
+                smoother.reset();
+                current = Some(source);
             }
-            _ => s,
-        };
-        if v.is_finite() {
-            state = Some((source, v));
-        }
-        out.push(v);
-    }
-    out
+            smoother.push(s)
+        })
+        .collect()
 }
 
 /// Channel weights for the score, normalised to a mean of 1 (uniform is all 1).
