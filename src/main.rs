@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-use anomalyd::config::{AssetRule, Config, EXIT_CONFIG, LogFormat};
+use anomalyd::cmd::exit;
+use anomalyd::config::{AssetRule, Config, LogFormat};
 use anomalyd::model::{ExecutionProvider, RuntimeOptions};
 
 #[derive(Debug, Parser)]
@@ -123,17 +124,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             print_error(&e);
-            let code = e
-                .chain()
-                .find_map(|c| {
-                    c.downcast_ref::<anomalyd::config::ConfigError>()
-                        .map(|_| EXIT_CONFIG)
-                        .or_else(|| {
-                            c.downcast_ref::<anomalyd::cmd::run::DaemonError>()
-                                .map(|d| d.exit_code())
-                        })
-                })
-                .unwrap_or(1);
+            let code = e.chain().find_map(exit::code_of).unwrap_or(exit::FAILURE);
             ExitCode::from(u8::try_from(code).unwrap_or(1))
         }
     }
@@ -143,8 +134,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run { config } => {
             let path = config.unwrap_or_else(default_config);
-            let cfg = Config::load(&path)?;
-            init_logging(cfg.log.format, &cfg.log.level);
+            let settings = Config::load(&path)?;
+            init_logging(settings.config.log.format, &settings.config.log.level);
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
@@ -153,7 +144,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             rt.block_on(async move {
                 let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
                 let shutdown = signals(reload_tx)?;
-                anomalyd::cmd::run::run(cfg, path, shutdown, reload_rx).await?;
+                anomalyd::cmd::run::run(settings, path, shutdown, reload_rx).await?;
                 Ok::<_, anyhow::Error>(())
             })?;
             Ok(ExitCode::SUCCESS)
@@ -161,7 +152,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::CheckConfig { config } => {
             init_logging(LogFormat::Plain, "warn");
             let path = config.unwrap_or_else(default_config);
-            let summary = anomalyd::cmd::run::check_config(&path)?;
+            let summary = anomalyd::cmd::check_config::check_config(&path)?;
             print!("{summary}");
             Ok(ExitCode::SUCCESS)
         }
@@ -176,7 +167,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Replay(a) => {
             init_logging(LogFormat::Plain, "warn");
-            let config = a.config.as_deref().map(Config::load).transpose()?;
+            let config = a
+                .config
+                .as_deref()
+                .map(Config::load)
+                .transpose()?
+                .map(|s| s.config);
             let rule = (a.threshold.is_some()
                 || a.raise_after.is_some()
                 || a.clear_after.is_some()

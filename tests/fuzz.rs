@@ -7,8 +7,9 @@
 use std::path::Path;
 
 use anomalyd::config::{Config, PayloadKind};
+use anomalyd::config::{TopicMapping, TopicPattern};
 use anomalyd::core::log::{LoadOptions, parse_csv, parse_line_protocol};
-use anomalyd::sources::mqtt::decode::{Decoder, TopicMapping, TopicPattern};
+use anomalyd::sources::mqtt::decode::Decoder;
 use proptest::prelude::*;
 
 fn cases() -> ProptestConfig {

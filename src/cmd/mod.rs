@@ -2,6 +2,8 @@
 //! layers below it never start a task, open a socket or read the config
 //! file themselves.
 
+pub mod check_config;
+pub mod exit;
 pub mod replay;
 pub mod run;
 pub mod simulate;

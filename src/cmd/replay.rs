@@ -130,7 +130,7 @@ pub fn replay(opts: &ReplayOptions) -> Result<(ReplaySummary, Vec<RowResult>), R
             clear_ratio: None,
         });
         if let Some(cfg) = &opts.config
-            && let Some(r) = cfg.rule_for(&opts.asset)
+            && let Some(r) = Binder::from_config(cfg).rule_for(&opts.asset)
         {
             binder = binder.with_rule(AssetRule {
                 model: Some(name.clone()),

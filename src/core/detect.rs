@@ -115,6 +115,14 @@ impl Episode {
     }
 }
 
+/// An alert that is open (raised, not yet cleared): what must survive a
+/// restart so that the alert is not raised a second time.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct OpenAlert {
+    pub start_ts: i64,
+    pub peak: f32,
+}
+
 /// The exponentially weighted moving average of window scores that the
 /// threshold is compared with: `s = alpha * score + (1 - alpha) * s`. The
 /// detector smooths live scores with it and the trainer smooths validation

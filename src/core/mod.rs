@@ -7,6 +7,7 @@ pub mod contract;
 pub mod detect;
 pub mod log;
 pub mod normalise;
+pub mod reading;
 pub mod synth;
 pub mod timestamp;
 pub mod window;

@@ -124,10 +124,7 @@ fn respond(req: &str, health: &Health) -> (&'static str, &'static str, String) {
             health.metrics.render(),
         ),
         "/healthz" => {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0);
+            let now = crate::core::timestamp::now_ns() as u64;
             match health.check(now) {
                 Ok(()) => ("200 OK", "text/plain", "ok\n".into()),
                 Err(e) => ("503 Service Unavailable", "text/plain", format!("{e}\n")),
@@ -175,10 +172,7 @@ mod tests {
         );
         // Heartbeat at 0 is ancient: unhealthy.
         assert!(get("/healthz").await.starts_with("HTTP/1.1 503"));
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64;
+        let now = crate::core::timestamp::now_ns() as u64;
         hb.store(now, Relaxed);
         assert!(get("/healthz").await.starts_with("HTTP/1.1 200"));
         assert!(get("/nope").await.starts_with("HTTP/1.1 404"));

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::sources::mqtt::decode::DropReason;
+use crate::core::reading::DropReason;
 
 /// Upper bounds (seconds) of the inference latency histogram buckets.
 const LATENCY_BUCKETS: [f64; 12] = [

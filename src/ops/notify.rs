@@ -176,7 +176,10 @@ mod tests {
         let path = dir.path().join("notify.sock");
         let sock = UnixDatagram::bind(&path).unwrap();
         let out = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "notify::tests::child_sends_from_environment"])
+            .args([
+                "--exact",
+                "ops::notify::tests::child_sends_from_environment",
+            ])
             .args(["--test-threads=1", "--nocapture"])
             .env("ANOMALYD_NOTIFY_CHILD", "1")
             .env("NOTIFY_SOCKET", &path)

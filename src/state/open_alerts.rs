@@ -6,14 +6,7 @@ use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
-/// One open alert.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct OpenAlert {
-    pub start_ts: i64,
-    pub peak: f32,
-}
+pub use crate::core::detect::OpenAlert;
 
 /// The file `alerts.json` in the state directory.
 #[derive(Debug)]

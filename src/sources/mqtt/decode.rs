@@ -1,184 +1,9 @@
 //! MQTT topic mapping and payload decoding: topic + payload in, readings
 //! (asset, channel, optional event time, value) out. Pure; no I/O.
 
-use crate::config::PayloadKind;
+use crate::config::{PayloadKind, TopicMapping};
+use crate::core::reading::{DropReason, Message};
 use crate::core::timestamp::{epoch_to_nanos, parse_timestamp};
-
-/// A topic filter with named segments, e.g. `plant/{asset}/{channel}`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TopicPattern {
-    segments: Vec<Segment>,
-    payload: PayloadKind,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Segment {
-    Literal(String),
-    Asset,
-    Channel,
-    /// `+`: any single segment, ignored.
-    Any,
-}
-
-/// Why a topic filter is not usable.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum TopicError {
-    #[error("filter {0:?} is empty")]
-    Empty(String),
-    #[error("filter {0:?} has no {{asset}} segment")]
-    NoAsset(String),
-    #[error(
-        "filter {0:?} needs a {{channel}} segment for payload \"number\"/\"json\" (or use payload = \"json_object\")"
-    )]
-    NoChannel(String),
-    #[error("filter {0:?} names {{{1}}} twice")]
-    Twice(String, &'static str),
-    #[error(
-        "filter {0:?}: segment {1:?} is not allowed (use {{asset}}, {{channel}}, + or a literal; # is not supported)"
-    )]
-    BadSegment(String, String),
-}
-
-impl TopicPattern {
-    /// Parses a filter for the given payload layout.
-    ///
-    /// # Errors
-    /// Missing `{asset}`, a missing `{channel}` where the layout needs one,
-    /// duplicates, wildcards inside a segment or `#`.
-    pub fn parse(filter: &str, payload: PayloadKind) -> Result<Self, TopicError> {
-        if filter.is_empty() {
-            return Err(TopicError::Empty(filter.into()));
-        }
-        let mut segments = Vec::new();
-        let (mut asset, mut channel) = (false, false);
-        for seg in filter.split('/') {
-            let s = match seg {
-                "{asset}" if asset => return Err(TopicError::Twice(filter.into(), "asset")),
-                "{asset}" => {
-                    asset = true;
-                    Segment::Asset
-                }
-                "{channel}" if channel => {
-                    return Err(TopicError::Twice(filter.into(), "channel"));
-                }
-                "{channel}" => {
-                    channel = true;
-                    Segment::Channel
-                }
-                "+" => Segment::Any,
-                s if s.contains(['{', '}', '+', '#']) => {
-                    return Err(TopicError::BadSegment(filter.into(), s.into()));
-                }
-                s => Segment::Literal(s.into()),
-            };
-            segments.push(s);
-        }
-        if !asset {
-            return Err(TopicError::NoAsset(filter.into()));
-        }
-        if !channel && payload != PayloadKind::JsonObject {
-            return Err(TopicError::NoChannel(filter.into()));
-        }
-        Ok(Self { segments, payload })
-    }
-
-    /// The MQTT subscription filter (named segments become `+`).
-    pub fn subscription(&self) -> String {
-        self.segments
-            .iter()
-            .map(|s| match s {
-                Segment::Literal(l) => l.as_str(),
-                _ => "+",
-            })
-            .collect::<Vec<_>>()
-            .join("/")
-    }
-
-    pub fn payload(&self) -> PayloadKind {
-        self.payload
-    }
-
-    /// `(asset, channel)` when `topic` matches.
-    pub fn matches<'t>(&self, topic: &'t str) -> Option<(&'t str, Option<&'t str>)> {
-        let mut asset = None;
-        let mut channel = None;
-        let mut parts = topic.split('/');
-        for seg in &self.segments {
-            let part = parts.next()?;
-            match seg {
-                Segment::Literal(l) if l != part => return None,
-                Segment::Asset if part.is_empty() => return None,
-                Segment::Asset => asset = Some(part),
-                Segment::Channel if part.is_empty() => return None,
-                Segment::Channel => channel = Some(part),
-                _ => {}
-            }
-        }
-        if parts.next().is_some() {
-            return None;
-        }
-        asset.map(|a| (a, channel))
-    }
-}
-
-/// Why a message yielded no (or fewer) readings. Each is counted by reason.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum DropReason {
-    UnknownTopic,
-    BadPayload,
-    NonFinite,
-    Oversize,
-    UnknownAsset,
-    UnknownChannel,
-    Late,
-    TooManyAssets,
-    Overload,
-    /// Event time too far ahead of the receive time (a sensor clock jump).
-    Future,
-}
-
-impl DropReason {
-    pub const ALL: [DropReason; 10] = [
-        DropReason::UnknownTopic,
-        DropReason::BadPayload,
-        DropReason::NonFinite,
-        DropReason::Oversize,
-        DropReason::UnknownAsset,
-        DropReason::UnknownChannel,
-        DropReason::Late,
-        DropReason::TooManyAssets,
-        DropReason::Overload,
-        DropReason::Future,
-    ];
-
-    /// Label value used in metrics and logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DropReason::UnknownTopic => "unknown_topic",
-            DropReason::BadPayload => "bad_payload",
-            DropReason::NonFinite => "non_finite",
-            DropReason::Oversize => "oversize",
-            DropReason::UnknownAsset => "unknown_asset",
-            DropReason::UnknownChannel => "unknown_channel",
-            DropReason::Late => "late",
-            DropReason::TooManyAssets => "too_many_assets",
-            DropReason::Overload => "overload",
-            DropReason::Future => "future_timestamp",
-        }
-    }
-}
-
-/// A decoded message: one asset, an optional event time, one or more
-/// channel values.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Message {
-    pub asset: String,
-    /// Event time in ns, when the payload carries one.
-    pub ts: Option<i64>,
-    pub values: Vec<(String, f64)>,
-    /// Fields that were present but not usable (non-finite numbers), counted.
-    pub non_finite: usize,
-}
 
 /// A message that could not be decoded at all.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -201,14 +26,6 @@ impl DecodeError {
     }
 }
 
-/// One configured mapping: the pattern and where to find value and time.
-#[derive(Debug, Clone)]
-pub struct TopicMapping {
-    pub pattern: TopicPattern,
-    pub value_field: String,
-    pub timestamp_field: String,
-}
-
 /// Decodes messages with the first mapping whose pattern matches.
 #[derive(Debug, Clone, Default)]
 pub struct Decoder {
@@ -218,22 +35,6 @@ pub struct Decoder {
 impl Decoder {
     pub fn new(mappings: Vec<TopicMapping>) -> Self {
         Self { mappings }
-    }
-
-    /// Builds the decoder from the `[[topics]]` config.
-    ///
-    /// # Errors
-    /// A filter that does not parse (config validation catches it first).
-    pub fn from_config(topics: &[crate::config::TopicConfig]) -> Result<Self, TopicError> {
-        let mut mappings = Vec::with_capacity(topics.len());
-        for t in topics {
-            mappings.push(TopicMapping {
-                pattern: TopicPattern::parse(&t.filter, t.payload)?,
-                value_field: t.value_field.clone(),
-                timestamp_field: t.timestamp_field.clone(),
-            });
-        }
-        Ok(Self { mappings })
     }
 
     /// MQTT subscription filters, deduplicated.
@@ -592,6 +393,7 @@ fn read_ts(value: Option<&serde_json::Value>, field: &str) -> Result<Option<i64>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::TopicPattern;
 
     fn decoder() -> Decoder {
         let m = |f: &str, p| TopicMapping {
@@ -604,28 +406,6 @@ mod tests {
             m("json/{asset}/+/{channel}", PayloadKind::Json),
             m("sensors/{asset}", PayloadKind::JsonObject),
         ])
-    }
-
-    #[test]
-    fn patterns_parse_and_subscribe() {
-        let p = TopicPattern::parse("plant/{asset}/{channel}", PayloadKind::Number).unwrap();
-        assert_eq!(p.subscription(), "plant/+/+");
-        assert_eq!(p.matches("plant/p1/temp"), Some(("p1", Some("temp"))));
-        assert_eq!(p.matches("plant/p1"), None);
-        assert_eq!(p.matches("plant/p1/temp/x"), None);
-        assert_eq!(p.matches("plant//temp"), None);
-        assert!(matches!(
-            TopicPattern::parse("plant/{channel}", PayloadKind::Number),
-            Err(TopicError::NoAsset(_))
-        ));
-        assert!(matches!(
-            TopicPattern::parse("sensors/{asset}", PayloadKind::Number),
-            Err(TopicError::NoChannel(_))
-        ));
-        assert!(matches!(
-            TopicPattern::parse("a/#", PayloadKind::JsonObject),
-            Err(TopicError::BadSegment(..))
-        ));
     }
 
     #[test]

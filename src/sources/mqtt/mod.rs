@@ -1,46 +1,35 @@
-//! The MQTT source (DESIGN.md §7): connects with rumqttc, resubscribes
+//! The MQTT source (docs/architecture.md §7): connects with rumqttc, resubscribes
 //! whenever the broker has no session for us, reconnects with capped
 //! exponential backoff, decodes every message and feeds the asset pipeline.
 //! When scoring falls behind, sending windows on the bounded channel waits,
 //! which stops polling the broker: backpressure instead of memory growth.
 
+mod acks;
 pub mod decode;
+mod journal_replay;
+mod options;
+mod ratelimit;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+use crate::core::timestamp::now_ns;
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{MqttConfig, Secret};
+use crate::core::reading::{DropReason, Message};
 use crate::ops::metrics::Metrics;
-use crate::pipeline::{Binder, FeatureStage, ModelSlot, ScoreRequest, StageSettings};
-use crate::sources::mqtt::decode::{Decoder, DropReason, Message};
+use crate::pipeline::{Binder, FeatureStage, InferenceMsg, ModelSlot, ScoreRequest, StageSettings};
+use crate::sources::mqtt::decode::Decoder;
 use crate::state::journal::Journal;
-
-/// Why the MQTT client could not be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum MqttError {
-    #[error("cannot read {what} {path}: {source}")]
-    File {
-        what: &'static str,
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
-}
-
-/// A message to the scoring thread.
-#[derive(Debug)]
-pub enum InferenceMsg {
-    Windows(Vec<ScoreRequest>),
-    Swap(Vec<crate::pipeline::NamedModel>),
-    /// Journal segments up to this sequence are behind every window sent
-    /// before it (see [`crate::state::journal`]).
-    Barrier(u64),
-}
+use acks::{ACK_QUEUE, ack_request, ack_task, commit_journal};
+use journal_replay::replay_journal;
+pub use options::{MqttError, mqtt_options, qos};
+pub use ratelimit::RateLimitedLog;
 
 /// New models and mappings for the source after a reload.
 #[derive(Debug)]
@@ -49,109 +38,6 @@ pub struct SourceReload {
     pub binder: Binder,
     pub settings: StageSettings,
     pub decoder: Decoder,
-}
-
-/// Logs a recurring problem at most once per interval, with a count of
-/// what was suppressed in between.
-#[derive(Debug)]
-pub struct RateLimitedLog {
-    interval: Duration,
-    last: [Option<Instant>; DropReason::ALL.len()],
-    suppressed: [u64; DropReason::ALL.len()],
-}
-
-impl RateLimitedLog {
-    pub fn new(interval: Duration) -> Self {
-        Self {
-            interval,
-            last: [None; DropReason::ALL.len()],
-            suppressed: [0; DropReason::ALL.len()],
-        }
-    }
-
-    /// Logs `message` for `reason` unless one was logged recently.
-    pub fn warn(&mut self, reason: DropReason, message: impl FnOnce() -> String) -> bool {
-        let i = reason as usize;
-        let now = Instant::now();
-        if self.last[i].is_some_and(|t| now.duration_since(t) < self.interval) {
-            self.suppressed[i] += 1;
-            return false;
-        }
-        let suppressed = std::mem::take(&mut self.suppressed[i]);
-        tracing::warn!(reason = reason.as_str(), suppressed, "{}", message());
-        self.last[i] = Some(now);
-        true
-    }
-}
-
-/// Builds rumqttc options from the config.
-///
-/// # Errors
-/// TLS files that cannot be read.
-pub fn mqtt_options(cfg: &MqttConfig, password: Option<&Secret>) -> Result<MqttOptions, MqttError> {
-    let mut o = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
-    o.set_keep_alive(Duration::from_secs(cfg.keep_alive_s));
-    o.set_clean_session(cfg.clean_session);
-    // rumqttc treats an oversize packet as a connection error, and a
-    // persistent session would redeliver it forever; allow headroom and
-    // count oversize payloads ourselves.
-    let incoming = cfg
-        .max_packet_size
-        .saturating_mul(4)
-        .max(cfg.max_packet_size);
-    o.set_max_packet_size(incoming, cfg.max_packet_size);
-    o.set_request_channel_capacity(256);
-    o.set_inflight(1000);
-    if let Some(user) = &cfg.username {
-        o.set_credentials(
-            user.clone(),
-            password.map(|p| p.expose().to_string()).unwrap_or_default(),
-        );
-    }
-    if cfg.tls.enabled {
-        let read = |what: &'static str, path: &std::path::Path| {
-            std::fs::read(path).map_err(|source| MqttError::File {
-                what,
-                path: path.to_path_buf(),
-                source,
-            })
-        };
-        let transport = match &cfg.tls.ca_file {
-            Some(ca) => {
-                let client_auth = match (&cfg.tls.client_cert, &cfg.tls.client_key) {
-                    (Some(c), Some(k)) => Some((
-                        read("mqtt.tls.client_cert", c)?,
-                        read("mqtt.tls.client_key", k)?,
-                    )),
-                    _ => None,
-                };
-                Transport::tls_with_config(TlsConfiguration::Simple {
-                    ca: read("mqtt.tls.ca_file", ca)?,
-                    alpn: None,
-                    client_auth,
-                })
-            }
-            // No CA file: the system's roots, verification still on.
-            None => Transport::tls_with_default_config(),
-        };
-        o.set_transport(transport);
-    }
-    Ok(o)
-}
-
-fn qos(level: u8) -> QoS {
-    match level {
-        0 => QoS::AtMostOnce,
-        2 => QoS::ExactlyOnce,
-        _ => QoS::AtLeastOnce,
-    }
-}
-
-fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
 }
 
 /// Most windows the source gathers before it hands them to the scoring
@@ -172,7 +58,7 @@ async fn send_windows(windows: &mpsc::Sender<InferenceMsg>, out: &mut Vec<ScoreR
 #[derive(Debug)]
 pub struct SourceParts {
     pub options: MqttOptions,
-    pub qos: u8,
+    pub qos: crate::config::Qos,
     pub max_payload: usize,
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
@@ -190,144 +76,6 @@ pub struct JournalParts {
     pub journal: Journal,
     pub replay: Vec<std::path::PathBuf>,
     pub processed: mpsc::UnboundedReceiver<u64>,
-}
-
-/// Messages acknowledged after one journal sync.
-struct AckBatch {
-    /// Connection the messages came on; acks for an older one are not sent
-    /// (the broker redelivers those messages, which the journal absorbs).
-    epoch: u64,
-    sync: Option<std::fs::File>,
-    acks: Vec<(u16, QoS)>,
-}
-
-/// What `ack`/`try_ack` need of a delivered message: its packet id and QoS.
-fn ack_request(pkid: u16, qos: QoS) -> rumqttc::Publish {
-    let mut p = rumqttc::Publish::new("", qos, Vec::<u8>::new());
-    p.pkid = pkid;
-    p
-}
-
-/// Sends acknowledgements once their journal records are durable. Runs
-/// beside the poll loop: awaiting `ack` inside it would deadlock when the
-/// request channel is full (DESIGN.md §7).
-async fn ack_task(
-    client: AsyncClient,
-    mut rx: mpsc::UnboundedReceiver<AckBatch>,
-    epoch: Arc<AtomicU64>,
-    metrics: Arc<Metrics>,
-) {
-    let mut batches = Vec::new();
-    while rx.recv_many(&mut batches, 64).await > 0 {
-        // One sync per file covers every batch gathered meanwhile.
-        let files: Vec<std::fs::File> = batches.iter_mut().filter_map(|b| b.sync.take()).collect();
-        if !files.is_empty() {
-            let synced = tokio::task::spawn_blocking(move || {
-                files.iter().try_for_each(std::fs::File::sync_data)
-            })
-            .await;
-            if !matches!(synced, Ok(Ok(()))) {
-                metrics.journal_errors.fetch_add(1, Relaxed);
-                tracing::error!("journal sync failed; acknowledging anyway (at most once)");
-            }
-        }
-        for b in batches.drain(..) {
-            if b.epoch != epoch.load(Relaxed) {
-                continue;
-            }
-            for (pkid, qos) in b.acks {
-                if client.ack(&ack_request(pkid, qos)).await.is_err() {
-                    return;
-                }
-                metrics.acks_sent.fetch_add(1, Relaxed);
-            }
-        }
-    }
-}
-
-/// Makes the journaled messages durable (in the ack task) and hands their
-/// acknowledgements over.
-fn commit_journal(
-    journal: &mut Journal,
-    unacked: &mut Vec<(u16, QoS)>,
-    epoch: u64,
-    acks: &mpsc::UnboundedSender<AckBatch>,
-    metrics: &Metrics,
-) {
-    if unacked.is_empty() {
-        return;
-    }
-    let sync = journal.commit().unwrap_or_else(|e| {
-        metrics.journal_errors.fetch_add(1, Relaxed);
-        tracing::error!(error = %e, "cannot write the journal; acknowledging anyway (at most once)");
-        None
-    });
-    metrics.journal_bytes.store(journal.bytes(), Relaxed);
-    let _ = acks.send(AckBatch {
-        epoch,
-        sync,
-        acks: std::mem::take(unacked),
-    });
-}
-
-/// Replays what an earlier run journaled, oldest first, through the
-/// pipeline; then a barrier covers it.
-async fn replay_journal(
-    journal: &mut Journal,
-    paths: Vec<std::path::PathBuf>,
-    decoder: &Decoder,
-    stage: &mut FeatureStage,
-    windows: &mpsc::Sender<InferenceMsg>,
-    metrics: &Metrics,
-) -> bool {
-    let mut msg = Message::default();
-    let mut out = Vec::with_capacity(WINDOWS_PER_SEND);
-    let total = paths.len();
-    let mut last_note = Instant::now();
-    for (i, path) in paths.into_iter().enumerate() {
-        // A long replay (a big journal after a crash) shows its progress.
-        if last_note.elapsed() >= Duration::from_secs(5) {
-            last_note = Instant::now();
-            tracing::info!(
-                segment = i + 1,
-                of = total,
-                messages = metrics.journal_replayed.load(Relaxed),
-                "replaying the intake journal"
-            );
-        }
-        let mut records = Vec::new();
-        let report = match Journal::replay_segment(&path, |r| {
-            records.push((r.recv_ns, r.topic.to_string(), r.payload.to_vec()));
-        }) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read a journal segment; skipping it");
-                continue;
-            }
-        };
-        journal.note_replayed(&path, report.last_recv_ns);
-        metrics.journal_damaged.fetch_add(report.damaged, Relaxed);
-        metrics.journal_replayed.fetch_add(report.records, Relaxed);
-        if report.damaged > 0 {
-            tracing::warn!(segment = %path.display(), damaged = report.damaged, "journal records cut short or corrupt were skipped");
-        }
-        for (recv_ns, topic, payload) in records {
-            match decoder.decode_into(&topic, &payload, &mut msg) {
-                Ok(()) => stage.push_message(&msg, recv_ns, &mut out),
-                Err(e) => metrics.count_drop(e.reason(), 1),
-            }
-            if out.len() >= WINDOWS_PER_SEND && !send_windows(windows, &mut out).await {
-                return false;
-            }
-        }
-    }
-    if !out.is_empty() && !send_windows(windows, &mut out).await {
-        return false;
-    }
-    if let Some(seq) = journal.newest_closed() {
-        return windows.send(InferenceMsg::Barrier(seq)).await.is_ok();
-    }
-    true
 }
 
 /// Runs until `shutdown`: polls the broker, decodes, aligns and windows,
@@ -377,7 +125,7 @@ pub async fn run_source(
         }
     }
     let epoch = Arc::new(AtomicU64::new(0));
-    let (ack_tx, ack_rx) = mpsc::unbounded_channel();
+    let (ack_tx, ack_rx) = mpsc::channel(ACK_QUEUE);
     if journal.is_some() {
         tokio::spawn(ack_task(
             client.clone(),
@@ -608,48 +356,4 @@ pub async fn run_source(
     // Windows of frames still waiting for late channels are not closed here:
     // they would be scored on partial data.
     drop(windows);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rate_limited_log_suppresses_and_counts() {
-        let mut l = RateLimitedLog::new(Duration::from_secs(60));
-        assert!(l.warn(DropReason::BadPayload, || "a".into()));
-        assert!(!l.warn(DropReason::BadPayload, || "b".into()));
-        assert!(!l.warn(DropReason::BadPayload, || "c".into()));
-        assert_eq!(l.suppressed[DropReason::BadPayload as usize], 2);
-        // Another reason is limited separately.
-        assert!(l.warn(DropReason::UnknownTopic, || "d".into()));
-    }
-
-    #[test]
-    fn options_follow_config() {
-        let cfg: MqttConfig = serde_json::from_value(serde_json::json!({
-            "host": "127.0.0.1", "port": 1999, "client_id": "gw1", "username": "u",
-            "clean_session": false, "keep_alive_s": 15, "max_packet_size": 4096
-        }))
-        .unwrap();
-        let o = mqtt_options(&cfg, Some(&Secret::new("p"))).unwrap();
-        assert_eq!(o.broker_address(), ("127.0.0.1".to_string(), 1999));
-        assert_eq!(o.client_id(), "gw1");
-        assert!(!o.clean_session());
-        assert_eq!(o.keep_alive(), Duration::from_secs(15));
-        assert_eq!(o.credentials().map(|l| l.username), Some("u".to_string()));
-    }
-
-    #[test]
-    fn missing_tls_file_is_a_clear_error() {
-        let cfg: MqttConfig = serde_json::from_value(serde_json::json!({
-            "tls": {"enabled": true, "ca_file": "/nonexistent/ca.pem"}
-        }))
-        .unwrap();
-        let err = mqtt_options(&cfg, None).unwrap_err().to_string();
-        assert!(
-            err.contains("mqtt.tls.ca_file") && err.contains("/nonexistent/ca.pem"),
-            "{err}"
-        );
-    }
 }

@@ -1,0 +1,38 @@
+//! `anomalyd check-config`: validates the configuration and loads every
+//! model without connecting anywhere.
+
+use std::path::Path;
+
+use crate::cmd::run::{DaemonError, load_models};
+use crate::config::Config;
+
+/// `check-config`: validates the config and loads every model without
+/// connecting anywhere. Returns a summary for the operator.
+///
+/// # Errors
+/// As [`load_models`], plus configuration errors.
+pub fn check_config(path: &Path) -> Result<String, DaemonError> {
+    let settings = Config::load(path)?;
+    let cfg = &settings.config;
+    crate::model::init_runtime(cfg.runtime.library_path.as_deref())?;
+    let models = load_models(cfg)?;
+    let _ = cfg.mqtt_password()?;
+    let _ = cfg.influx_token()?;
+    let mut s = format!("config {} is valid\n", path.display());
+    for m in &models {
+        s.push_str(&format!(
+            "  model {:?}: {} v{} ({} channels, window {}, threshold {}, provider {})\n",
+            m.name,
+            m.model.path.display(),
+            m.model.metadata.version,
+            m.model.metadata.channels.len(),
+            m.model.metadata.window,
+            m.model.metadata.threshold.value,
+            m.model.provider
+        ));
+    }
+    for t in &cfg.topics {
+        s.push_str(&format!("  topic {} ({:?})\n", t.filter, t.payload));
+    }
+    Ok(s)
+}

@@ -1,0 +1,41 @@
+//! Exit codes of the `anomalyd` binary, in one place (docs/architecture.md
+//! §9). systemd's unit treats 78 (`EX_CONFIG`) as "do not restart": the
+//! operator must fix the config, the model file or the state directory.
+
+use crate::cmd::run::DaemonError;
+use crate::config::ConfigError;
+use crate::model::RuntimeError;
+
+/// Success.
+pub const OK: i32 = 0;
+/// Any failure not listed below (a runtime fault, a lost thread).
+pub const FAILURE: i32 = 1;
+/// Command-line usage error (clap's own code).
+pub const USAGE: i32 = 2;
+/// Configuration problem: the config, a model file, the ONNX Runtime
+/// library, the state directory or a credential file (`EX_CONFIG`).
+pub const CONFIG: i32 = 78;
+
+/// The exit code for an error found anywhere in a cause chain, or `None`
+/// when this error is not one of ours.
+pub fn code_of(err: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    if err.downcast_ref::<ConfigError>().is_some() {
+        return Some(CONFIG);
+    }
+    err.downcast_ref::<DaemonError>().map(daemon_code)
+}
+
+/// 78 for configuration and model problems, 1 otherwise.
+fn daemon_code(err: &DaemonError) -> i32 {
+    match err {
+        DaemonError::Config(_)
+        | DaemonError::Spool(_)
+        | DaemonError::Journal(_)
+        | DaemonError::StateDir { .. }
+        | DaemonError::Model { .. }
+        | DaemonError::Sink(_)
+        | DaemonError::Mqtt(_)
+        | DaemonError::Runtime(RuntimeError::Library { .. }) => CONFIG,
+        _ => FAILURE,
+    }
+}

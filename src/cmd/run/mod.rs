@@ -1,0 +1,395 @@
+//! `anomalyd run`: wires the stages together (docs/architecture.md §2) and owns the
+//! process lifecycle: start-up, systemd notifications, SIGHUP reload and a
+//! draining shutdown.
+//!
+//! ```text
+//! MQTT task (decode, align, window, normalise)
+//!   --bounded--> scoring thread (ORT sessions, micro-batches, detectors)
+//!   --bounded--> sink task (InfluxDB batches)
+//! ```
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+mod models;
+mod scoring;
+
+use crate::config::{Config, ConfigError, Settings};
+use crate::core::timestamp::now_ns;
+use crate::model::RuntimeError;
+use crate::ops::metrics::Metrics;
+use crate::pipeline::{
+    Binder, FeatureStage, InferenceMsg, NamedModel, Output, Scorer, StageSettings,
+};
+use crate::sinks::influx::{InfluxWriter, SinkSettings};
+use crate::sources::mqtt::decode::Decoder;
+use crate::sources::mqtt::{SourceParts, SourceReload};
+use crate::state::open_alerts::AlertStore;
+pub use models::load_models;
+use models::{model_info, model_status, reload_config, slots_of};
+use scoring::spawn_scorer;
+
+/// Why the daemon could not start (reload failures are logged, not fatal).
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("model {name:?} ({path}): {message}")]
+    Model {
+        name: String,
+        path: PathBuf,
+        message: String,
+    },
+    #[error(transparent)]
+    Sink(#[from] crate::sinks::influx::SinkError),
+    #[error(transparent)]
+    Mqtt(#[from] crate::sources::mqtt::MqttError),
+    #[error("state directory {path}: {source}")]
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("metrics listener on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Spool(#[from] crate::state::spool::SpoolError),
+    #[error(transparent)]
+    Journal(#[from] crate::state::journal::JournalError),
+    #[error("the scoring thread could not be started: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Journal rotation and retention for these models: processed segments are
+/// kept for twice the longest window span plus the allowed lateness, so a
+/// replay after a crash rebuilds every window that was still open.
+fn journal_settings(
+    cfg: &Config,
+    models: &[NamedModel],
+    dir: &Path,
+) -> crate::state::journal::JournalSettings {
+    let span_ms = models
+        .iter()
+        .map(|m| {
+            let meta = &m.model.metadata;
+            (meta.window as u64 + 2).saturating_mul(meta.sample_period_ms)
+        })
+        .max()
+        .unwrap_or(0)
+        .saturating_add(cfg.pipeline.allowed_lateness_ms);
+    crate::state::journal::JournalSettings {
+        dir: dir.to_path_buf(),
+        max_bytes: cfg.journal.max_mb.saturating_mul(1024 * 1024),
+        segment_bytes: 8 * 1024 * 1024,
+        segment_age: Duration::from_secs(5),
+        retention_ns: i64::try_from(span_ms.saturating_mul(2).saturating_mul(1_000_000))
+            .unwrap_or(i64::MAX),
+        fsync: cfg.journal.fsync,
+    }
+}
+
+/// Runs the daemon until `shutdown` resolves (SIGTERM/SIGINT in the
+/// binary). `reload` yields once per SIGHUP. `config_path` is re-read on
+/// reload.
+///
+/// # Errors
+/// Start-up failures: config, ONNX Runtime library, models, sink, listener.
+pub async fn run(
+    settings: Settings,
+    config_path: PathBuf,
+    shutdown: impl Future<Output = ()>,
+    mut reload: mpsc::Receiver<()>,
+) -> Result<(), DaemonError> {
+    let started = Instant::now();
+    let cfg = &settings.config;
+    let lib = crate::model::init_runtime(cfg.runtime.library_path.as_deref())?;
+    tracing::info!(library = %lib.display(), "ONNX Runtime loaded");
+    let cfg_for_load = cfg.clone();
+    let models = tokio::task::spawn_blocking(move || load_models(&cfg_for_load))
+        .await
+        .map_err(|e| DaemonError::Thread(std::io::Error::other(e.to_string())))??;
+    let metrics = Arc::new(Metrics::default());
+    metrics.set_models(model_info(&models));
+    let state_dir = cfg.state.resolved_directory();
+    if let Some(dir) = &state_dir {
+        std::fs::create_dir_all(dir).map_err(|source| DaemonError::StateDir {
+            path: dir.clone(),
+            source,
+        })?;
+    }
+    let board = Arc::new(crate::ops::status::StatusBoard::default());
+    board.set_models(model_status(&models));
+
+    let token = cfg.influx_token()?;
+    let writer = InfluxWriter::new(&cfg.influx, token.expose())?;
+    let password = cfg.mqtt_password()?;
+    let mut options = crate::sources::mqtt::mqtt_options(&cfg.mqtt, password.as_ref())?;
+    // At-least-once through a crash: journal, then acknowledge.
+    let (journal, barriers) = match (
+        &state_dir,
+        cfg.journal.enabled && settings.qos.acknowledged(),
+    ) {
+        (Some(dir), true) => {
+            let settings = journal_settings(cfg, &models, &dir.join("journal"));
+            let retention_s = settings.retention_ns / 1_000_000_000;
+            let (journal, replay) = crate::state::journal::Journal::open(settings)?;
+            tracing::info!(
+                directory = %dir.join("journal").display(),
+                segments = replay.len(),
+                retention_s,
+                "intake journal opened: messages are acknowledged once journaled"
+            );
+            if cfg.mqtt.clean_session {
+                tracing::warn!(
+                    "mqtt.clean_session = true: the broker forgets unacknowledged messages when the daemon is away"
+                );
+            }
+            options.set_manual_acks(true);
+            let (tx, rx) = mpsc::unbounded_channel();
+            (
+                Some(crate::sources::mqtt::JournalParts {
+                    journal,
+                    replay,
+                    processed: rx,
+                }),
+                Some(tx),
+            )
+        }
+        (None, true) => {
+            tracing::warn!(
+                "no state directory: messages are acknowledged on receipt, and a crash loses what was not yet scored"
+            );
+            (None, None)
+        }
+        _ => (None, None),
+    };
+    let decoder = Decoder::new(settings.topics.clone());
+
+    let source_hb = Arc::new(AtomicU64::new(now_ns() as u64));
+    let scorer_hb = Arc::new(AtomicU64::new(now_ns() as u64));
+    let listen_stop = CancellationToken::new();
+    if !cfg.metrics.listen.is_empty() {
+        let health = crate::ops::http::Health {
+            metrics: metrics.clone(),
+            board: board.clone(),
+            heartbeats: vec![source_hb.clone(), scorer_hb.clone()],
+            stale_after: Duration::from_secs(10),
+        };
+        let addr = crate::ops::http::serve(&cfg.metrics.listen, health, listen_stop.clone())
+            .await
+            .map_err(|source| DaemonError::Listen {
+                addr: cfg.metrics.listen.clone(),
+                source,
+            })?;
+        tracing::info!(%addr, "metrics at http://{addr}/metrics");
+    }
+
+    let stage = FeatureStage::new(
+        slots_of(&models),
+        Binder::from_config(cfg),
+        StageSettings::from_config(cfg),
+        metrics.clone(),
+    );
+    // The source sends windows in batches of up to WINDOWS_PER_SEND: the
+    // channel's capacity in messages keeps queue_capacity a bound in windows.
+    let (win_tx, win_rx) = mpsc::channel::<InferenceMsg>(
+        cfg.pipeline
+            .queue_capacity
+            .div_ceil(crate::sources::mqtt::WINDOWS_PER_SEND)
+            .max(1),
+    );
+    let (out_tx, out_rx) = mpsc::channel::<Output>(cfg.influx.queue_capacity);
+    let (reload_tx, reload_rx) = mpsc::channel::<SourceReload>(1);
+    let (ready_tx, ready_rx) = oneshot::channel();
+
+    let mut scorer = Scorer::new(models, metrics.clone());
+    let alerts = match &state_dir {
+        Some(dir) => {
+            let (store, open) = AlertStore::open(dir);
+            scorer.restore_open_alerts(open);
+            Some(store)
+        }
+        None => {
+            tracing::warn!("no state directory: open alerts are not kept across restarts");
+            None
+        }
+    };
+    let scorer_thread = spawn_scorer(
+        scorer,
+        win_rx,
+        out_tx,
+        cfg.runtime.max_batch,
+        Duration::from_millis(cfg.runtime.max_wait_ms),
+        scorer_hb.clone(),
+        board.clone(),
+        alerts,
+        tokio::runtime::Handle::current(),
+    )
+    .map_err(DaemonError::Thread)?;
+
+    let spool = match cfg.spool.resolved_directory(state_dir.as_deref()) {
+        Some(dir) => {
+            let (spool, report) =
+                crate::state::spool::Spool::open(&dir, cfg.spool.max_mb * 1024 * 1024)?;
+            tracing::info!(
+                directory = %dir.display(),
+                segments = report.segments,
+                points = report.points,
+                quarantined = report.quarantined,
+                "spool opened"
+            );
+            Some(spool)
+        }
+        None => {
+            tracing::warn!(
+                "no spool directory: batches the database cannot take are held in memory only"
+            );
+            None
+        }
+    };
+    let sink_stop = CancellationToken::new();
+    let sink = tokio::spawn(crate::sinks::influx::run_sink(
+        writer,
+        SinkSettings::from_config(&cfg.influx),
+        out_rx,
+        metrics.clone(),
+        sink_stop.clone(),
+        spool,
+        barriers,
+    ));
+
+    let source_stop = CancellationToken::new();
+    let source = tokio::spawn(crate::sources::mqtt::run_source(
+        SourceParts {
+            options,
+            qos: settings.qos,
+            max_payload: cfg.mqtt.max_packet_size,
+            reconnect_min: Duration::from_millis(cfg.mqtt.reconnect_min_ms),
+            reconnect_max: Duration::from_millis(cfg.mqtt.reconnect_max_ms),
+            decoder,
+            stage,
+            journal,
+        },
+        win_tx.clone(),
+        reload_rx,
+        metrics.clone(),
+        source_hb.clone(),
+        ready_tx,
+        source_stop.clone(),
+    ));
+
+    // READY once the models are loaded and the broker has answered.
+    let ready_metrics = metrics.clone();
+    tokio::spawn(async move {
+        if ready_rx.await.is_ok() {
+            let ms = started.elapsed().as_millis();
+            tracing::info!(startup_ms = ms as u64, "ready");
+            let _ = crate::ops::notify::ready();
+            let _ = crate::ops::notify::status(&format!(
+                "scoring; {} asset(s)",
+                ready_metrics.assets.load(Relaxed)
+            ));
+        }
+    });
+    // WATCHDOG=1 only while both pipeline loops beat.
+    if let Some(interval) = crate::ops::notify::watchdog_interval() {
+        let hbs = [source_hb.clone(), scorer_hb.clone()];
+        let stop = source_stop.clone();
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(interval);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = t.tick() => {
+                        let now = now_ns() as u64;
+                        let fresh = hbs.iter().all(|h| now.saturating_sub(h.load(Relaxed)) < 5_000_000_000 + interval.as_nanos() as u64 * 2);
+                        if fresh {
+                            let _ = crate::ops::notify::watchdog();
+                        } else {
+                            tracing::error!("pipeline heartbeat is stale; withholding the watchdog ping");
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    tokio::pin!(shutdown);
+    let mut current = settings;
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(()) = reload.recv() => {
+                match reload_config(&config_path, &current.config).await {
+                    Ok((new, models)) => {
+                        let old: Vec<String> = current.config.models.iter().map(|m| m.name.clone()).collect();
+                        let info = model_info(&models);
+                        let reload_msg = SourceReload {
+                            slots: slots_of(&models),
+                            binder: Binder::from_config(&new.config),
+                            settings: StageSettings::from_config(&new.config),
+                            decoder: Decoder::new(new.topics.clone()),
+                        };
+                        // Models first (ordered with queued windows), then the source.
+                        if win_tx.send(InferenceMsg::Swap(models)).await.is_err() || reload_tx.send(reload_msg).await.is_err() {
+                            break;
+                        }
+                        metrics.set_models(info.clone());
+                        metrics.reloads.fetch_add(1, Relaxed);
+                        tracing::info!(old = ?old, new = ?info, "reloaded config and models");
+                        let (was, now) = (&current.config, &new.config);
+                        if now.influx.url != was.influx.url || now.mqtt.host != was.mqtt.host || now.mqtt.port != was.mqtt.port {
+                            tracing::warn!("connection settings changed: they take effect at the next restart");
+                        }
+                        current = new;
+                    }
+                    Err(e) => {
+                        metrics.reload_failures.fetch_add(1, Relaxed);
+                        tracing::error!(error = %e, "reload refused; the running config and models stay in service");
+                    }
+                }
+            }
+        }
+    }
+
+    // Shutdown: stop reading, drain the pipeline, flush the sink.
+    tracing::info!("shutting down: draining the pipeline");
+    let _ = crate::ops::notify::stopping();
+    drop(win_tx);
+    drop(reload_tx);
+    source_stop.cancel();
+    let deadline = current.shutdown_timeout();
+    let drain = async {
+        let _ = source.await;
+        let _ = tokio::task::spawn_blocking(move || scorer_thread.join()).await;
+        let _ = sink.await;
+    };
+    tokio::pin!(drain);
+    if tokio::time::timeout(deadline, &mut drain).await.is_err() {
+        tracing::error!(
+            timeout_s = deadline.as_secs(),
+            "shutdown deadline reached; dropping what is left"
+        );
+        sink_stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+    }
+    listen_stop.cancel();
+    tracing::info!(
+        windows_scored = metrics.windows_scored.load(Relaxed),
+        points_written = metrics.points_written.load(Relaxed),
+        points_dropped = metrics.points_dropped.load(Relaxed),
+        "stopped"
+    );
+    Ok(())
+}

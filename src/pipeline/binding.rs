@@ -1,0 +1,148 @@
+//! Asset-to-model binding, the only implementation: which model scores an
+//! asset (first matching `[[assets]]` rule, then the default model) and
+//! with which detector settings (the model's calibrated defaults, then the
+//! rule's overrides). `run`, `replay` and reloads all bind through here.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::{AssetRule, Config};
+use crate::core::contract::ModelMetadata;
+use crate::core::detect::DetectorSettings;
+use crate::core::normalise::Normaliser;
+
+/// What the pipeline needs to know about one model.
+#[derive(Debug)]
+pub struct ModelSlot {
+    pub name: Arc<str>,
+    pub meta: Arc<ModelMetadata>,
+    pub channels: Arc<[String]>,
+    pub(super) normaliser: Normaliser,
+    pub(super) channel_index: HashMap<String, usize>,
+}
+
+impl ModelSlot {
+    pub fn new(name: &str, meta: ModelMetadata) -> Self {
+        let channel_index = meta
+            .channels
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.clone(), i))
+            .collect();
+        Self {
+            name: name.into(),
+            normaliser: Normaliser::new(&meta.normaliser),
+            channels: meta.channels.clone().into(),
+            channel_index,
+            meta: Arc::new(meta),
+        }
+    }
+}
+
+/// Which model an asset uses and its detector settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AssetBinding {
+    pub asset: Arc<str>,
+    pub model: Arc<str>,
+    pub detector: DetectorSettings,
+    pub channels: Arc<[String]>,
+}
+
+/// Resolves asset ids to models (first matching `[[assets]]` rule, then the
+/// default model).
+#[derive(Debug, Clone, Default)]
+pub struct Binder {
+    rules: Vec<AssetRule>,
+    default_model: Option<String>,
+}
+
+impl Binder {
+    pub fn from_config(cfg: &Config) -> Self {
+        let default_model = cfg
+            .default_model
+            .clone()
+            .or_else(|| (cfg.models.len() == 1).then(|| cfg.models[0].name.clone()));
+        Self {
+            rules: cfg.assets.clone(),
+            default_model,
+        }
+    }
+
+    /// Every asset uses `model` with its stored detector defaults.
+    pub fn single(model: &str) -> Self {
+        Self {
+            rules: Vec::new(),
+            default_model: Some(model.to_string()),
+        }
+    }
+
+    /// Adds a rule in front of the others (e.g. a CLI threshold override).
+    pub fn with_rule(mut self, rule: AssetRule) -> Self {
+        self.rules.insert(0, rule);
+        self
+    }
+
+    /// The first `[[assets]]` rule whose pattern matches `asset`.
+    pub fn rule_for(&self, asset: &str) -> Option<&AssetRule> {
+        self.rules.iter().find(|r| glob_match(&r.pattern, asset))
+    }
+
+    /// Name of the model `asset` is bound to: its rule's model, else the
+    /// default model.
+    pub fn model_for(&self, asset: &str) -> Option<&str> {
+        self.rule_for(asset)
+            .and_then(|r| r.model.as_deref())
+            .or(self.default_model.as_deref())
+    }
+
+    pub(super) fn bind(&self, asset: &str, slots: &[ModelSlot]) -> Option<(usize, AssetBinding)> {
+        let rule = self.rule_for(asset);
+        let model = self.model_for(asset)?;
+        let idx = slots.iter().position(|s| &*s.name == model)?;
+        let slot = &slots[idx];
+        let mut d = DetectorSettings::from_model(slot.meta.threshold.value, &slot.meta.detector);
+        if let Some(r) = rule {
+            d.threshold = r.threshold.unwrap_or(d.threshold);
+            d.raise_after = r.raise_after.unwrap_or(d.raise_after);
+            d.clear_after = r.clear_after.unwrap_or(d.clear_after);
+            d.clear_ratio = r.clear_ratio.unwrap_or(d.clear_ratio);
+        }
+        Some((
+            idx,
+            AssetBinding {
+                asset: asset.into(),
+                model: slot.name.clone(),
+                detector: d,
+                channels: slot.channels.clone(),
+            },
+        ))
+    }
+}
+
+/// Glob match with `*` (any run) and `?` (one character).
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut pi, mut ti) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}

@@ -1,0 +1,106 @@
+//! Acknowledging QoS 1/2 messages once their journal records are durable:
+//! the source hands batches of packet ids to a task beside the poll loop,
+//! which syncs the journal file and then sends the PUBACKs.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
+
+use rumqttc::{AsyncClient, QoS};
+use tokio::sync::mpsc;
+
+use crate::ops::metrics::Metrics;
+use crate::state::journal::Journal;
+
+/// Most acknowledgement batches queued for the ack task. Every batch holds
+/// at least one unacknowledged packet id, and a session has at most 65,535
+/// of those at once (MQTT packet ids are 16-bit), so within one connection
+/// the queue cannot fill; the channel allocates only what is queued.
+pub(super) const ACK_QUEUE: usize = 65_536;
+
+/// Messages acknowledged after one journal sync.
+pub(super) struct AckBatch {
+    /// Connection the messages came on; acks for an older one are not sent
+    /// (the broker redelivers those messages, which the journal absorbs).
+    epoch: u64,
+    sync: Option<std::fs::File>,
+    acks: Vec<(u16, QoS)>,
+}
+
+/// What `ack`/`try_ack` need of a delivered message: its packet id and QoS.
+pub(super) fn ack_request(pkid: u16, qos: QoS) -> rumqttc::Publish {
+    let mut p = rumqttc::Publish::new("", qos, Vec::<u8>::new());
+    p.pkid = pkid;
+    p
+}
+
+/// Sends acknowledgements once their journal records are durable. Runs
+/// beside the poll loop: awaiting `ack` inside it would deadlock when the
+/// request channel is full (docs/architecture.md §7).
+pub(super) async fn ack_task(
+    client: AsyncClient,
+    mut rx: mpsc::Receiver<AckBatch>,
+    epoch: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
+) {
+    let mut batches = Vec::new();
+    while rx.recv_many(&mut batches, 64).await > 0 {
+        // One sync per file covers every batch gathered meanwhile.
+        let files: Vec<std::fs::File> = batches.iter_mut().filter_map(|b| b.sync.take()).collect();
+        if !files.is_empty() {
+            let synced = tokio::task::spawn_blocking(move || {
+                files.iter().try_for_each(std::fs::File::sync_data)
+            })
+            .await;
+            if !matches!(synced, Ok(Ok(()))) {
+                metrics.journal_errors.fetch_add(1, Relaxed);
+                tracing::error!("journal sync failed; acknowledging anyway (at most once)");
+            }
+        }
+        for b in batches.drain(..) {
+            if b.epoch != epoch.load(Relaxed) {
+                continue;
+            }
+            for (pkid, qos) in b.acks {
+                if client.ack(&ack_request(pkid, qos)).await.is_err() {
+                    return;
+                }
+                metrics.acks_sent.fetch_add(1, Relaxed);
+            }
+        }
+    }
+}
+
+/// Makes the journaled messages durable (in the ack task) and hands their
+/// acknowledgements over.
+pub(super) fn commit_journal(
+    journal: &mut Journal,
+    unacked: &mut Vec<(u16, QoS)>,
+    epoch: u64,
+    acks: &mpsc::Sender<AckBatch>,
+    metrics: &Metrics,
+) {
+    if unacked.is_empty() {
+        return;
+    }
+    let sync = journal.commit().unwrap_or_else(|e| {
+        metrics.journal_errors.fetch_add(1, Relaxed);
+        tracing::error!(error = %e, "cannot write the journal; acknowledging anyway (at most once)");
+        None
+    });
+    metrics.journal_bytes.store(journal.bytes(), Relaxed);
+    let batch = AckBatch {
+        epoch,
+        sync,
+        acks: std::mem::take(unacked),
+    };
+    if let Err(mpsc::error::TrySendError::Full(b)) = acks.try_send(batch) {
+        // Only when the ack task is stuck across reconnects: the broker
+        // redelivers these messages and the journal absorbs the repeats.
+        metrics.journal_errors.fetch_add(1, Relaxed);
+        tracing::error!(
+            messages = b.acks.len(),
+            "acknowledgement queue full; the broker will redeliver these messages"
+        );
+    }
+}

@@ -1,0 +1,116 @@
+//! rumqttc options from the `[mqtt]` config: identity, session, packet
+//! limits, credentials and TLS; and the QoS mapping.
+
+use std::time::Duration;
+
+use rumqttc::{MqttOptions, QoS, TlsConfiguration, Transport};
+
+use crate::config::{MqttConfig, Qos, Secret};
+
+/// Why the MQTT client could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum MqttError {
+    #[error("cannot read {what} {path}: {source}")]
+    File {
+        what: &'static str,
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Builds rumqttc options from the config.
+///
+/// # Errors
+/// TLS files that cannot be read.
+pub fn mqtt_options(cfg: &MqttConfig, password: Option<&Secret>) -> Result<MqttOptions, MqttError> {
+    let mut o = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
+    o.set_keep_alive(Duration::from_secs(cfg.keep_alive_s));
+    o.set_clean_session(cfg.clean_session);
+    // rumqttc treats an oversize packet as a connection error, and a
+    // persistent session would redeliver it forever; allow headroom and
+    // count oversize payloads ourselves.
+    let incoming = cfg
+        .max_packet_size
+        .saturating_mul(4)
+        .max(cfg.max_packet_size);
+    o.set_max_packet_size(incoming, cfg.max_packet_size);
+    o.set_request_channel_capacity(256);
+    o.set_inflight(1000);
+    if let Some(user) = &cfg.username {
+        o.set_credentials(
+            user.clone(),
+            password.map(|p| p.expose().to_string()).unwrap_or_default(),
+        );
+    }
+    if cfg.tls.enabled {
+        let read = |what: &'static str, path: &std::path::Path| {
+            std::fs::read(path).map_err(|source| MqttError::File {
+                what,
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        let transport = match &cfg.tls.ca_file {
+            Some(ca) => {
+                let client_auth = match (&cfg.tls.client_cert, &cfg.tls.client_key) {
+                    (Some(c), Some(k)) => Some((
+                        read("mqtt.tls.client_cert", c)?,
+                        read("mqtt.tls.client_key", k)?,
+                    )),
+                    _ => None,
+                };
+                Transport::tls_with_config(TlsConfiguration::Simple {
+                    ca: read("mqtt.tls.ca_file", ca)?,
+                    alpn: None,
+                    client_auth,
+                })
+            }
+            // No CA file: the system's roots, verification still on.
+            None => Transport::tls_with_default_config(),
+        };
+        o.set_transport(transport);
+    }
+    Ok(o)
+}
+
+/// The one mapping from the validated QoS to rumqttc's.
+pub fn qos(q: Qos) -> QoS {
+    match q {
+        Qos::AtMostOnce => QoS::AtMostOnce,
+        Qos::AtLeastOnce => QoS::AtLeastOnce,
+        Qos::ExactlyOnce => QoS::ExactlyOnce,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_follow_config() {
+        let cfg: MqttConfig = serde_json::from_value(serde_json::json!({
+            "host": "127.0.0.1", "port": 1999, "client_id": "gw1", "username": "u",
+            "clean_session": false, "keep_alive_s": 15, "max_packet_size": 4096
+        }))
+        .unwrap();
+        let o = mqtt_options(&cfg, Some(&Secret::new("p"))).unwrap();
+        assert_eq!(o.broker_address(), ("127.0.0.1".to_string(), 1999));
+        assert_eq!(o.client_id(), "gw1");
+        assert!(!o.clean_session());
+        assert_eq!(o.keep_alive(), Duration::from_secs(15));
+        assert_eq!(o.credentials().map(|l| l.username), Some("u".to_string()));
+    }
+
+    #[test]
+    fn missing_tls_file_is_a_clear_error() {
+        let cfg: MqttConfig = serde_json::from_value(serde_json::json!({
+            "tls": {"enabled": true, "ca_file": "/nonexistent/ca.pem"}
+        }))
+        .unwrap();
+        let err = mqtt_options(&cfg, None).unwrap_err().to_string();
+        assert!(
+            err.contains("mqtt.tls.ca_file") && err.contains("/nonexistent/ca.pem"),
+            "{err}"
+        );
+    }
+}
