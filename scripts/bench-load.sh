@@ -7,26 +7,42 @@
 # frames of 8 channels. Prints readings/s, CPU seconds per million readings,
 # peak RSS, p50/p99 publish-to-database latency at half of each stack's
 # maximum load, drops, the ratios, and anomalyd's RSS split with 1,000
-# assets. How each figure is taken: the docstring of scripts/bench_load.py.
+# assets. How each figure is taken: the docstring of scripts/bench_load/
+# (the Python package that runs the bench; `--help` prints it).
 #
 # Usage: scripts/bench-load.sh [--assets 200] [--rows 600] [--qos 0,1]
 #          [--stacks anomalyd,python] [--latency-s 20] [--footprint-assets 1000]
-#          [--json FILE]
-# The Python stack's packages go into target/bench-venv (from PyPI, once).
+#          [--json FILE] [--help]
+# The Python stack's packages, pinned in scripts/bench_load/requirements.txt,
+# go into target/bench-venv (from PyPI, once, and again when the pins change).
+# ANOMALYD_BIN=PATH runs that binary instead of building the release one
+# (a quick check of the bench itself; its figures are not the product's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
+for arg in "$@"; do
+  case "$arg" in
+    -h | --help) exec python3 scripts/bench_load --help ;;
+  esac
+done
+
 bash scripts/setup.sh >/dev/null
 export ORT_DYLIB_PATH="$ROOT/.ort/libonnxruntime.so.1.31.1"
-cargo build --release --locked -p anomalyd 2>&1 | tail -1
+BIN=${ANOMALYD_BIN:-}
+if [ -z "$BIN" ]; then
+  cargo build --release --locked -p anomalyd 2>&1 | tail -1
+  BIN="$ROOT/target/release/anomalyd"
+fi
 
 VENV="$ROOT/target/bench-venv"
-if ! "$VENV/bin/python" -c 'import paho.mqtt, numpy, onnxruntime, influxdb_client' 2>/dev/null; then
+REQUIREMENTS="$ROOT/scripts/bench_load/requirements.txt"
+if ! cmp -s "$REQUIREMENTS" "$VENV/requirements.txt"; then
   echo "bench: installing the Python stack into $VENV"
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet paho-mqtt numpy onnxruntime==1.31.1 influxdb-client
+  "$VENV/bin/pip" install --quiet -r "$REQUIREMENTS"
+  cp "$REQUIREMENTS" "$VENV/requirements.txt"
 fi
 "$VENV/bin/python" -c 'import onnxruntime, numpy, paho.mqtt, influxdb_client; print("bench: Python stack: onnxruntime", onnxruntime.__version__, "numpy", numpy.__version__, "paho-mqtt", paho.mqtt.__version__, "influxdb-client", influxdb_client.__version__)'
 
-exec python3 scripts/bench_load.py "$@"
+exec python3 scripts/bench_load --anomalyd "$BIN" "$@"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Detection-quality benchmark on SKAB (DESIGN.md §11, BENCHMARKS.md):
+# Detection-quality benchmark on SKAB (docs/architecture.md §11, BENCHMARKS.md):
 # for every experiment file (DATA_DIR/*/N.csv except anomaly-free/), train
 # on its first 400 rows with the trainer's defaults, replay the whole file
 # through the daemon's pipeline, then score rows 400.. of every file

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Instruction-count profile of `anomalyd run` under load: callgrind counts
 # are stable on a shared, noisy machine, so before/after comparisons of code
-# changes use them (DESIGN.md §11, BENCHMARKS.md). Builds a release binary
-# with line tables into target/prof, starts mosquitto and VictoriaMetrics on
-# free loopback ports, runs the daemon under callgrind (instrumentation
-# switched on once it is subscribed, so start-up is not counted), publishes
-# ASSETS x ROWS JSON frames (QoS 0) with `anomalyd simulate`, waits until
-# every score point is written, stops the daemon and prints instructions per
-# message in total and by part.
+# changes use them (docs/architecture.md §11, BENCHMARKS.md). Builds a
+# release binary with line tables into target/prof, starts mosquitto and
+# VictoriaMetrics on free loopback ports, runs the daemon under callgrind
+# (instrumentation switched on once it is subscribed, so start-up is not
+# counted), publishes ASSETS x ROWS JSON frames (QoS 0) with `anomalyd
+# simulate`, waits until every score point is written, stops the daemon and
+# prints instructions per message in total and by part.
 # Usage: scripts/profile.sh [ASSETS] [ROWS] [OUT_DIR]   (default 20 300 target/prof/callgrind)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,0 +1,95 @@
+"""The bench's options and the order of its runs: per QoS level the broker
+alone, then each stack's throughput run and its latency run at half that
+throughput; then anomalyd's footprint runs (paced, then a burst); then the
+summary and, with --json, every figure."""
+
+import argparse
+import json
+import os
+
+import bench_load
+from bench_load import report
+from bench_load.bench import Bench
+from bench_load.common import CHANNELS, ROOT
+from bench_load.services import Services
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(
+        prog="bench-load",
+        description=bench_load.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("--assets", type=int, default=200)
+    ap.add_argument("--rows", type=int, default=600, help="rows per asset in a throughput run")
+    ap.add_argument("--qos", default="0,1", help="comma-separated QoS levels")
+    ap.add_argument("--stacks", default="anomalyd,python")
+    ap.add_argument("--latency-s", type=float, default=20.0, help="length of a latency run (0: none)")
+    ap.add_argument("--footprint-assets", type=int, default=1000, help="assets of the RSS run (0: none)")
+    ap.add_argument("--footprint-rows", type=int, default=120)
+    ap.add_argument(
+        "--footprint-rate", type=float, default=10.0, help="rows/s per asset of the steady footprint run"
+    )
+    ap.add_argument("--flush-ms", type=int, default=200, help="anomalyd influx.flush_interval_ms")
+    ap.add_argument("--max-batch", type=int, default=256, help="anomalyd runtime.max_batch")
+    ap.add_argument(
+        "--footprint-max-batch", type=int, default=64, help="runtime.max_batch of the RSS run (shipped default)"
+    )
+    ap.add_argument("--stall-s", type=float, default=20.0)
+    ap.add_argument(
+        "--journal",
+        action="store_true",
+        help="give anomalyd a state directory: QoS 1/2 messages are journaled and synced before their PUBACK",
+    )
+    ap.add_argument("--model", default=os.path.join(ROOT, "models", "pump.onnx"))
+    ap.add_argument(
+        "--anomalyd",
+        default=os.path.join(ROOT, "target", "release", "anomalyd"),
+        help="the anomalyd binary that runs, publishes and inspects the model (default: the release build)",
+    )
+    ap.add_argument(
+        "--python-stack", default=os.path.join(ROOT, "..", "shared", "baselines", "python_stack.py")
+    )
+    ap.add_argument("--json", help="write every figure here")
+    ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    return ap.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    stacks = [s for s in args.stacks.split(",") if s]
+    qos_levels = [int(q) for q in args.qos.split(",") if q]
+
+    services = Services(args.keep)
+    try:
+        bench = Bench(args, services)
+        services.start()
+        print(f"bench: model {bench.model}: {bench.model_desc}", flush=True)
+        bench.results["model"] = {"path": bench.model, "desc": bench.model_desc, "window": bench.window}
+        print(
+            f"bench: mosquitto :{services.mqtt_port}, VictoriaMetrics :{services.vm_port} behind the write tap "
+            f":{services.tap_port}; scratch {services.dir}",
+            flush=True,
+        )
+        for q in qos_levels:
+            bench.broker_alone(args.assets, args.rows, q)
+            for stack in stacks:
+                p = bench.run_phase(stack, q, args.assets, args.rows)
+                if args.latency_s > 0 and p["readings_per_s"] > 0:
+                    rate = p["readings_per_s"] / 2 / (args.assets * CHANNELS)
+                    rows = max(bench.window + 20, int(rate * args.latency_s))
+                    bench.run_phase(stack, q, args.assets, rows, rate=rate)
+        for pace in (args.footprint_rate, None) if args.footprint_assets and "anomalyd" in stacks else ():
+            # Steady state at a paced rate, then a burst as fast as the broker
+            # delivers (the queues between the stages fill up).
+            p = bench.run_phase(
+                "anomalyd", 0, args.footprint_assets, args.footprint_rows, rate=pace, footprint=True
+            )
+            report.footprint(p["smaps_peak_kib"])
+        print()
+        print(report.summary(bench.results, stacks, qos_levels))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(bench.results, f, indent=1)
+    finally:
+        services.stop()

@@ -1,0 +1,145 @@
+"""What the bench prints: one line per phase as it ends, the RSS split of
+the footprint runs, and the summary table of both stacks side by side with
+their ratios."""
+
+from bench_load.common import CHANNELS
+
+
+def percentiles_ms(sorted_s):
+    """p50, p99 and max of sorted durations in seconds, in milliseconds."""
+    xs = sorted_s
+    return {
+        "p50": 1000 * xs[len(xs) // 2],
+        "p99": 1000 * xs[min(len(xs) - 1, int(len(xs) * 0.99))],
+        "max": 1000 * xs[-1],
+    }
+
+
+def phase(p):
+    """One line per phase, plus latency, database and per-thread lines."""
+    print(
+        f"  {p['stack']:<9} QoS {p['qos']} {p['mode']:<10} {p['assets']} assets x {p['rows']} rows"
+        f"{' at %g rows/s' % p['rate_rows_per_s'] if p['rate_rows_per_s'] else ''}: "
+        f"{p['readings_per_s']:>9,.0f} readings/s, {p['cpu_s_per_million']:.2f} CPU-s/M, "
+        f"RSS {p['peak_rss_mib']:.1f} MiB, points {p['points_accepted']:,}/{p['points_expected']:,}, "
+        f"readings dropped {p['readings_dropped']:,}",
+        flush=True,
+    )
+    if "latency_ms" in p and "from_row" in p["latency_ms"]:
+        lr = p["latency_ms"]["from_row"]
+        print(
+            f"            latency at {p['rate_rows_per_s'] * p['assets'] * CHANNELS:,.0f} readings/s: "
+            f"p50 {lr['p50']:.1f} ms, p99 {lr['p99']:.1f} ms, max {lr['max']:.1f} ms "
+            f"({p['latency_ms']['samples']:,} points)",
+            flush=True,
+        )
+        db = p["latency_ms"].get("database_write_ms")
+        if db:
+            print(
+                f"            of which the database answering a write: p50 {db['p50']:.1f} ms, "
+                f"p99 {db['p99']:.1f} ms, max {db['max']:.1f} ms ({db['writes']} writes)",
+                flush=True,
+            )
+    if "threads_cpu_s" in p:
+        batch = f", mean inference batch {p['mean_batch']:.0f} windows" if "mean_batch" in p else ""
+        print(f"            CPU by thread: {p['threads_cpu_s']}{batch}", flush=True)
+    if p["readings_processed"] > p["readings"]:
+        print(
+            f"            !! {p['readings_processed']:,} readings processed, more than published: "
+            "the figures of this run are not valid",
+            flush=True,
+        )
+
+
+def broker(p):
+    print(
+        f"  broker    QoS {p['qos']} null subscriber: {p['readings_per_s']:>9,.0f} readings/s "
+        f"({p['messages_per_s']:,.0f} msg/s), broker CPU {p['broker_cpu_s']:.2f} s",
+        flush=True,
+    )
+
+
+def footprint(s):
+    """The RSS split at the footprint run's peak sample (`smaps_peak_kib`)."""
+    if not s.get("total"):
+        return
+    print(
+        f"            RSS at its peak sample: {s['total'] / 1024:.1f} MiB = heap/anon "
+        f"{s['anon'] / 1024:.1f} + ONNX Runtime library file pages {s['ort_file'] / 1024:.1f} "
+        f"+ its written pages {s['ort_cow'] / 1024:.1f} + other files {s['other_file'] / 1024:.1f}; "
+        f"without the library's file pages {(s['total'] - s['ort_file']) / 1024:.1f} MiB",
+        flush=True,
+    )
+    print(
+        "            largest anonymous mappings (RSS/size KiB): "
+        + ", ".join(f"{name} {rss}/{size}" for rss, name, size in s["largest"]),
+        flush=True,
+    )
+
+
+def summary(results, stacks, qos_levels):
+    by = {}
+    for p in results["phases"]:
+        by[(p["stack"], p["qos"], p["mode"])] = p
+    lines = []
+    header = f"{'':34}{'anomalyd':>14}{'Python stack':>14}{'ratio':>10}"
+    for q in qos_levels:
+        a = by.get(("anomalyd", q, "throughput"))
+        b = by.get(("python", q, "throughput"))
+        la = by.get(("anomalyd", q, "latency"))
+        lb = by.get(("python", q, "latency"))
+        lines.append(f"QoS {q}")
+        lines.append(header)
+
+        def row(label, fa, fb, fmt, better_high=True):
+            va = fa(a, la) if a else None
+            vb = fb(b, lb) if b else None
+            s = f"  {label:<32}"
+            s += f"{fmt.format(va):>14}" if va is not None else f"{'-':>14}"
+            s += f"{fmt.format(vb):>14}" if vb is not None else f"{'-':>14}"
+            if va and vb:
+                r = va / vb if better_high else vb / va
+                s += f"{r:>9.1f}x"
+            lines.append(s)
+
+        row("readings/s", lambda p, _: p["readings_per_s"], lambda p, _: p["readings_per_s"], "{:,.0f}")
+        row(
+            "readings per CPU-second",
+            lambda p, _: 1e6 / p["cpu_s_per_million"],
+            lambda p, _: 1e6 / p["cpu_s_per_million"],
+            "{:,.0f}",
+        )
+        row(
+            "CPU-s per million readings",
+            lambda p, _: p["cpu_s_per_million"],
+            lambda p, _: p["cpu_s_per_million"],
+            "{:.2f}",
+            better_high=False,
+        )
+        row("peak RSS, MiB", lambda p, _: p["peak_rss_mib"], lambda p, _: p["peak_rss_mib"], "{:.1f}", False)
+
+        def lat(key, which="from_row"):
+            return lambda _, lp: lp["latency_ms"][which][key] if lp and which in lp.get("latency_ms", {}) else None
+
+        row("latency p50, ms (half max load)", lat("p50"), lat("p50"), "{:.1f}", False)
+        row("latency p99, ms (half max load)", lat("p99"), lat("p99"), "{:.1f}", False)
+        row(
+            "  load used, readings/s",
+            lambda p, lp: lp["rate_rows_per_s"] * lp["assets"] * CHANNELS if lp else None,
+            lambda p, lp: lp["rate_rows_per_s"] * lp["assets"] * CHANNELS if lp else None,
+            "{:,.0f}",
+        )
+        row(
+            "readings dropped",
+            lambda p, _: p["readings_dropped"] or None,
+            lambda p, _: p["readings_dropped"] or None,
+            "{:,}",
+        )
+        for s, p in (("anomalyd", a), ("python", b)):
+            if p and (p["points_accepted"] < p["points_expected"] or p["readings_dropped"]):
+                lines.append(
+                    f"  !! {s}: {p['points_accepted']:,} of {p['points_expected']:,} score points, "
+                    f"{p['readings_dropped']:,} readings dropped"
+                )
+        lines.append("")
+    return "\n".join(lines)
