@@ -35,12 +35,19 @@
 //! - `ops::metrics` is a leaf every layer may count into.
 //! - Only `cmd` wires components together.
 
+#[cfg(feature = "daemon")]
 pub mod cmd;
+#[cfg(feature = "daemon")]
 pub mod config;
 pub mod core;
 pub mod model;
+#[cfg(feature = "daemon")]
 pub mod ops;
+#[cfg(feature = "daemon")]
 pub mod pipeline;
+#[cfg(feature = "daemon")]
 pub mod sinks;
+#[cfg(feature = "daemon")]
 pub mod sources;
+#[cfg(feature = "daemon")]
 pub mod state;

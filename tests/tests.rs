@@ -4,6 +4,7 @@ mod daemon;
 mod faults;
 mod fuzz;
 mod harness_selftest;
+mod layers;
 mod ship;
 mod status_page;
 mod util;

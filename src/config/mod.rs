@@ -215,4 +215,4 @@ fn typed_env_value(v: &str) -> config::Value {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -3,9 +3,8 @@
 use std::path::Path;
 
 use super::*;
-use crate::pipeline::Binder;
 
-const MINIMAL: &str = r#"
+pub(crate) const MINIMAL: &str = r#"
     [mqtt]
     host = "127.0.0.1"
     [[topics]]
@@ -19,7 +18,7 @@ const MINIMAL: &str = r#"
     bucket = "b"
 "#;
 
-fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+pub(crate) fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
     let env: Vec<(String, String)> = env
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -33,7 +32,6 @@ fn minimal_config_gets_defaults() {
     assert_eq!(c.mqtt.port, 1883);
     assert_eq!(c.mqtt.qos, 1);
     assert_eq!(c.runtime.intra_threads, 1);
-    assert_eq!(Binder::from_config(&c).model_for("anything"), Some("pump"));
     assert_eq!(c.influx.score_measurement, "anomaly_score");
 }
 
@@ -100,29 +98,6 @@ fn bad_url_is_a_problem_not_a_panic() {
 }
 
 #[test]
-fn asset_rules_bind_models_first_match_wins() {
-    let text = format!(
-        "default_model = \"pump\"\n{MINIMAL}\n[[models]]\nname = \"fan\"\npath = \"f.onnx\"\n\
-         [[assets]]\npattern = \"fan-*\"\nmodel = \"fan\"\nthreshold = 2.0\n\
-         [[assets]]\npattern = \"*\"\nraise_after = 5\n"
-    );
-    let c = parse(&text, &[]).unwrap();
-    assert_eq!(Binder::from_config(&c).model_for("fan-7"), Some("fan"));
-    assert_eq!(Binder::from_config(&c).model_for("pump-1"), Some("pump"));
-    assert_eq!(
-        Binder::from_config(&c)
-            .rule_for("pump-1")
-            .unwrap()
-            .raise_after,
-        Some(5)
-    );
-    assert_eq!(
-        Binder::from_config(&c).rule_for("fan-7").unwrap().threshold,
-        Some(2.0)
-    );
-}
-
-#[test]
 fn secrets_never_print() {
     let text = MINIMAL.replace(
         "host = \"127.0.0.1\"",
@@ -145,16 +120,6 @@ fn secret_from_file_strips_newline() {
     );
     let c = parse(&text, &[]).unwrap();
     assert_eq!(c.influx_token().unwrap().expose(), "s3cret");
-}
-
-#[test]
-fn glob_patterns() {
-    assert!(crate::pipeline::glob_match("pump-*", "pump-12"));
-    assert!(crate::pipeline::glob_match("*", ""));
-    assert!(crate::pipeline::glob_match("p?mp", "pump"));
-    assert!(!crate::pipeline::glob_match("pump-*", "fan-1"));
-    assert!(crate::pipeline::glob_match("a*b*c", "axxbyyc"));
-    assert!(!crate::pipeline::glob_match("a*b*c", "axxbyy"));
 }
 
 #[test]

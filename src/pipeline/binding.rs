@@ -146,3 +146,48 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     }
     pi == p.len()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tests::{MINIMAL, parse};
+
+    #[test]
+    fn one_model_is_the_default() {
+        let c = parse(MINIMAL, &[]).unwrap();
+        assert_eq!(Binder::from_config(&c).model_for("anything"), Some("pump"));
+    }
+
+    #[test]
+    fn asset_rules_bind_models_first_match_wins() {
+        let text = format!(
+            "default_model = \"pump\"\n{MINIMAL}\n[[models]]\nname = \"fan\"\npath = \"f.onnx\"\n\
+             [[assets]]\npattern = \"fan-*\"\nmodel = \"fan\"\nthreshold = 2.0\n\
+             [[assets]]\npattern = \"*\"\nraise_after = 5\n"
+        );
+        let c = parse(&text, &[]).unwrap();
+        assert_eq!(Binder::from_config(&c).model_for("fan-7"), Some("fan"));
+        assert_eq!(Binder::from_config(&c).model_for("pump-1"), Some("pump"));
+        assert_eq!(
+            Binder::from_config(&c)
+                .rule_for("pump-1")
+                .unwrap()
+                .raise_after,
+            Some(5)
+        );
+        assert_eq!(
+            Binder::from_config(&c).rule_for("fan-7").unwrap().threshold,
+            Some(2.0)
+        );
+    }
+
+    #[test]
+    fn glob_patterns() {
+        assert!(glob_match("pump-*", "pump-12"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("p?mp", "pump"));
+        assert!(!glob_match("pump-*", "fan-1"));
+        assert!(glob_match("a*b*c", "axxbyyc"));
+        assert!(!glob_match("a*b*c", "axxbyy"));
+    }
+}
