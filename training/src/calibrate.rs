@@ -2,7 +2,7 @@
 //! graph computes them, the alert threshold, the fitted error distribution
 //! and the detector defaults stored in the model.
 //!
-//! Score (DESIGN.md §4/§5, `ScoreDefinition` in `anomalyd::core::contract`):
+//! Score (docs/architecture.md §4/§5, `ScoreDefinition` in `anomalyd::core::contract`):
 //! `channel_error[c]` is `mean_t (x[c,t] - r[c,t])^2` ([`ChannelError::Mse`])
 //! or the square of the mean residual over the window's last frames
 //! ([`ChannelError::RecentBias`]); `score` is their weighted mean or
@@ -13,7 +13,7 @@
 use anomalyd::core::contract::{DetectorDefaults, ErrorDistribution, ThresholdSpec};
 use anomalyd::core::detect::Smoother;
 
-use crate::network::{Aggregation, ChannelError};
+use crate::model::network::{Aggregation, ChannelError};
 use serde::Serialize;
 use statrs::distribution::{Continuous, ContinuousCDF, Gamma, LogNormal};
 

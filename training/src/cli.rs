@@ -9,10 +9,10 @@ use clap::{Parser, ValueEnum};
 use crate::calibrate::ChannelWeighting;
 use crate::centering::{self, Centering};
 use crate::data::{DataOptions, InputSource};
-use crate::model::Architecture;
-use crate::network::{Aggregation, ChannelError};
+use crate::model::autoencoder::Architecture;
+use crate::model::network::{Aggregation, ChannelError};
+use crate::model::train::TrainConfig;
 use crate::run::{DeviceKind, RunError, TrainOptions};
-use crate::train::TrainConfig;
 
 /// Network family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

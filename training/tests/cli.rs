@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use anomalyd::core::contract::{METADATA_KEY, ModelMetadata};
 use anomalyd::core::synth::{self, FaultKind, PUMP_CHANNELS};
 use anomalyd::model::{LoadedModel, RuntimeOptions};
-use anomalyd_train::onnx::ModelProto;
+use anomalyd_train::export::onnx_proto::ModelProto;
 use prost::Message;
 
 const BIN: &str = env!("CARGO_BIN_EXE_anomalyd-train");

@@ -1,16 +1,17 @@
 //! `anomalyd-skab-score`: scores `anomalyd replay` outputs against the labels
-//! of the logs they replayed (the SKAB benchmark, DESIGN.md §11) and prints
+//! of the logs they replayed (the SKAB benchmark, docs/architecture.md §11) and prints
 //! the per-file table, the per-group and overall totals; optionally plots
 //! one file. The metrics live in the library (`anomalyd_train::eval`).
 //!
 //! For each labelled log `DIR/GROUP/NAME.csv` given on the command line it
 //! reads `--replays/GROUP_NAME.csv` (what `scripts/bench-skab.sh` writes).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anomalyd_train::eval::{
-    Confusion, FileResult, SKAB_LABEL_COLUMN, format_table, read_labels, read_replay, score_rows,
+    Confusion, FileResult, SKAB_LABEL_COLUMN, format_table, log_name, read_labels, read_replay,
+    score_rows, summary_line,
 };
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -53,25 +54,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// `GROUP/NAME` of a log path: its folder's name and its stem.
-fn name_of(log: &Path) -> anyhow::Result<(String, String)> {
-    let stem = log.file_stem().and_then(|s| s.to_str());
-    let group = log
-        .parent()
-        .and_then(Path::file_name)
-        .and_then(|s| s.to_str());
-    match (group, stem) {
-        (Some(g), Some(s)) => Ok((g.to_string(), s.to_string())),
-        _ => bail!("{}: expected GROUP/NAME.csv", log.display()),
-    }
-}
-
 fn run(args: Args) -> anyhow::Result<()> {
     let mut results: Vec<FileResult> = Vec::new();
     let mut groups: Vec<(String, Confusion)> = Vec::new();
     let mut plotted = false;
     for (i, log) in args.logs.iter().enumerate() {
-        let (group, stem) = name_of(log)?;
+        let (group, stem) = log_name(log)?;
         let name = format!("{group}/{stem}");
         let replay_path = args.replays.join(format!("{group}_{stem}.csv"));
         let labels = read_labels(log, &args.label_column)?;
@@ -118,15 +106,4 @@ fn run(args: Args) -> anyhow::Result<()> {
         println!("plot: {}", png.display());
     }
     Ok(())
-}
-
-fn summary_line(what: &str, c: &Confusion) -> String {
-    let pct = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{:.2} %", v * 100.0));
-    format!(
-        "{what}: F1 {} FAR {} MAR {} ({} rows)",
-        c.f1().map_or_else(|| "-".into(), |v| format!("{v:.3}")),
-        pct(c.far()),
-        pct(c.mar()),
-        c.rows()
-    )
 }

@@ -14,7 +14,7 @@ use burn::nn::{
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
-use crate::network::{Layer, NetworkSpec};
+use crate::model::network::{Layer, NetworkSpec};
 
 /// Errors in the model configuration or while reading weights back.
 #[derive(Debug, thiserror::Error)]
@@ -291,8 +291,8 @@ impl Autoencoder {
             layers,
             channel_weights,
             centered,
-            channel_error: crate::network::ChannelError::Mse,
-            aggregation: crate::network::Aggregation::Mean,
+            channel_error: crate::model::network::ChannelError::Mse,
+            aggregation: crate::model::network::Aggregation::Mean,
         })
     }
 
@@ -504,7 +504,7 @@ mod tests {
     }
 
     fn check_spec_matches_burn(cfg: ModelConfig) {
-        let _turn = crate::train::rng_turn();
+        let _turn = crate::model::train::rng_turn();
         let d = device();
         d.seed(3);
         let ad = d.clone().autodiff();

@@ -15,7 +15,7 @@ use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 
 use crate::data::WindowSet;
-use crate::model::Autoencoder;
+use crate::model::autoencoder::Autoencoder;
 
 /// Windows per inference batch (validation loss, calibration, parity).
 pub const INFERENCE_BATCH: usize = 256;
@@ -352,7 +352,7 @@ pub(crate) fn rng_turn() -> std::sync::MutexGuard<'static, ()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Architecture, ModelConfig};
+    use crate::model::autoencoder::{Architecture, ModelConfig};
 
     fn sine_set(n: usize, c: usize, t: usize, phase: usize) -> WindowSet {
         let mut s = WindowSet::default();

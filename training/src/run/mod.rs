@@ -5,32 +5,36 @@
 //! Results go to stdout, progress and warnings to stderr. The model file
 //! appears at `--out` only after the parity check has passed; a failing
 //! check leaves any previous file there untouched.
+//!
+//! `preflight` checks what it can before any data is read; `console`
+//! prints the progress; `record` assembles what the model file and the
+//! report say about the run; `parity` is the last check.
 
-use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+mod console;
+mod parity;
+mod preflight;
+mod record;
+
+use std::path::PathBuf;
+use std::time::Instant;
 
 use anomalyd::core::contract::{ModelMetadata, SCHEMA_VERSION, ScoreDefinition, TrainingSummary};
-use anomalyd::core::normalise::Normaliser;
-use anomalyd::core::timestamp::format_rfc3339;
-use anomalyd::model::{ExecutionProvider, LoadedModel, RuntimeError, RuntimeOptions};
-use burn::tensor::Device;
-use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::{Map, Value, json};
+use anomalyd::model::RuntimeError;
 
 use crate::calibrate::{self, CalibrateError, ChannelWeighting};
 use crate::centering::{self, Centering};
-use crate::data::{DataError, DataOptions, Dataset, load_dataset};
+use crate::data::{DataError, DataOptions, load_dataset};
 use crate::export::{self, ExportError};
-use crate::model::{Architecture, ModelConfig, ModelError};
-use crate::network::{self, Aggregation, ChannelError};
-use crate::report::{
-    self, EpochRecord, Parity, PlotInputs, Report, ReportError, SampleWindow, Timings,
-};
-use crate::train::{self, EpochStats, INFERENCE_BATCH, TrainConfig, TrainError};
+use crate::model::autoencoder::{Architecture, ModelError};
+use crate::model::network::{self, Aggregation, ChannelError};
+use crate::model::train::{self, TrainConfig, TrainError};
+use crate::report::{self, EpochRecord, Parity, PlotInputs, Report, ReportError, Timings};
+use console::{EpochProgress, distribution_name, print_centering, print_data_summary};
+use parity::{candidate_path, check_parity};
+use preflight::{device_name, model_config, preflight};
+use record::{created_now, hyperparameters, sample_windows, spec_parameters};
 
-/// Largest absolute difference allowed between ONNX Runtime and burn.
-pub const PARITY_TOLERANCE: f64 = 1e-4;
+pub use parity::PARITY_TOLERANCE;
 
 /// Environment variable with a Unix time to use as `training.created`
 /// (the reproducible-builds convention), for byte-identical model files.
@@ -168,29 +172,7 @@ pub struct RunSummary {
 pub fn run(opts: &TrainOptions) -> Result<RunSummary, RunError> {
     let started = Instant::now();
     let mut timings = Timings::default();
-    let detector = calibrate::detector_defaults(
-        opts.raise_after,
-        opts.clear_after,
-        opts.clear_ratio,
-        opts.smoothing,
-    )?;
-    opts.train.validate()?;
-    // Check the architecture against the window, and that the model can be
-    // written, before reading any data or training.
-    model_config(opts, 1).validate()?;
-    let out_dir = match opts.out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    if !out_dir.is_dir() {
-        return Err(RunError::OutputDir {
-            out: opts.out.clone(),
-            dir: out_dir,
-        });
-    }
-    let device = make_device(opts.device)?;
-    // The parity check needs ONNX Runtime: find it before spending time.
-    anomalyd::model::init_runtime(opts.ort_library.as_deref()).map_err(RunError::Runtime)?;
+    let (detector, device) = preflight(opts)?;
 
     let mut data = load_dataset(&opts.data)?;
     timings.load_s = started.elapsed().as_secs_f64();
@@ -431,373 +413,4 @@ pub fn run(opts: &TrainOptions) -> Result<RunSummary, RunError> {
         timings,
         report_files,
     })
-}
-
-fn model_config(opts: &TrainOptions, channels: usize) -> ModelConfig {
-    ModelConfig {
-        arch: opts.arch.clone(),
-        channels,
-        window: opts.data.window,
-        dropout: opts.dropout,
-        batch_norm: opts.batch_norm,
-    }
-}
-
-fn make_device(kind: DeviceKind) -> Result<Device, RunError> {
-    match kind {
-        DeviceKind::Cpu => Ok(Device::flex()),
-        #[cfg(feature = "cuda")]
-        DeviceKind::Cuda => Ok(Device::cuda(0)),
-        #[cfg(not(feature = "cuda"))]
-        DeviceKind::Cuda => Err(RunError::Options(
-            "--device cuda needs a trainer built with `--features cuda`".into(),
-        )),
-    }
-}
-
-fn device_name(kind: DeviceKind) -> &'static str {
-    match kind {
-        DeviceKind::Cpu => "cpu (burn flex)",
-        DeviceKind::Cuda => "cuda:0 (burn cuda)",
-    }
-}
-
-fn distribution_name(d: &anomalyd::core::contract::ErrorDistribution) -> String {
-    use anomalyd::core::contract::ErrorDistribution;
-    match d {
-        ErrorDistribution::Gamma { shape, rate } => {
-            format!("gamma(shape {shape:.3}, rate {rate:.3})")
-        }
-        ErrorDistribution::LogNormal { location, scale } => {
-            format!("log-normal(location {location:.3}, scale {scale:.3})")
-        }
-    }
-}
-
-fn print_data_summary(data: &Dataset) {
-    let boundary: usize = data.inputs.iter().map(|i| i.boundary_windows_dropped).sum();
-    println!(
-        "data: {} input(s), {} rows, {} channels ({}), sample period {} ms",
-        data.inputs.len(),
-        data.rows,
-        data.channels.len(),
-        data.channels.join(", "),
-        data.sample_period_ms
-    );
-    println!(
-        "windows: {} training, {} validation ({} between them dropped so the parts share no row), window {}, stride {}",
-        data.train.len(),
-        data.validation.len(),
-        boundary,
-        data.window,
-        data.stride
-    );
-}
-
-/// One line on what was centered and why: level ratio, and drift when the
-/// validation part was long enough to measure it.
-fn print_centering(channels: &[String], ratios: &[f64], drifts: Option<&[f64]>, centered: &[bool]) {
-    let describe = |c: usize| match drifts {
-        Some(d) => format!(
-            "{} (level ratio {:.2}, drift {:.0} %)",
-            channels[c],
-            ratios[c],
-            d[c] * 100.0
-        ),
-        None => format!("{} (level ratio {:.2})", channels[c], ratios[c]),
-    };
-    let list: Vec<String> = (0..channels.len())
-        .filter(|c| centered[*c])
-        .map(describe)
-        .collect();
-    if list.is_empty() {
-        println!("centering: none (every channel is scored on its level too)");
-    } else {
-        println!(
-            "centering: {} scored on their shape within each window",
-            list.join(", ")
-        );
-    }
-}
-
-/// `training.created`: `SOURCE_DATE_EPOCH` if set (reproducible files),
-/// else the current time.
-fn created_now() -> String {
-    let from_env = std::env::var(SOURCE_DATE_EPOCH)
-        .ok()
-        .and_then(|s| s.trim().parse::<i64>().ok())
-        .map(|s| s.saturating_mul(1_000_000_000));
-    let ns = from_env.unwrap_or_else(|| {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-            .unwrap_or(0)
-    });
-    // Whole seconds: sub-second noise says nothing about a model.
-    format_rfc3339(ns - ns.rem_euclid(1_000_000_000))
-}
-
-/// Every setting that shaped the model, by flag name.
-fn hyperparameters(opts: &TrainOptions, data: &Dataset) -> Map<String, Value> {
-    let mut m = Map::new();
-    let mut put = |k: &str, v: Value| {
-        m.insert(k.to_string(), v);
-    };
-    put("arch", json!(opts.arch.name()));
-    match &opts.arch {
-        Architecture::Conv { filters, kernel } => {
-            put("filters", json!(filters));
-            put("kernel", json!(kernel));
-        }
-        Architecture::Dense { hidden, latent } => {
-            put("hidden", json!(hidden));
-            put("latent", json!(latent));
-        }
-    }
-    put("window", json!(data.window));
-    put("stride", json!(data.stride));
-    put("epochs", json!(opts.train.epochs));
-    put("batch_size", json!(opts.train.batch_size));
-    put("learning_rate", json!(opts.train.learning_rate));
-    put("optimizer", json!("adam"));
-    put("loss", json!("mse"));
-    put("patience", json!(opts.train.patience));
-    put("dropout", json!(opts.dropout));
-    put("weight_decay", short(opts.train.weight_decay));
-    put(
-        "clip_grad_norm",
-        opts.train.clip_grad_norm.map_or(Value::Null, short),
-    );
-    put("batch_norm", json!(opts.batch_norm));
-    put("noise_sigma", json!(opts.train.noise_sigma));
-    put("validation_fraction", json!(opts.data.validation_fraction));
-    put("centering", json!(opts.centering));
-    put("centering_ratio", json!(opts.centering_ratio));
-    put("centering_drift", json!(opts.centering_drift));
-    put("threshold_quantile", json!(opts.threshold_quantile));
-    put("threshold_factor", json!(opts.threshold_factor));
-    put("channel_weighting", json!(opts.channel_weighting));
-    put("score", json!(opts.channel_error.name()));
-    put(
-        "score_frames",
-        match opts.channel_error {
-            ChannelError::RecentBias { frames } => json!(frames),
-            ChannelError::Mse => Value::Null,
-        },
-    );
-    put("score_aggregation", json!(opts.aggregation));
-    put("smoothing", short(opts.smoothing));
-    put("raise_after", json!(opts.raise_after));
-    put("clear_after", json!(opts.clear_after));
-    put("clear_ratio", short(opts.clear_ratio));
-    put("name", json!(opts.name));
-    put("model_version", json!(opts.model_version));
-    put(
-        "max_imputed_fraction",
-        json!(opts.data.max_imputed_fraction),
-    );
-    put("sample_period_ms", json!(data.sample_period_ms));
-    put(
-        "sample_period_source",
-        json!(if opts.data.sample_period_ms.is_some() {
-            "flag"
-        } else {
-            "median spacing"
-        }),
-    );
-    put(
-        "rows",
-        match &opts.data.rows {
-            Some(r) if r.end == usize::MAX => json!(format!("{}..", r.start)),
-            Some(r) => json!(format!("{}..{}", r.start, r.end)),
-            None => Value::Null,
-        },
-    );
-    put("timestamp_column", json!(opts.data.timestamp_column));
-    put(
-        "inputs",
-        json!(
-            opts.data
-                .inputs
-                .iter()
-                .map(|i| i.describe())
-                .collect::<Vec<_>>()
-        ),
-    );
-    put("seed", json!(opts.train.seed));
-    put("device", json!(device_name(opts.device)));
-    m
-}
-
-/// An `f32` flag value as the user typed it (`0.8`, not `0.800000011920929`).
-fn short(x: f32) -> Value {
-    x.to_string()
-        .parse::<f64>()
-        .map_or(Value::Null, |v| json!(v))
-}
-
-/// The temporary name the model is written under until parity passes.
-fn candidate_path(out: &Path) -> PathBuf {
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "model.onnx".into());
-    out.with_file_name(format!(".{name}.unchecked"))
-}
-
-/// Reloads the written file through ONNX Runtime and compares its outputs
-/// with burn's on every validation window.
-fn check_parity(
-    opts: &TrainOptions,
-    path: &Path,
-    data: &Dataset,
-    recon: &[f32],
-    errors: &[f32],
-    scores: &[f32],
-) -> Result<Parity, RunError> {
-    let runtime = RuntimeOptions {
-        library_path: opts.ort_library.clone(),
-        execution_provider: ExecutionProvider::Cpu,
-        intra_threads: 1,
-    };
-    let mut model = LoadedModel::load(path, &runtime).map_err(RunError::Runtime)?;
-    let per_window = data.channels.len() * data.window;
-    let c = data.channels.len();
-    let (mut d_rec, mut d_score, mut d_err) = (0.0f64, 0.0f64, 0.0f64);
-    let max_diff = |a: &[f32], b: &[f32]| {
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (f64::from(*x) - f64::from(*y)).abs())
-            .fold(
-                0.0f64,
-                |m, d| if d.is_nan() { f64::INFINITY } else { m.max(d) },
-            )
-    };
-    for (i, chunk) in data
-        .validation
-        .data
-        .chunks(INFERENCE_BATCH * per_window)
-        .enumerate()
-    {
-        let n = chunk.len() / per_window;
-        let first = i * INFERENCE_BATCH;
-        let out = model
-            .run_with_reconstruction(chunk, n)
-            .map_err(RunError::Runtime)?;
-        let rec = out.reconstruction.unwrap_or_default();
-        if rec.len() != chunk.len() {
-            d_rec = f64::INFINITY;
-        }
-        d_rec = d_rec.max(max_diff(
-            &rec,
-            &recon[first * per_window..(first + n) * per_window],
-        ));
-        d_score = d_score.max(max_diff(&out.score, &scores[first..first + n]));
-        d_err = d_err.max(max_diff(
-            &out.channel_error,
-            &errors[first * c..(first + n) * c],
-        ));
-    }
-    Ok(Parity {
-        windows: data.validation.len(),
-        max_abs_diff_reconstruction: d_rec,
-        max_abs_diff_score: d_score,
-        max_abs_diff_channel_error: d_err,
-        tolerance: PARITY_TOLERANCE,
-        passed: d_rec < PARITY_TOLERANCE && d_score < PARITY_TOLERANCE && d_err < PARITY_TOLERANCE,
-    })
-}
-
-/// The validation windows with the lowest, median and highest score, in
-/// engineering units, for `reconstruction.png`.
-fn sample_windows(data: &Dataset, recon: &[f32], scores: &[f32]) -> Vec<SampleWindow> {
-    let per_window = data.channels.len() * data.window;
-    let mut order: Vec<usize> = (0..scores.len()).collect();
-    order.sort_by(|a, b| scores[*a].total_cmp(&scores[*b]));
-    let Some(&last) = order.last() else {
-        return Vec::new();
-    };
-    let mut picks = vec![
-        ("lowest score", order[0]),
-        ("median score", order[order.len() / 2]),
-        ("highest score", last),
-    ];
-    // Fewer than three windows: show each once.
-    picks.dedup_by_key(|(_, i)| *i);
-    let norm = Normaliser::new(&data.normaliser);
-    let mut out: Vec<SampleWindow> = Vec::new();
-    for (label, i) in picks {
-        let mut original = data.validation.data[i * per_window..(i + 1) * per_window].to_vec();
-        let mut reconstruction = recon[i * per_window..(i + 1) * per_window].to_vec();
-        norm.invert_window(&mut original, data.window);
-        norm.invert_window(&mut reconstruction, data.window);
-        out.push(SampleWindow {
-            label: label.into(),
-            score: scores[i],
-            original,
-            reconstruction,
-        });
-    }
-    out
-}
-
-fn spec_parameters(spec: &crate::network::NetworkSpec) -> usize {
-    use crate::network::Layer;
-    spec.layers
-        .iter()
-        .map(|l| match l {
-            Layer::Conv1d { weight, bias, .. }
-            | Layer::ConvTranspose1d { weight, bias, .. }
-            | Layer::Dense { weight, bias, .. } => weight.len() + bias.len(),
-            Layer::Relu => 0,
-        })
-        .sum()
-}
-
-/// Per-epoch progress on stderr: a bar on a terminal, else one line per
-/// epoch (logs and CI stay readable).
-struct EpochProgress {
-    bar: Option<ProgressBar>,
-}
-
-impl EpochProgress {
-    fn new(epochs: usize) -> Self {
-        if !std::io::stderr().is_terminal() {
-            return Self { bar: None };
-        }
-        let bar = ProgressBar::new(epochs as u64);
-        if let Ok(style) = ProgressStyle::with_template(
-            "{prefix} {pos:>3}/{len} [{bar:20.cyan/blue}] {elapsed:>4} {wide_msg}",
-        ) {
-            bar.set_style(style.progress_chars("=> "));
-        }
-        bar.set_prefix("epoch");
-        Self { bar: Some(bar) }
-    }
-
-    fn epoch(&self, e: &EpochStats) {
-        let line = format!(
-            "train loss {:.5}  val loss {:.5}{}",
-            e.train_loss,
-            e.validation_loss,
-            if e.improved { "  (best)" } else { "" }
-        );
-        match &self.bar {
-            Some(bar) => {
-                bar.set_message(line);
-                bar.inc(1);
-            }
-            None => eprintln!(
-                "epoch {:>3}: {line} [{:.2} s]",
-                e.epoch,
-                e.elapsed.as_secs_f64()
-            ),
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
-    }
 }
