@@ -1,9 +1,15 @@
 //! Integration tests, compiled as one binary (`autotests = false`).
 
-mod daemon;
+mod cli;
+mod dashboard_schema;
+mod dashboards;
+mod delivery;
 mod faults;
 mod fuzz;
 mod harness_selftest;
-mod ship;
+mod install;
+mod lifecycle;
+mod packaging;
 mod status_page;
+mod systemd;
 mod util;
