@@ -7,10 +7,7 @@ use std::time::{Duration, Instant};
 
 use anomalyd::core::synth::generate;
 
-use crate::daemon::{Daemon, base_config, frame_payloads, publish_frames, shipped_model};
 use crate::util::*;
-
-const START_NS: i64 = 1_767_225_600_000_000_000;
 
 fn spool_config(
     mqtt_port: u16,
@@ -18,13 +15,9 @@ fn spool_config(
     metrics_port: u16,
     spool: &std::path::Path,
 ) -> String {
-    base_config(mqtt_port, vm_url, metrics_port, &shipped_model()).replace(
-        "[metrics]",
-        &format!(
-            "[spool]\ndirectory = \"{}\"\nmax_mb = 64\n\n[metrics]",
-            spool.display()
-        ),
-    )
+    DaemonConfig::new(mqtt_port, vm_url, metrics_port)
+        .spool(spool, 64)
+        .to_toml()
 }
 
 /// Asserts the asset's score series holds exactly the expected timestamps,
@@ -168,13 +161,9 @@ fn open_alert_survives_a_restart() {
     let vm = VictoriaMetrics::start();
     let metrics_port = free_port();
     let state = tempfile::tempdir().unwrap();
-    let cfg = base_config(broker.port(), &vm.url(), metrics_port, &shipped_model()).replace(
-        "[metrics]",
-        &format!(
-            "[state]\ndirectory = \"{}\"\n\n[metrics]",
-            state.path().display()
-        ),
-    );
+    let cfg = DaemonConfig::new(broker.port(), &vm.url(), metrics_port)
+        .state_dir(state.path())
+        .to_toml();
     let rows = 700;
     let log = generate(
         rows,
@@ -235,17 +224,12 @@ fn kill_9_mid_stream_loses_no_reading() {
     let vm = VictoriaMetrics::start();
     let metrics_port = free_port();
     let state = tempfile::tempdir().unwrap();
-    let cfg = base_config(broker.port(), &vm.url(), metrics_port, &shipped_model())
-        .replace(
-            "[metrics]",
-            &format!(
-                "[state]\ndirectory = \"{}\"\n\n[metrics]",
-                state.path().display()
-            ),
-        )
+    let cfg = DaemonConfig::new(broker.port(), &vm.url(), metrics_port)
+        .state_dir(state.path())
         // A long flush interval: at the kill, scores wait in the batch.
-        .replace("flush_interval_ms = 100", "flush_interval_ms = 5000")
-        .replace("batch_size = 200", "batch_size = 5000");
+        .flush_interval_ms(5000)
+        .batch_size(5000)
+        .to_toml();
     let mut daemon = Daemon::start(&cfg, metrics_port, &[]);
     daemon.wait_note("READY=1", Duration::from_secs(60));
     assert!(
@@ -320,10 +304,10 @@ fn overload_keeps_memory_bounded_and_counts_what_it_drops() {
     let mut vm = VictoriaMetrics::start();
     let metrics_port = free_port();
     let (assets, served, rows) = (60usize, 50usize, 400usize);
-    let cfg = base_config(broker.port(), &vm.url(), metrics_port, &shipped_model()).replace(
-        "[influx]",
-        &format!("[pipeline]\nmax_assets = {served}\nqueue_capacity = 256\n\n[influx]\nqueue_capacity = 2000"),
-    );
+    let cfg = DaemonConfig::new(broker.port(), &vm.url(), metrics_port)
+        .pipeline(served, 256)
+        .influx_queue_capacity(2000)
+        .to_toml();
     let mut daemon = Daemon::start(&cfg, metrics_port, &[]);
     daemon.wait_note("READY=1", Duration::from_secs(60));
     let pid = daemon.child.id();

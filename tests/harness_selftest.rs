@@ -1,4 +1,4 @@
-//! Tests of the harness itself (`util.rs`) and of `anomalyd simulate`
+//! Tests of the harness itself (`util/`) and of `anomalyd simulate`
 //! against real mosquitto and VictoriaMetrics processes: if these fail, the
 //! end-to-end tests' failures say nothing about the daemon.
 

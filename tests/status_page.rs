@@ -3,30 +3,15 @@
 //! open alert marks its asset and lists the transition, and its clearing is
 //! shown too. The page must be self-contained (no external URL).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use anomalyd::core::synth::{FaultKind, generate};
 
-use crate::daemon::{Daemon, base_config, publish_frames, shipped_model};
 use crate::util::*;
 
-const START_NS: i64 = 1_767_225_600_000_000_000; // 2026-01-01T00:00:00Z
 const CHROMIUM: &str = "/usr/bin/chromium";
-
-fn chromium() -> Option<PathBuf> {
-    if Path::new(CHROMIUM).exists() {
-        return Some(PathBuf::from(CHROMIUM));
-    }
-    let msg = format!("{CHROMIUM} not found: install Debian package `chromium` (scripts/setup.sh)");
-    assert!(
-        std::env::var("CI").map_or(true, |v| v != "true"),
-        "{msg} (required when CI=true)"
-    );
-    eprintln!("skipping: {msg}");
-    None
-}
 
 /// Headless Chromium on `url` with `extra` (`--dump-dom` or
 /// `--screenshot=...`); returns stdout. No network beyond loopback: every
@@ -95,13 +80,13 @@ fn png_size(bytes: &[u8]) -> (u32, u32) {
 
 #[test]
 fn status_page_shows_assets_and_a_raised_alert_in_chromium() {
-    let Some(bin) = chromium() else {
+    let Some(bin) = tool(CHROMIUM, "chromium") else {
         return;
     };
     let broker = Mosquitto::start();
     let vm = VictoriaMetrics::start();
     let port = free_port();
-    let cfg = base_config(broker.port(), &vm.url(), port, &shipped_model());
+    let cfg = DaemonConfig::new(broker.port(), &vm.url(), port).to_toml();
     let mut daemon = Daemon::start(&cfg, port, &[]);
     daemon.wait_note("READY=1", Duration::from_secs(60));
     let url = format!("http://127.0.0.1:{port}/");
@@ -191,7 +176,7 @@ fn status_page_shows_assets_and_a_raised_alert_in_chromium() {
 /// images by URL (the SVG namespace is a name, not a fetch).
 #[test]
 fn status_page_is_self_contained() {
-    let html = std::fs::read_to_string(workspace_root().join("src/status_page.html")).unwrap();
+    let html = read_repo_file("src/ops/status_page.html");
     let without_ns = html.replace("http://www.w3.org/2000/svg", "");
     for needle in [
         "http://",

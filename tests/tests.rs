@@ -1,10 +1,16 @@
 //! Integration tests, compiled as one binary (`autotests = false`).
 
-mod daemon;
+mod cli;
+mod dashboard_schema;
+mod dashboards;
+mod delivery;
 mod faults;
 mod fuzz;
 mod harness_selftest;
+mod install;
 mod layers;
-mod ship;
+mod lifecycle;
+mod packaging;
 mod status_page;
+mod systemd;
 mod util;

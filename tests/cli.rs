@@ -1,0 +1,121 @@
+//! The commands that check and exit: `run` and `check-config` refuse a bad
+//! config or model with exit code 78 and name the key or file, and
+//! `inspect-model` prints the model's contract.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::util::*;
+
+/// `anomalyd SUB --config PATH` with the test's ONNX Runtime; the caller
+/// adds to its environment and runs it.
+fn with_config(sub: &str, path: &Path) -> Command {
+    let mut cmd = Command::new(anomalyd_bin());
+    cmd.args([sub, "--config"])
+        .arg(path)
+        .env("ORT_DYLIB_PATH", ort_dylib());
+    cmd
+}
+
+/// A config whose broker and database nobody serves: the commands under
+/// test must refuse or accept it without connecting to either.
+fn offline_config() -> DaemonConfig {
+    DaemonConfig::new(1, "http://127.0.0.1:1", 0)
+}
+
+/// A config problem exits 78 and names the key; nothing is connected.
+#[test]
+fn bad_config_exits_78_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = offline_config().qos(7).batch_size(0).to_toml();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, text).unwrap();
+    for sub in ["run", "check-config"] {
+        let out = with_config(sub, &path).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{sub}: {err}");
+        assert!(
+            err.contains("mqtt.qos") && err.contains("influx.batch_size"),
+            "{err}"
+        );
+    }
+    // An environment override with a wrong type names the key too.
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, offline_config().to_toml()).unwrap();
+    let out = with_config("check-config", &good)
+        .env("ANOMALYD__MQTT__PORT", "many")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("mqtt.port"));
+    // A good config passes check-config and names its model.
+    let out = with_config("check-config", &good).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("model \"pump\""));
+    // A model that is not an ONNX file is refused with its path.
+    let junk = dir.path().join("junk.onnx");
+    std::fs::write(&junk, b"not a model").unwrap();
+    let text = offline_config().model_path(&junk).to_toml();
+    std::fs::write(&good, text).unwrap();
+    let out = with_config("check-config", &good).output().unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("junk.onnx"));
+    // A truncated model file, a pinned hash that does not match, and a
+    // channel the model lacks: each refused, naming the problem.
+    let truncated = dir.path().join("truncated.onnx");
+    let bytes = std::fs::read(shipped_model()).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let base = offline_config().model_path(&truncated).to_toml();
+    let cases = [
+        (base.clone(), "truncated.onnx"),
+        (
+            offline_config().model_sha256(&"ab".repeat(32)).to_toml(),
+            "SHA-256",
+        ),
+        (
+            offline_config()
+                .model_channels(&["current", "rpm"])
+                .to_toml(),
+            "\"rpm\"",
+        ),
+    ];
+    for (text, needle) in cases {
+        std::fs::write(&good, text).unwrap();
+        let out = with_config("check-config", &good).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{err}");
+        assert!(err.contains(needle), "{needle} not in {err}");
+    }
+}
+
+/// `inspect-model` prints the contract of the shipped model.
+#[test]
+fn inspect_model_prints_metadata_and_io() {
+    let out = Command::new(anomalyd_bin())
+        .arg("inspect-model")
+        .arg(shipped_model())
+        .env("ORT_DYLIB_PATH", ort_dylib())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for needle in [
+        "vibration_1",
+        "flow_rate",
+        "window",
+        "reconstruction",
+        "channel_error",
+        "score",
+        "threshold",
+    ] {
+        assert!(text.contains(needle), "{needle} missing:\n{text}");
+    }
+}
