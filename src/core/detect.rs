@@ -1,4 +1,4 @@
-//! The per-asset alert state machine (DESIGN.md §5): window scores in,
+//! The per-asset alert state machine (docs/architecture.md §5): window scores in,
 //! the anomalous/normal state and alert events out. No I/O.
 
 use std::sync::Arc;

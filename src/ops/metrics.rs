@@ -1,5 +1,5 @@
 //! Process-wide counters and gauges, and their Prometheus text rendering
-//! (DESIGN.md §9). Plain atomics: every stage increments them without locks.
+//! (docs/architecture.md §9). Plain atomics: every stage increments them without locks.
 
 use std::fmt::Write as _;
 use std::sync::Mutex;

@@ -4,7 +4,7 @@
 //! delivers is appended to a journal segment under `<state>/journal/`
 //! before it is acknowledged. Appends are group-committed: the source
 //! writes a batch of records, one `fdatasync` covers them, then a separate
-//! task sends their PUBACKs (never the poll loop, DESIGN.md §7). If the
+//! task sends their PUBACKs (never the poll loop, docs/architecture.md §7). If the
 //! daemon is killed, the broker redelivers what was not acknowledged and
 //! the journal holds what was; at start the daemon replays the journal
 //! through the pipeline before it connects, so open frames and window
