@@ -15,7 +15,6 @@ use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant, SystemTime};
 
-use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -84,11 +83,9 @@ fn check_pin(path: &Path, expected: Option<&str>) -> Result<(), String> {
     let Some(expected) = expected else {
         return Ok(());
     };
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
-    let actual = Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<String>();
+    let actual = crate::model::file_digest(path)
+        .map_err(|e| format!("cannot read: {e}"))?
+        .sha256;
     if actual.eq_ignore_ascii_case(expected) {
         Ok(())
     } else {
