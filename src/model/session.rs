@@ -56,7 +56,7 @@ impl LoadedModel {
     /// Opens `path`, reads its metadata and checks the graph against it.
     ///
     /// # Errors
-    /// The runtime cannot be loaded ([`init_runtime`]); the file cannot be
+    /// The runtime cannot be loaded ([`init_runtime`](super::init_runtime)); the file cannot be
     /// read or is not an ONNX model; its metadata is missing or invalid; its
     /// input/outputs do not match the contract (names, `float32`, shapes
     /// `[?, C, T]`, `[?]`, `[?, C]`); `Cuda` was asked for and the CUDA
