@@ -1,15 +1,15 @@
 //! The configuration file's schema: `deny_unknown_fields` structs with
 //! their defaults, as the operator writes them. Values are checked in
 //! `validate.rs` and turned into typed [`Settings`](super::Settings) there;
-//! the schema itself imports nothing from the crate but the execution
-//! provider's name.
+//! the schema imports nothing from the crate but the core's name of an
+//! execution provider.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::ExecutionProvider;
+use crate::core::execution_provider::ExecutionProvider;
 
 /// A secret string (password, token) that never prints.
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]

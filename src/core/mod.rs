@@ -5,6 +5,7 @@
 pub mod align;
 pub mod contract;
 pub mod detect;
+pub mod execution_provider;
 pub mod log;
 pub mod normalise;
 pub mod reading;

@@ -4,8 +4,6 @@
 
 use std::path::Path;
 
-use sha2::{Digest, Sha256};
-
 use super::DaemonError;
 use crate::config::{Config, Settings};
 use crate::model::{LoadedModel, RuntimeOptions};
@@ -16,11 +14,9 @@ fn check_pin(path: &Path, expected: Option<&str>) -> Result<(), String> {
     let Some(expected) = expected else {
         return Ok(());
     };
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
-    let actual = Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<String>();
+    let actual = crate::model::file_digest(path)
+        .map_err(|e| format!("cannot read: {e}"))?
+        .sha256;
     if actual.eq_ignore_ascii_case(expected) {
         Ok(())
     } else {
