@@ -131,7 +131,7 @@ pub(super) fn check_options(opts: &SimulateOptions) -> Result<(), SimulateError>
     if opts.assets == 0 {
         return Err(invalid("assets", "must be at least 1"));
     }
-    if opts.qos > 2 {
+    if crate::config::Qos::from_level(opts.qos).is_none() {
         return Err(invalid(
             "qos",
             format!("is {}, must be 0, 1 or 2", opts.qos),

@@ -1,6 +1,7 @@
 //! The publisher loop: paces rows, hands their messages to the connection
 //! task, waits for the broker's acknowledgements and reports what was sent.
 
+use crate::config::Qos;
 use std::fmt;
 use std::future::Future;
 use std::time::Duration;
@@ -76,14 +77,6 @@ pub fn due_after(pace: Pace, row: usize, row_offset_ms: i64) -> Option<Duration>
     }
 }
 
-fn qos_of(level: u8) -> QoS {
-    match level {
-        0 => QoS::AtMostOnce,
-        1 => QoS::AtLeastOnce,
-        _ => QoS::ExactlyOnce,
-    }
-}
-
 /// Publishes the rows described by `opts` until they are all sent (and, for
 /// QoS 1/2, acknowledged) or `shutdown` resolves.
 ///
@@ -110,7 +103,8 @@ pub async fn simulate(
         (None, Pace::AsFastAsPossible, Some(own)) => own,
         _ => now_ns().div_euclid(1_000_000),
     };
-    let qos = qos_of(opts.qos);
+    // Options were validated: the level is 0, 1 or 2.
+    let qos = crate::sources::mqtt::qos(Qos::from_level(opts.qos).unwrap_or(Qos::AtLeastOnce));
     let broker = format!("{}:{}", opts.broker_host, opts.broker_port);
 
     let (client, eventloop) = AsyncClient::new(mqtt_options(&opts)?, REQUEST_CAPACITY);
