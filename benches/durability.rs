@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use anomalyd::cmd::simulate::{Layout, MessageFormatter};
 use anomalyd::core::synth::{PUMP_CHANNELS, generate};
-use anomalyd::state::journal::{Journal, JournalSettings};
-use anomalyd::state::spool::Spool;
+use anomalyd::state::Spool;
+use anomalyd::state::{Journal, JournalSettings};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 const START_NS: i64 = 1_767_225_600_000_000_000;

@@ -20,9 +20,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anomalyd::core::detect::DetectorSettings;
+use anomalyd::core::DetectorSettings;
 use anomalyd::model::{BatchOutput, LoadedModel, RuntimeOptions};
-use anomalyd::ops::metrics::Metrics;
+use anomalyd::ops::Metrics;
 use anomalyd::pipeline::{AssetBinding, NamedModel, ScoreRequest, Scorer};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 

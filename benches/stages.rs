@@ -18,19 +18,19 @@ use std::time::Duration;
 use anomalyd::cmd::simulate::{Layout, MessageFormatter};
 use anomalyd::config::PayloadKind;
 use anomalyd::config::{TopicMapping, TopicPattern};
-use anomalyd::core::align::{Aligner, AlignerConfig, Frame};
-use anomalyd::core::detect::{Detector, DetectorSettings};
-use anomalyd::core::normalise::Normaliser;
-use anomalyd::core::reading::Message;
+use anomalyd::core::Message;
+use anomalyd::core::Normaliser;
+use anomalyd::core::WindowBuffer;
 use anomalyd::core::synth::{PUMP_CHANNELS, generate};
-use anomalyd::core::window::WindowBuffer;
+use anomalyd::core::{Aligner, AlignerConfig, Frame};
+use anomalyd::core::{Detector, DetectorSettings};
 use anomalyd::model::{LoadedModel, RuntimeOptions};
-use anomalyd::ops::metrics::Metrics;
+use anomalyd::ops::Metrics;
 use anomalyd::pipeline::{
     AssetBinding, Binder, FeatureStage, ModelSlot, Output, ScoreRecord, StageSettings,
 };
 use anomalyd::sinks::influx::{Measurements, format_output};
-use anomalyd::sources::mqtt::decode::Decoder;
+use anomalyd::sources::mqtt::Decoder;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 const PERIOD_NS: i64 = 1_000_000_000;

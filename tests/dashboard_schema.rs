@@ -5,9 +5,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use anomalyd::core::detect::{AlertEvent, AlertKind, DetectorSettings};
 use anomalyd::core::synth::PUMP_CHANNELS;
-use anomalyd::ops::metrics::Metrics;
+use anomalyd::core::{AlertEvent, AlertKind, DetectorSettings};
+use anomalyd::ops::Metrics;
 use anomalyd::pipeline::{AssetBinding, Output as PipelineOutput, ScoreRecord};
 use anomalyd::sinks::influx::{Measurements, format_output};
 

@@ -9,7 +9,7 @@ use std::path::Path;
 use anomalyd::config::{Config, PayloadKind};
 use anomalyd::config::{TopicMapping, TopicPattern};
 use anomalyd::core::log::{LoadOptions, parse_csv, parse_line_protocol};
-use anomalyd::sources::mqtt::decode::Decoder;
+use anomalyd::sources::mqtt::Decoder;
 use proptest::prelude::*;
 
 fn cases() -> ProptestConfig {
@@ -109,7 +109,7 @@ proptest! {
         cut in any::<usize>(),
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let settings = anomalyd::state::journal::JournalSettings {
+        let settings = anomalyd::state::JournalSettings {
             dir: dir.path().to_path_buf(),
             max_bytes: 1 << 20,
             segment_bytes: 1 << 20,
@@ -117,13 +117,13 @@ proptest! {
             retention_ns: 0,
             fsync: false,
         };
-        let (mut j, _) = anomalyd::state::journal::Journal::open(settings.clone()).unwrap();
+        let (mut j, _) = anomalyd::state::Journal::open(settings.clone()).unwrap();
         for (i, (topic, payload)) in records.iter().enumerate() {
             j.append(i as i64, topic, payload).unwrap();
         }
         j.commit().unwrap();
         drop(j);
-        let (_, paths) = anomalyd::state::journal::Journal::open(settings).unwrap();
+        let (_, paths) = anomalyd::state::Journal::open(settings).unwrap();
         for path in paths {
             let mut bytes = std::fs::read(&path).unwrap();
             let intact = flips.is_empty() && cut % (bytes.len() + 1) == bytes.len();
@@ -136,7 +136,7 @@ proptest! {
             }
             std::fs::write(&path, &bytes).unwrap();
             let mut seen = 0u64;
-            let report = anomalyd::state::journal::Journal::replay_segment(&path, |_| seen += 1).unwrap();
+            let report = anomalyd::state::Journal::replay_segment(&path, |_| seen += 1).unwrap();
             prop_assert_eq!(report.records, seen);
             prop_assert!(seen <= records.len() as u64);
             if intact {

@@ -2,7 +2,10 @@
 //! HTTP listener (`/metrics`, `/healthz`, the status page), and systemd
 //! notifications.
 
-pub mod http;
-pub mod metrics;
-pub mod notify;
-pub mod status;
+pub(crate) mod http;
+pub(crate) mod metrics;
+pub(crate) mod notify;
+pub(crate) mod status;
+
+pub use metrics::{Histogram, Metrics};
+pub use status::{AlertStatus, AssetStatus, ModelStatus, StatusBoard, StatusDoc};

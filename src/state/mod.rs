@@ -2,6 +2,10 @@
 //! lost across a restart or a `kill -9`: the intake journal, the sink's
 //! spool, and the open alerts (docs/architecture.md, "Delivery guarantees").
 
-pub mod journal;
-pub mod open_alerts;
-pub mod spool;
+pub(crate) mod journal;
+pub(crate) mod open_alerts;
+pub(crate) mod spool;
+
+pub use journal::{Journal, JournalError, JournalSettings, Record, ReplayReport};
+pub use open_alerts::AlertStore;
+pub use spool::{OpenReport, Spool, SpoolError, SpooledBatch};

@@ -10,8 +10,8 @@
 //! scores as the detector sees them: smoothed by the detector's moving
 //! average ([`smooth`]).
 
+use anomalyd::core::Smoother;
 use anomalyd::core::contract::{DetectorDefaults, ErrorDistribution, ThresholdSpec};
-use anomalyd::core::detect::Smoother;
 
 use crate::model::network::{Aggregation, ChannelError};
 use serde::Serialize;

@@ -494,7 +494,7 @@ fn shipped_pump_model_matches_its_graph_and_the_simulator() {
 
     // Normal simulator data scores below the threshold on average, a
     // bearing fault well above it.
-    let norm = anomalyd::core::normalise::Normaliser::new(&m.normaliser);
+    let norm = anomalyd::core::Normaliser::new(&m.normaliser);
     let windows = |fault: Option<(FaultKind, std::ops::Range<usize>)>| {
         let log = synth::generate(400, 99, 0, 1_000_000_000, fault);
         let mut data = Vec::new();

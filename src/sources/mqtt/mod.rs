@@ -5,7 +5,9 @@
 //! which stops polling the broker: backpressure instead of memory growth.
 
 mod acks;
-pub mod decode;
+pub(crate) mod decode;
+
+pub use decode::{DecodeError, Decoder};
 mod journal_replay;
 mod options;
 mod ratelimit;
@@ -24,7 +26,6 @@ use tokio_util::sync::CancellationToken;
 use crate::core::reading::{DropReason, Message};
 use crate::ops::metrics::Metrics;
 use crate::pipeline::{Binder, FeatureStage, InferenceMsg, ModelSlot, ScoreRequest, StageSettings};
-use crate::sources::mqtt::decode::Decoder;
 use crate::state::journal::Journal;
 use acks::{ACK_QUEUE, ack_request, ack_task, commit_journal};
 use journal_replay::replay_journal;

@@ -10,12 +10,12 @@
 use std::ops::Range;
 use std::path::PathBuf;
 
-use anomalyd::core::align::{Aligner, AlignerConfig, Frame};
+use anomalyd::core::Normaliser;
 use anomalyd::core::contract::NormaliserParams;
 use anomalyd::core::log::{LoadError, LoadOptions, LogTable, load_log};
-use anomalyd::core::normalise::Normaliser;
 use anomalyd::core::synth::{self, PUMP_CHANNELS};
-use anomalyd::core::window::{Window, windows_from_frames};
+use anomalyd::core::{Aligner, AlignerConfig, Frame};
+use anomalyd::core::{Window, windows_from_frames};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 

@@ -2,7 +2,7 @@
 //! hyperparameters by flag name, and for the report the sample windows and
 //! the parameter count.
 
-use anomalyd::core::normalise::Normaliser;
+use anomalyd::core::Normaliser;
 use anomalyd::core::timestamp::{format_rfc3339, now_ns};
 use serde_json::{Map, Value, json};
 
