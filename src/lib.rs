@@ -23,17 +23,25 @@
 //!
 //! # Layer rules
 //!
-//! Checked by `tests/layers.rs`, which reads every `use crate::` line:
+//! Each folder imports only the folders before it in this table (checked by
+//! `tests/layers.rs`, which reads every `crate::` path):
 //!
-//! - `core` imports nothing outside `core`.
-//! - `model` imports only `core`.
-//! - `config` imports only `core` and `model` (for the execution
-//!   provider's name); its schema imports nothing from the crate.
-//! - `pipeline` imports `core`, `config`, `model` and `ops::metrics`.
-//! - `state`, `sources` and `sinks` import the layers above and
-//!   `pipeline`'s types, never each other's internals and never `cmd`.
-//! - `ops::metrics` is a leaf every layer may count into.
-//! - Only `cmd` wires components together.
+//! | folder | may import |
+//! |---|---|
+//! | `core` | nothing outside `core` |
+//! | `model`, `config`, `ops::metrics` | `core` |
+//! | `pipeline` | `core`, `config`, `model`, `ops::metrics` |
+//! | `state` | `core`, `config`, `ops::metrics` |
+//! | `sources`, `sinks` | `core`, `config`, `pipeline`, `state`, `ops::metrics` |
+//! | `ops` | `core`, `config`, `model`, `pipeline` |
+//! | `cmd` | everything: only `cmd` wires components together |
+//!
+//! Without the default `daemon` feature only `core` and `model` are built:
+//! that is what the trainer links, so the compiler keeps the core free of
+//! MQTT, HTTP, InfluxDB and the async runtime.
+//!
+//! Folders are the public surface: the files inside them are crate-private
+//! and each folder's `mod.rs` re-exports what other crates use.
 
 #[cfg(feature = "daemon")]
 pub mod cmd;
