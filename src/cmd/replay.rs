@@ -3,8 +3,7 @@
 //! records to InfluxDB for backfill). Used for evaluation and in tests that
 //! hold the live path to the same numbers.
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,6 +12,9 @@ use crate::core::log::{LoadOptions, load_log};
 use crate::model::{LoadedModel, RuntimeOptions};
 use crate::ops::metrics::Metrics;
 use crate::pipeline::{Binder, FeatureStage, ModelSlot, NamedModel, Output, Scorer, StageSettings};
+pub use crate::sinks::csv::RowResult;
+use crate::sinks::csv::write_csv;
+use crate::sinks::influx::{InfluxWriter, SinkSettings, run_sink};
 
 /// Why a replay failed.
 #[derive(Debug, thiserror::Error)]
@@ -27,11 +29,8 @@ pub enum ReplayError {
         missing: Vec<String>,
         available: Vec<String>,
     },
-    #[error("cannot write {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Write(#[from] crate::sinks::csv::CsvError),
     #[error("--influx needs a config with an [influx] section (--config)")]
     NoInfluxConfig,
     #[error(transparent)]
@@ -69,16 +68,6 @@ pub struct ReplaySummary {
     pub anomalous_rows: usize,
     pub seconds: f64,
     pub dropped: u64,
-}
-
-/// One output row per input row.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RowResult {
-    pub ts: i64,
-    pub score: Option<f32>,
-    pub threshold: f32,
-    pub probability: Option<f64>,
-    pub anomalous: bool,
 }
 
 /// Runs the replay.
@@ -244,55 +233,14 @@ pub fn replay(opts: &ReplayOptions) -> Result<(ReplaySummary, Vec<RowResult>), R
     Ok((summary, rows))
 }
 
-/// Writes `timestamp,asset,score,threshold,probability,anomaly`, atomically.
-fn write_csv(path: &Path, asset: &str, rows: &[RowResult]) -> Result<(), ReplayError> {
-    let werr = |source| ReplayError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    let tmp = path.with_extension("csv.tmp");
-    let file = std::fs::File::create(&tmp).map_err(werr)?;
-    let mut w = std::io::BufWriter::new(file);
-    let asset_field = csv_field(asset);
-    writeln!(w, "timestamp,asset,score,threshold,probability,anomaly").map_err(werr)?;
-    for r in rows {
-        write!(
-            w,
-            "{},{},",
-            crate::core::timestamp::format_rfc3339(r.ts),
-            asset_field
-        )
-        .map_err(werr)?;
-        if let Some(s) = r.score {
-            write!(w, "{s}").map_err(werr)?;
-        }
-        write!(w, ",{},", r.threshold).map_err(werr)?;
-        if let Some(p) = r.probability {
-            write!(w, "{p:.6}").map_err(werr)?;
-        }
-        writeln!(w, ",{}", u8::from(r.anomalous)).map_err(werr)?;
-    }
-    w.flush().map_err(werr)?;
-    drop(w);
-    std::fs::rename(&tmp, path).map_err(werr)
-}
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
 fn send_to_influx(
     cfg: &Config,
     outputs: Vec<Output>,
     metrics: Arc<Metrics>,
 ) -> Result<(), ReplayError> {
     let token = cfg.influx_token()?;
-    let writer = crate::sinks::influx::InfluxWriter::new(&cfg.influx, token.expose())?;
-    let settings = crate::sinks::influx::SinkSettings::from_config(&cfg.influx);
+    let writer = InfluxWriter::new(&cfg.influx, token.expose())?;
+    let settings = SinkSettings::from_config(&cfg.influx);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -301,7 +249,7 @@ fn send_to_influx(
     rt.block_on(async {
         let (tx, rx) = tokio::sync::mpsc::channel(cfg.influx.queue_capacity);
         let stop = tokio_util::sync::CancellationToken::new();
-        let sink = tokio::spawn(crate::sinks::influx::run_sink(
+        let sink = tokio::spawn(run_sink(
             writer,
             settings,
             rx,

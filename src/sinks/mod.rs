@@ -1,4 +1,9 @@
-//! Where scores and alerts go: InfluxDB (and anything that speaks its v2
-//! write API) for the daemon, CSV for `replay`.
+//! Where scores and alerts go: a generic batch/retry/spool [`runner`] over
+//! a writer trait, the InfluxDB writer and line protocol ([`influx`]) for
+//! the daemon, and [`csv`] for `replay`.
 
+pub mod csv;
 pub mod influx;
+pub mod runner;
+
+pub use runner::{BatchSettings, BatchWriter, Runner, WriteFailure};
