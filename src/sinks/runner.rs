@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::ops::metrics::Metrics;
@@ -88,12 +88,13 @@ impl<W: BatchWriter> Runner<W> {
     /// arriving. Without one, a failing batch is retried in memory and the
     /// bounded channel in front holds the pipeline back. Each barrier is
     /// acknowledged on `barriers` once everything before it is written,
-    /// spooled or counted as dropped.
+    /// spooled or counted as dropped: a `watch` of the highest barrier, as
+    /// a later one covers every earlier one.
     pub async fn run(
         mut self,
         mut rx: mpsc::Receiver<Output>,
         mut encode: impl FnMut(&Output, &mut String),
-        barriers: Option<mpsc::UnboundedSender<u64>>,
+        barriers: Option<watch::Sender<Option<u64>>>,
     ) {
         self.publish_spool_depth();
         let mut buf = String::with_capacity(self.settings.batch_size * 200);
@@ -110,7 +111,13 @@ impl<W: BatchWriter> Runner<W> {
                             self.flush(&mut buf, &mut points).await;
                         }
                         if let Some(b) = &barriers {
-                            let _ = b.send(seq);
+                            b.send_if_modified(|done| {
+                                let newer = done.is_none_or(|d| seq > d);
+                                if newer {
+                                    *done = Some(seq);
+                                }
+                                newer
+                            });
                         }
                     }
                     Some(out) => {
@@ -331,11 +338,12 @@ mod tests {
     }
 
     /// Runs `outputs` through a runner (batches of 2) to the end of the
-    /// channel; returns what was sent, the metrics and the barrier acks.
+    /// channel; returns what was sent, the metrics and the highest barrier
+    /// acknowledged.
     async fn run(
         outputs: Vec<Output>,
         failures: Vec<WriteFailure>,
-    ) -> (Vec<String>, Arc<Metrics>, Vec<u64>) {
+    ) -> (Vec<String>, Arc<Metrics>, Option<u64>) {
         let writer = Recorder {
             failures: Mutex::new(failures.into()),
             ..Recorder::default()
@@ -356,7 +364,7 @@ mod tests {
             None,
         );
         let (tx, rx) = mpsc::channel(outputs.len());
-        let (btx, mut brx) = mpsc::unbounded_channel();
+        let (btx, brx) = watch::channel(None);
         for o in outputs {
             tx.send(o).await.unwrap();
         }
@@ -367,10 +375,7 @@ mod tests {
             }
         };
         runner.run(rx, encode, Some(btx)).await;
-        let mut acks = Vec::new();
-        while let Ok(seq) = brx.try_recv() {
-            acks.push(seq);
-        }
+        let acks = *brx.borrow();
         let sent = sent.lock().unwrap().clone();
         (sent, metrics, acks)
     }
@@ -395,7 +400,7 @@ mod tests {
     async fn a_barrier_flushes_what_came_before_it() {
         let (sent, _, acks) = run(vec![score(1), Output::Barrier(7), score(2)], vec![]).await;
         assert_eq!(sent, ["1\n", "2\n"]);
-        assert_eq!(acks, [7]);
+        assert_eq!(acks, Some(7));
     }
 
     #[tokio::test]

@@ -15,7 +15,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 mod models;
@@ -156,7 +156,7 @@ pub async fn run(
                 );
             }
             options.set_manual_acks(true);
-            let (tx, rx) = mpsc::unbounded_channel();
+            let (tx, rx) = watch::channel(None);
             (
                 Some(crate::sources::mqtt::JournalParts {
                     journal,

@@ -12,7 +12,7 @@ pub mod writer;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::InfluxConfig;
@@ -62,7 +62,7 @@ pub async fn run_sink(
     metrics: Arc<Metrics>,
     stop: CancellationToken,
     spool: Option<Spool>,
-    barriers: Option<mpsc::UnboundedSender<u64>>,
+    barriers: Option<watch::Sender<Option<u64>>>,
 ) {
     let SinkSettings {
         batch,

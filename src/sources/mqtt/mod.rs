@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use crate::core::timestamp::now_ns;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::core::reading::{DropReason, Message};
@@ -76,7 +76,7 @@ pub struct SourceParts {
 pub struct JournalParts {
     pub journal: Journal,
     pub replay: Vec<std::path::PathBuf>,
-    pub processed: mpsc::UnboundedReceiver<u64>,
+    pub processed: watch::Receiver<Option<u64>>,
 }
 
 /// Runs until `shutdown`: polls the broker, decodes, aligns and windows,
@@ -164,7 +164,11 @@ pub async fn run_source(
                 }
                 continue;
             }
-            Some(seq) = async { processed.as_mut()?.recv().await }, if processed.is_some() => {
+            Some(seq) = async {
+                let rx = processed.as_mut()?;
+                rx.changed().await.ok()?;
+                *rx.borrow_and_update()
+            }, if processed.is_some() => {
                 if let Some(j) = journal.as_mut() {
                     j.processed(seq);
                     metrics.journal_trimmed.store(j.trimmed, Relaxed);
