@@ -157,3 +157,25 @@ fn the_code_map_names_every_folder_of_src() {
     }
     assert!(folders >= 9, "expected the nine folders of src/");
 }
+
+#[test]
+fn no_channel_in_the_library_is_unbounded() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut found = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).expect("read source");
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            if code.contains("unbounded_channel") || code.contains("UnboundedSender") {
+                found.push(format!("{}:{}", file.display(), n + 1));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "unbounded channels (a stalled consumer grows memory without limit):\n{}",
+        found.join("\n")
+    );
+}
