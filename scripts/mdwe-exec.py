@@ -9,7 +9,7 @@ PROT_EXEC, shmat with SHM_EXEC. This script installs the same filter with
 libseccomp (a dependency of systemd, so present wherever the unit runs),
 checks that it bites, and execs COMMAND, which inherits it. A program that
 needs writable+executable memory (a JIT) fails under it as it would in the
-unit; tests/ship.rs runs `anomalyd replay` this way to show that ONNX
+unit; tests/systemd.rs runs `anomalyd replay` this way to show that ONNX
 Runtime's CPU provider does not.
 """
 import ctypes
