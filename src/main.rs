@@ -9,8 +9,8 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use anomalyd::cmd::exit;
-use anomalyd::config::{AssetRule, Config, LogFormat};
-use anomalyd::model::{ExecutionProvider, RuntimeOptions};
+use anomalyd::config::{Config, LogFormat};
+use anomalyd::model::RuntimeOptions;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -44,47 +44,9 @@ enum Command {
         ort_library: Option<PathBuf>,
     },
     /// Run the pipeline over a CSV or line-protocol file.
-    Replay(ReplayArgs),
+    Replay(anomalyd::cmd::replay::ReplayArgs),
     /// Publish rows (a CSV file or synthetic pump data) as MQTT messages.
     Simulate(anomalyd::cmd::simulate::SimulateArgs),
-}
-
-#[derive(Debug, clap::Args)]
-struct ReplayArgs {
-    #[arg(long)]
-    model: PathBuf,
-    #[arg(long)]
-    input: PathBuf,
-    /// Config for detector overrides, pipeline settings and --influx.
-    #[arg(long, short)]
-    config: Option<PathBuf>,
-    /// Asset name written to the output.
-    #[arg(long, default_value = "replay")]
-    asset: String,
-    /// Output CSV: timestamp,asset,score,threshold,probability,anomaly.
-    #[arg(long, required_unless_present = "influx")]
-    output: Option<PathBuf>,
-    /// Send the records to the configured InfluxDB (backfill).
-    #[arg(long)]
-    influx: bool,
-    #[arg(long)]
-    timestamp_column: Option<String>,
-    /// Override the model's threshold.
-    #[arg(long)]
-    threshold: Option<f32>,
-    #[arg(long)]
-    raise_after: Option<u32>,
-    #[arg(long)]
-    clear_after: Option<u32>,
-    #[arg(long)]
-    clear_ratio: Option<f32>,
-    /// Windows per ONNX Runtime call.
-    #[arg(long, default_value_t = 256)]
-    batch: usize,
-    #[arg(long)]
-    ort_library: Option<PathBuf>,
-    #[arg(long, default_value = "cpu")]
-    execution_provider: ExecutionProvider,
 }
 
 fn default_config() -> PathBuf {
@@ -167,44 +129,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Replay(a) => {
             init_logging(LogFormat::Plain, "warn");
-            let config = a
-                .config
-                .as_deref()
-                .map(Config::load)
-                .transpose()?
-                .map(|s| s.config);
-            let rule = (a.threshold.is_some()
-                || a.raise_after.is_some()
-                || a.clear_after.is_some()
-                || a.clear_ratio.is_some())
-            .then(|| AssetRule {
-                pattern: "*".into(),
-                model: None,
-                threshold: a.threshold,
-                raise_after: a.raise_after,
-                clear_after: a.clear_after,
-                clear_ratio: a.clear_ratio,
-            });
-            let library_path = a
-                .ort_library
-                .or_else(|| config.as_ref().and_then(|c| c.runtime.library_path.clone()));
-            let opts = anomalyd::cmd::replay::ReplayOptions {
-                model: a.model,
-                input: a.input,
-                asset: a.asset,
-                output: a.output,
-                config,
-                influx: a.influx,
-                timestamp_column: a.timestamp_column,
-                runtime: RuntimeOptions {
-                    library_path,
-                    execution_provider: a.execution_provider,
-                    intra_threads: 1,
-                },
-                batch: a.batch,
-                rule,
-                progress: true,
-            };
+            let opts = a.into_options()?;
             let (s, _) = anomalyd::cmd::replay::replay(&opts)?;
             eprintln!(
                 "replay: {} rows, {} windows scored, {} alert(s), {} anomalous rows, {} readings dropped, {:.2} s",

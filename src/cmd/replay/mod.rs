@@ -3,6 +3,10 @@
 //! records to InfluxDB for backfill). Used for evaluation and in tests that
 //! hold the live path to the same numbers.
 
+mod args;
+
+pub use args::ReplayArgs;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
