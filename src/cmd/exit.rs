@@ -1,17 +1,14 @@
 //! Exit codes of the `anomalyd` binary, in one place (docs/architecture.md
 //! §9). systemd's unit treats 78 (`EX_CONFIG`) as "do not restart": the
 //! operator must fix the config, the model file or the state directory.
+//! Success is 0; clap exits with 2 on a command-line usage error.
 
 use crate::cmd::run::DaemonError;
 use crate::config::ConfigError;
 use crate::model::RuntimeError;
 
-/// Success.
-pub const OK: i32 = 0;
 /// Any failure not listed below (a runtime fault, a lost thread).
 pub const FAILURE: i32 = 1;
-/// Command-line usage error (clap's own code).
-pub const USAGE: i32 = 2;
 /// Configuration problem: the config, a model file, the ONNX Runtime
 /// library, the state directory or a credential file (`EX_CONFIG`).
 pub const CONFIG: i32 = 78;

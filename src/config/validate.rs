@@ -7,13 +7,8 @@ use super::schema::Config;
 use super::topics::{TopicMapping, parse_topics};
 
 impl Config {
-    /// Every rule the configuration breaks, with its key path.
-    pub fn problems(&self) -> Vec<Problem> {
-        self.check().1
-    }
-
     /// Validates the whole configuration once: the parsed topic filters,
-    /// and every problem found on the way.
+    /// and every rule the configuration breaks, with its key path.
     pub(super) fn check(&self) -> (Vec<TopicMapping>, Vec<Problem>) {
         let mut p = Vec::new();
         let mut bad = |key: String, message: String| p.push(Problem { key, message });

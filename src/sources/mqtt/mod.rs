@@ -30,7 +30,7 @@ use crate::state::journal::Journal;
 use acks::{ACK_QUEUE, ack_request, ack_task, commit_journal};
 use journal_replay::replay_journal;
 pub use options::{MqttError, mqtt_options, qos};
-pub use ratelimit::RateLimitedLog;
+use ratelimit::RateLimitedLog;
 
 /// New models and mappings for the source after a reload.
 #[derive(Debug)]
