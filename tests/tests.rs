@@ -4,6 +4,7 @@ mod cli;
 mod dashboard_schema;
 mod dashboards;
 mod delivery;
+mod durability;
 mod faults;
 mod fuzz;
 mod harness_selftest;

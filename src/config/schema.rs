@@ -346,6 +346,10 @@ pub struct JournalConfig {
     /// `fdatasync` before acknowledging (safe against power cuts too).
     #[serde(default = "default_true")]
     pub fsync: bool,
+    /// Size cap in MiB of the dead-letter files (oversize messages kept in
+    /// the state directory); 0 keeps none.
+    #[serde(default = "default_dead_letter_mb")]
+    pub dead_letter_mb: u64,
 }
 
 impl Default for JournalConfig {
@@ -354,6 +358,7 @@ impl Default for JournalConfig {
             enabled: true,
             max_mb: default_journal_mb(),
             fsync: true,
+            dead_letter_mb: default_dead_letter_mb(),
         }
     }
 }
@@ -366,6 +371,14 @@ fn default_journal_mb() -> u64 {
     256
 }
 
+fn default_dead_letter_mb() -> u64 {
+    16
+}
+
+fn default_degraded_after() -> u64 {
+    60
+}
+
 fn default_spool_mb() -> u64 {
     256
 }
@@ -376,12 +389,17 @@ pub struct MetricsConfig {
     /// Address of `/metrics` and `/healthz`; empty disables the listener.
     #[serde(default = "default_metrics_listen")]
     pub listen: String,
+    /// `/readyz` reports degraded once database writes have failed, or
+    /// intake has waited on a full queue, for this many seconds in a row.
+    #[serde(default = "default_degraded_after")]
+    pub degraded_after_s: u64,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
         Self {
             listen: default_metrics_listen(),
+            degraded_after_s: default_degraded_after(),
         }
     }
 }

@@ -1,6 +1,7 @@
-//! The local HTTP listener: `/metrics` (Prometheus text) and `/healthz`.
+//! The local HTTP listener: `/metrics` (Prometheus text), `/healthz`
+//! (liveness), `/readyz` (readiness, `readiness.rs`) and the status page.
 //! A deliberately small HTTP/1.1 responder (GET only, one request per
-//! connection): it serves two read-only documents to a scraper on loopback.
+//! connection): it serves read-only documents to a scraper on loopback.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -20,9 +21,17 @@ pub struct Health {
     /// Heartbeats (ns since the epoch) of the pipeline's loops.
     pub heartbeats: Vec<Arc<std::sync::atomic::AtomicU64>>,
     pub stale_after: Duration,
+    /// How long a failing sink or a waiting intake is tolerated by `/readyz`.
+    pub degraded_after: Duration,
 }
 
 impl Health {
+    /// Why the daemon is not ready now; empty when it is.
+    pub fn degraded(&self) -> Vec<String> {
+        let now_s = u64::try_from(crate::core::timestamp::now_ns() / 1_000_000_000).unwrap_or(0);
+        crate::ops::readiness::degraded(&self.metrics, now_s, self.degraded_after)
+    }
+
     /// Healthy when every loop has beaten recently.
     pub fn check(&self, now_ns: u64) -> Result<(), String> {
         for (i, hb) in self.heartbeats.iter().enumerate() {
@@ -112,12 +121,27 @@ fn respond(req: &str, health: &Health) -> (&'static str, &'static str, String) {
             "text/html; charset=utf-8",
             STATUS_PAGE.to_string(),
         ),
-        "/api/status" => (
-            "200 OK",
-            "application/json",
-            serde_json::to_string(&health.board.snapshot(&health.metrics))
-                .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")),
-        ),
+        "/api/status" => {
+            let mut doc = health.board.snapshot(&health.metrics);
+            doc.degraded = health.degraded();
+            (
+                "200 OK",
+                "application/json",
+                serde_json::to_string(&doc).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")),
+            )
+        }
+        "/readyz" => {
+            let why = health.degraded();
+            if why.is_empty() {
+                ("200 OK", "text/plain", "ready\n".into())
+            } else {
+                (
+                    "503 Service Unavailable",
+                    "text/plain",
+                    format!("degraded\n{}\n", why.join("\n")),
+                )
+            }
+        }
         "/metrics" => (
             "200 OK",
             "text/plain; version=0.0.4",
@@ -133,7 +157,7 @@ fn respond(req: &str, health: &Health) -> (&'static str, &'static str, String) {
         _ => (
             "404 Not Found",
             "text/plain",
-            "not found: try /metrics or /healthz\n".into(),
+            "not found: try /metrics, /healthz or /readyz\n".into(),
         ),
     }
 }
@@ -149,10 +173,11 @@ mod tests {
         metrics.windows_scored.store(42, Relaxed);
         let hb = Arc::new(AtomicU64::new(0));
         let health = Health {
-            metrics,
+            metrics: metrics.clone(),
             board: Arc::default(),
             heartbeats: vec![hb.clone()],
             stale_after: Duration::from_secs(5),
+            degraded_after: Duration::from_secs(60),
         };
         let stop = CancellationToken::new();
         let addr = serve("127.0.0.1:0", health, stop.clone()).await.unwrap();
@@ -175,11 +200,24 @@ mod tests {
         let now = crate::core::timestamp::now_ns() as u64;
         hb.store(now, Relaxed);
         assert!(get("/healthz").await.starts_with("HTTP/1.1 200"));
+        // Alive but not ready: no broker yet. Liveness does not care.
+        let readyz = get("/readyz").await;
+        assert!(readyz.starts_with("HTTP/1.1 503"), "{readyz}");
+        assert!(
+            readyz.contains("not connected to the MQTT broker"),
+            "{readyz}"
+        );
+        metrics.mqtt_connected.store(1, Relaxed);
+        assert!(get("/readyz").await.starts_with("HTTP/1.1 200"));
+        metrics.journal_stalled.store(1, Relaxed);
+        assert!(get("/readyz").await.contains("journal cannot write"));
+        assert!(get("/healthz").await.starts_with("HTTP/1.1 200"));
         assert!(get("/nope").await.starts_with("HTTP/1.1 404"));
         let status = get("/api/status").await;
         let body = status.split("\r\n\r\n").nth(1).unwrap();
         let doc: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(doc["assets"], serde_json::json!([]));
+        assert!(doc["degraded"][0].as_str().unwrap().contains("journal"));
         assert!(get("/").await.contains("text/html"));
         stop.cancel();
     }

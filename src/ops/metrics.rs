@@ -86,6 +86,22 @@ pub struct Metrics {
     pub mqtt_connects: AtomicU64,
     pub mqtt_connected: AtomicU64,
     pub assets: AtomicU64,
+    /// 1 while intake waits because the journal cannot write.
+    pub journal_stalled: AtomicU64,
+    pub mqtt_disconnects: AtomicU64,
+    /// 1 while the broker drops the connection soon after accepting it.
+    pub mqtt_flapping: AtomicU64,
+    pub mqtt_backoff_ms: AtomicU64,
+    pub dead_letters: AtomicU64,
+    /// Windows replayed from confirmed journal segments: scored for their
+    /// history, not written again.
+    pub windows_rebuilt: AtomicU64,
+    /// Unix time the sink's current run of failed writes began; 0 while
+    /// writes succeed.
+    pub sink_failing_since_unix_s: AtomicU64,
+    /// Unix time the source began waiting on a full scoring queue; 0 while
+    /// it is not.
+    pub intake_waiting_since_unix_s: AtomicU64,
     pub reloads: AtomicU64,
     pub reload_failures: AtomicU64,
     /// `provider` label per loaded model: (model, provider).
@@ -281,7 +297,7 @@ impl Metrics {
         c(
             &mut o,
             "journal_errors_total",
-            "Journal writes or syncs that failed (those messages are at most once).",
+            "Journal writes or syncs that failed (intake waited; nothing they covered was acknowledged).",
             &self.journal_errors,
         );
         c(
@@ -325,6 +341,54 @@ impl Metrics {
             "assets",
             "Assets being tracked.",
             self.assets.load(Relaxed),
+        );
+        g(
+            &mut o,
+            "journal_stalled",
+            "1 while intake waits because the journal cannot write.",
+            self.journal_stalled.load(Relaxed),
+        );
+        c(
+            &mut o,
+            "mqtt_disconnects_total",
+            "MQTT connections lost.",
+            &self.mqtt_disconnects,
+        );
+        g(
+            &mut o,
+            "mqtt_flapping",
+            "1 while the broker drops the connection soon after accepting it.",
+            self.mqtt_flapping.load(Relaxed),
+        );
+        g(
+            &mut o,
+            "mqtt_reconnect_backoff_ms",
+            "Wait before the latest reconnect attempt.",
+            self.mqtt_backoff_ms.load(Relaxed),
+        );
+        c(
+            &mut o,
+            "dead_letters_total",
+            "Oversize messages kept in the dead-letter file.",
+            &self.dead_letters,
+        );
+        c(
+            &mut o,
+            "windows_rebuilt_total",
+            "Windows replayed from confirmed journal segments: scored for history, not written again.",
+            &self.windows_rebuilt,
+        );
+        g(
+            &mut o,
+            "sink_failing_since_seconds",
+            "Unix time the current run of failed writes began (0 while writes succeed).",
+            self.sink_failing_since_unix_s.load(Relaxed),
+        );
+        g(
+            &mut o,
+            "intake_waiting_since_seconds",
+            "Unix time the source began waiting on a full scoring queue (0 while it is not).",
+            self.intake_waiting_since_unix_s.load(Relaxed),
         );
         c(
             &mut o,

@@ -83,6 +83,9 @@ pub struct StatusDoc {
     pub sink_queue_points: u64,
     pub spool_points: u64,
     pub last_write_unix_s: u64,
+    /// Why the daemon is not ready (`/readyz`); empty when it is. Filled in
+    /// by the listener, which knows the configured limits.
+    pub degraded: Vec<String>,
     pub models: Vec<ModelStatus>,
     pub assets: Vec<AssetStatus>,
     pub alerts: Vec<AlertStatus>,
@@ -173,6 +176,7 @@ impl StatusBoard {
             sink_queue_points: metrics.sink_queue_depth.load(Relaxed),
             spool_points: metrics.spool_points.load(Relaxed),
             last_write_unix_s: metrics.last_write_unix_s.load(Relaxed),
+            degraded: Vec::new(),
             models,
             assets,
             alerts,

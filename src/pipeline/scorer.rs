@@ -22,6 +22,11 @@ pub enum InferenceMsg {
     /// Journal segments up to this sequence are behind every window sent
     /// before it (docs/architecture.md §12).
     Barrier(u64),
+    /// `true`: the windows that follow, up to a `Rebuild(false)`, come from
+    /// journal segments whose outputs were written before a restart; they
+    /// are scored for the detectors' history and not written again
+    /// (docs/durability.md §4).
+    Rebuild(bool),
 }
 
 /// A loaded model under its configured name.

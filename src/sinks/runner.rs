@@ -147,10 +147,24 @@ impl<W: BatchWriter> Runner<W> {
 
     fn written(&self, n: u64) {
         self.metrics.points_written.fetch_add(n, Relaxed);
+        self.metrics.sink_failing_since_unix_s.store(0, Relaxed);
         let now_s = crate::core::timestamp::now_ns() / 1_000_000_000;
         self.metrics
             .last_write_unix_s
             .store(u64::try_from(now_s).unwrap_or(0), Relaxed);
+    }
+
+    /// A write failed in a way worth retrying: counted, and the start of
+    /// the failing run noted for readiness (`/readyz`).
+    fn failing(&self) {
+        self.metrics.write_errors.fetch_add(1, Relaxed);
+        let now_s = crate::core::timestamp::now_ns() / 1_000_000_000;
+        let _ = self.metrics.sink_failing_since_unix_s.compare_exchange(
+            0,
+            u64::try_from(now_s).unwrap_or(0),
+            Relaxed,
+            Relaxed,
+        );
     }
 
     fn rejected(&self, n: u64, msg: &str) {
@@ -214,7 +228,7 @@ impl<W: BatchWriter> Runner<W> {
                     break;
                 }
                 Err(WriteFailure::Retry(msg)) => {
-                    self.metrics.write_errors.fetch_add(1, Relaxed);
+                    self.failing();
                     if self.spool(&body, n) {
                         tracing::warn!(points = n, error = %msg, "write failed; batch spooled to disk");
                         self.backoff();
@@ -278,7 +292,7 @@ impl<W: BatchWriter> Runner<W> {
                     }
                 }
                 Err(WriteFailure::Retry(msg)) => {
-                    self.metrics.write_errors.fetch_add(1, Relaxed);
+                    self.failing();
                     tracing::warn!(error = %msg, spooled = self.spool.as_ref().map_or(0, |s| s.points()), retry_in_ms = self.delay.as_millis() as u64, "database still unreachable; spool kept");
                     self.backoff();
                     break;

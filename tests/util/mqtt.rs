@@ -61,7 +61,7 @@ pub fn try_mqtt_publish_with(
     use std::sync::atomic::{AtomicUsize, Ordering};
     let level = qos(qos_level);
     opts.set_inflight(1000);
-    opts.set_max_packet_size(1 << 20, 1 << 20);
+    opts.set_max_packet_size(16 << 20, 16 << 20);
     let (client, mut connection) = Client::new(opts, 1000);
     let acked = AtomicUsize::new(0);
     let failed = Mutex::new(None::<String>);

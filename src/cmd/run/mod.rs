@@ -99,6 +99,40 @@ fn journal_settings(
     }
 }
 
+/// Keeps systemd's `STATUS=` line on what `/readyz` says, and logs each
+/// change between ready and degraded, until `stop`.
+async fn report_readiness(metrics: &Metrics, after: Duration, stop: CancellationToken) {
+    let mut last: Option<(Vec<String>, u64)> = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let now_s = u64::try_from(now_ns() / 1_000_000_000).unwrap_or(0);
+        let why = crate::ops::readiness::degraded(metrics, now_s, after);
+        let assets = metrics.assets.load(Relaxed);
+        // Seconds in the reasons change every tick: compare their kind.
+        let kinds: Vec<String> = why
+            .iter()
+            .map(|w| crate::ops::readiness::reason_kind(w).to_string())
+            .collect();
+        if last
+            .as_ref()
+            .is_some_and(|(k, a)| *k == kinds && *a == assets)
+        {
+            continue;
+        }
+        match (&last, why.is_empty()) {
+            (_, false) => tracing::warn!(reasons = ?why, "degraded"),
+            (Some((k, _)), true) if !k.is_empty() => tracing::info!("ready again"),
+            _ => {}
+        }
+        let _ = crate::ops::notify::status(&crate::ops::readiness::status_line(&why, assets));
+        last = Some((kinds, assets));
+    }
+}
+
 /// Runs the daemon until `shutdown` resolves (SIGTERM/SIGINT in the
 /// binary). `reload` yields once per SIGHUP. `config_path` is re-read on
 /// reload.
@@ -185,6 +219,7 @@ pub async fn run(
             board: board.clone(),
             heartbeats: vec![source_hb.clone(), scorer_hb.clone()],
             stale_after: Duration::from_secs(10),
+            degraded_after: Duration::from_secs(cfg.metrics.degraded_after_s),
         };
         let addr = crate::ops::http::serve(&cfg.metrics.listen, health, listen_stop.clone())
             .await
@@ -233,6 +268,7 @@ pub async fn run(
         Duration::from_millis(cfg.runtime.max_wait_ms),
         scorer_hb.clone(),
         board.clone(),
+        metrics.clone(),
         alerts,
         tokio::runtime::Handle::current(),
     )
@@ -280,6 +316,15 @@ pub async fn run(
             decoder,
             stage,
             journal,
+            dead_letters: state_dir
+                .as_deref()
+                .filter(|_| cfg.journal.dead_letter_mb > 0)
+                .map(|d| {
+                    crate::state::DeadLetters::new(
+                        d,
+                        cfg.journal.dead_letter_mb.saturating_mul(1024 * 1024),
+                    )
+                }),
         },
         win_tx.clone(),
         reload_rx,
@@ -289,18 +334,19 @@ pub async fn run(
         source_stop.clone(),
     ));
 
-    // READY once the models are loaded and the broker has answered.
+    // READY once the models are loaded and the broker has answered; then
+    // STATUS= follows readiness (docs/durability.md §5).
     let ready_metrics = metrics.clone();
+    let degraded_after = Duration::from_secs(cfg.metrics.degraded_after_s);
+    let status_stop = source_stop.clone();
     tokio::spawn(async move {
-        if ready_rx.await.is_ok() {
-            let ms = started.elapsed().as_millis();
-            tracing::info!(startup_ms = ms as u64, "ready");
-            let _ = crate::ops::notify::ready();
-            let _ = crate::ops::notify::status(&format!(
-                "scoring; {} asset(s)",
-                ready_metrics.assets.load(Relaxed)
-            ));
+        if ready_rx.await.is_err() {
+            return;
         }
+        let ms = started.elapsed().as_millis();
+        tracing::info!(startup_ms = ms as u64, "ready");
+        let _ = crate::ops::notify::ready();
+        report_readiness(&ready_metrics, degraded_after, status_stop).await;
     });
     // WATCHDOG=1 only while both pipeline loops beat.
     if let Some(interval) = crate::ops::notify::watchdog_interval() {

@@ -15,18 +15,28 @@ use crate::core::timestamp::now_ns;
 use crate::pipeline::{InferenceMsg, NamedModel, Output, Scorer};
 use crate::state::open_alerts::AlertStore;
 
-/// Takes one message into the batch being gathered. A model swap or a
-/// journal barrier ends the batch: it applies after the windows before it.
-fn gather(
-    msg: InferenceMsg,
-    pending: &mut Vec<crate::pipeline::ScoreRequest>,
-    swap: &mut Option<Vec<NamedModel>>,
-    barrier: &mut Option<u64>,
-) {
+/// What ends a batch: it applies after the windows before it.
+#[derive(Default)]
+struct BatchEnd {
+    swap: Option<Vec<NamedModel>>,
+    barrier: Option<u64>,
+    rebuild: Option<bool>,
+}
+
+impl BatchEnd {
+    fn is_set(&self) -> bool {
+        self.swap.is_some() || self.barrier.is_some() || self.rebuild.is_some()
+    }
+}
+
+/// Takes one message into the batch being gathered. A model swap, a
+/// journal barrier or a rebuild switch ends the batch.
+fn gather(msg: InferenceMsg, pending: &mut Vec<crate::pipeline::ScoreRequest>, end: &mut BatchEnd) {
     match msg {
         InferenceMsg::Windows(w) => pending.extend(w),
-        InferenceMsg::Swap(m) => *swap = Some(m),
-        InferenceMsg::Barrier(b) => *barrier = Some(b),
+        InferenceMsg::Swap(m) => end.swap = Some(m),
+        InferenceMsg::Barrier(b) => end.barrier = Some(b),
+        InferenceMsg::Rebuild(on) => end.rebuild = Some(on),
     }
 }
 
@@ -42,6 +52,7 @@ pub(super) fn spawn_scorer(
     max_wait: Duration,
     heartbeat: Arc<AtomicU64>,
     board: Arc<crate::ops::status::StatusBoard>,
+    metrics: Arc<crate::ops::metrics::Metrics>,
     mut alerts: Option<AlertStore>,
     rt: tokio::runtime::Handle,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
@@ -51,6 +62,8 @@ pub(super) fn spawn_scorer(
             let mut pending = Vec::with_capacity(max_batch);
             let mut outputs = Vec::with_capacity(max_batch * 2);
             let mut open = true;
+            // Replaying confirmed journal segments: outputs are not sent.
+            let mut rebuilding = false;
             while open {
                 heartbeat.store(now_ns() as u64, Relaxed);
                 // Wait (bounded, so the heartbeat keeps beating) for work.
@@ -62,14 +75,13 @@ pub(super) fn spawn_scorer(
                     Ok(None) => break,
                     Ok(Some(m)) => m,
                 };
-                let mut swap = None;
-                let mut barrier = None;
-                gather(msg, &mut pending, &mut swap, &mut barrier);
+                let mut end = BatchEnd::default();
+                gather(msg, &mut pending, &mut end);
                 // Fill the batch: what is queued now, then wait up to max_wait.
                 let deadline = Instant::now() + max_wait;
-                while swap.is_none() && barrier.is_none() && pending.len() < max_batch {
+                while !end.is_set() && pending.len() < max_batch {
                     match rx.try_recv() {
-                        Ok(m) => gather(m, &mut pending, &mut swap, &mut barrier),
+                        Ok(m) => gather(m, &mut pending, &mut end),
                         Err(mpsc::error::TryRecvError::Empty) => {
                             let left = deadline.saturating_duration_since(Instant::now());
                             if left.is_zero() {
@@ -82,7 +94,7 @@ pub(super) fn spawn_scorer(
                                     open = false;
                                     break;
                                 }
-                                Ok(Some(m)) => gather(m, &mut pending, &mut swap, &mut barrier),
+                                Ok(Some(m)) => gather(m, &mut pending, &mut end),
                             }
                         }
                         Err(mpsc::error::TryRecvError::Disconnected) => {
@@ -99,6 +111,14 @@ pub(super) fn spawn_scorer(
                     {
                         store.save(scorer.open_alerts());
                     }
+                    if rebuilding {
+                        let n = outputs
+                            .iter()
+                            .filter(|o| matches!(o, Output::Score(_)))
+                            .count();
+                        metrics.windows_rebuilt.fetch_add(n as u64, Relaxed);
+                        outputs.clear();
+                    }
                     board.record(&outputs);
                     for o in outputs.drain(..) {
                         if tx.blocking_send(o).is_err() {
@@ -107,12 +127,15 @@ pub(super) fn spawn_scorer(
                     }
                 }
                 // The barrier follows the outputs of every window before it.
-                if let Some(b) = barrier
+                if let Some(b) = end.barrier
                     && tx.blocking_send(Output::Barrier(b)).is_err()
                 {
                     return;
                 }
-                if let Some(models) = swap {
+                if let Some(on) = end.rebuild {
+                    rebuilding = on;
+                }
+                if let Some(models) = end.swap {
                     board.set_models(model_status(&models));
                     scorer.replace_models(models);
                 }

@@ -1,16 +1,17 @@
 //! Acknowledging QoS 1/2 messages once their journal records are durable:
 //! the source hands batches of packet ids to a task beside the poll loop,
-//! which syncs the journal file and then sends the PUBACKs.
+//! which syncs the journal file and then sends the PUBACKs. Nothing whose
+//! write or sync failed is acknowledged (docs/durability.md §2).
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use rumqttc::{AsyncClient, QoS};
 use tokio::sync::mpsc;
 
 use crate::ops::metrics::Metrics;
-use crate::state::journal::Journal;
+use crate::state::journal::{Journal, JournalError};
 
 /// Most acknowledgement batches queued for the ack task. Every batch holds
 /// at least one unacknowledged packet id, and a session has at most 65,535
@@ -41,6 +42,7 @@ pub(super) async fn ack_task(
     client: AsyncClient,
     mut rx: mpsc::Receiver<AckBatch>,
     epoch: Arc<AtomicU64>,
+    sync_failed: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
 ) {
     let mut batches = Vec::new();
@@ -53,8 +55,11 @@ pub(super) async fn ack_task(
             })
             .await;
             if !matches!(synced, Ok(Ok(()))) {
-                metrics.journal_errors.fetch_add(1, Relaxed);
-                tracing::error!("journal sync failed; acknowledging anyway (at most once)");
+                // Not durable: not acknowledged. The source stalls intake
+                // and, once the disk is back, reconnects for redelivery.
+                sync_failed.store(true, Relaxed);
+                batches.clear();
+                continue;
             }
         }
         for b in batches.drain(..) {
@@ -73,22 +78,30 @@ pub(super) async fn ack_task(
 
 /// Makes the journaled messages durable (in the ack task) and hands their
 /// acknowledgements over.
+///
+/// # Errors
+/// The journal cannot write: `unacked` is emptied without acknowledging
+/// anything (the journal dropped those records; the broker redelivers
+/// them after the caller's stall).
 pub(super) fn commit_journal(
     journal: &mut Journal,
     unacked: &mut Vec<(u16, QoS)>,
     epoch: u64,
     acks: &mpsc::Sender<AckBatch>,
     metrics: &Metrics,
-) {
+) -> Result<(), JournalError> {
     if unacked.is_empty() {
-        return;
+        return Ok(());
     }
-    let sync = journal.commit().unwrap_or_else(|e| {
-        metrics.journal_errors.fetch_add(1, Relaxed);
-        tracing::error!(error = %e, "cannot write the journal; acknowledging anyway (at most once)");
-        None
-    });
+    let sync = journal.commit();
     metrics.journal_bytes.store(journal.bytes(), Relaxed);
+    let sync = match sync {
+        Ok(s) => s,
+        Err(e) => {
+            unacked.clear();
+            return Err(e);
+        }
+    };
     let batch = AckBatch {
         epoch,
         sync,
@@ -103,4 +116,5 @@ pub(super) fn commit_journal(
             "acknowledgement queue full; the broker will redeliver these messages"
         );
     }
+    Ok(())
 }

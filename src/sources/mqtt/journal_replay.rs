@@ -1,6 +1,8 @@
 //! Replaying the intake journal at start-up: what an earlier run received
 //! (and acknowledged) is scored before anything new (docs/architecture.md
-//! §12).
+//! §12). Segments up to the barrier the sink confirmed before the restart
+//! are replayed in rebuild mode: scored for the detectors' and windows'
+//! history, not written again (docs/durability.md §4).
 
 use std::time::{Duration, Instant};
 
@@ -28,7 +30,21 @@ pub(super) async fn replay_journal(
     let mut out = Vec::with_capacity(WINDOWS_PER_SEND);
     let total = paths.len();
     let mut last_note = Instant::now();
+    let confirmed = journal.confirmed_at_open();
+    let mut rebuilding = false;
     for (i, path) in paths.into_iter().enumerate() {
+        let written =
+            confirmed.is_some_and(|c| Journal::segment_seq(&path).is_some_and(|s| s <= c));
+        if written != rebuilding {
+            // Windows cut so far belong to the mode before the switch.
+            if !out.is_empty() && !send_windows(windows, &mut out, metrics).await {
+                return false;
+            }
+            if windows.send(InferenceMsg::Rebuild(written)).await.is_err() {
+                return false;
+            }
+            rebuilding = written;
+        }
         // A long replay (a big journal after a crash) shows its progress.
         if last_note.elapsed() >= Duration::from_secs(5) {
             last_note = Instant::now();
@@ -60,12 +76,15 @@ pub(super) async fn replay_journal(
                 Ok(()) => stage.push_message(&msg, recv_ns, &mut out),
                 Err(e) => metrics.count_drop(e.reason(), 1),
             }
-            if out.len() >= WINDOWS_PER_SEND && !send_windows(windows, &mut out).await {
+            if out.len() >= WINDOWS_PER_SEND && !send_windows(windows, &mut out, metrics).await {
                 return false;
             }
         }
     }
-    if !out.is_empty() && !send_windows(windows, &mut out).await {
+    if !out.is_empty() && !send_windows(windows, &mut out, metrics).await {
+        return false;
+    }
+    if rebuilding && windows.send(InferenceMsg::Rebuild(false)).await.is_err() {
         return false;
     }
     if let Some(seq) = journal.newest_closed() {

@@ -3,6 +3,11 @@
 //! exponential backoff, decodes every message and feeds the asset pipeline.
 //! When scoring falls behind, sending windows on the bounded channel waits,
 //! which stops polling the broker: backpressure instead of memory growth.
+//! The backoff returns to its minimum only after a connection has stayed
+//! up for [`STABLE_CONNECTION`], so a broker that accepts and then drops
+//! us at once (a poison message it redelivers first) is not hammered.
+//! Oversize messages are dropped on purpose (`oversize.rs`); while the
+//! journal cannot write, intake waits (`stall.rs`).
 
 mod acks;
 pub(crate) mod decode;
@@ -10,11 +15,13 @@ pub(crate) mod decode;
 pub use decode::{DecodeError, Decoder};
 mod journal_replay;
 mod options;
+mod oversize;
 mod ratelimit;
+mod stall;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::{Duration, Instant};
 
 use crate::core::timestamp::now_ns;
@@ -26,11 +33,17 @@ use tokio_util::sync::CancellationToken;
 use crate::core::reading::{DropReason, Message};
 use crate::ops::metrics::Metrics;
 use crate::pipeline::{Binder, FeatureStage, InferenceMsg, ModelSlot, ScoreRequest, StageSettings};
+use crate::state::DeadLetters;
 use crate::state::journal::Journal;
 use acks::{ACK_QUEUE, ack_request, ack_task, commit_journal};
 use journal_replay::replay_journal;
 pub use options::{MqttError, mqtt_options, qos};
+use oversize::OversizePolicy;
 use ratelimit::RateLimitedLog;
+use stall::JournalStall;
+
+/// A connection that stays up this long resets the reconnect backoff.
+pub const STABLE_CONNECTION: Duration = Duration::from_secs(10);
 
 /// New models and mappings for the source after a reload.
 #[derive(Debug)]
@@ -49,10 +62,26 @@ pub struct SourceReload {
 pub const WINDOWS_PER_SEND: usize = 64;
 
 /// Hands the gathered windows to the scoring thread, waiting while its
-/// queue is full (backpressure); false once the scoring thread is gone.
-async fn send_windows(windows: &mpsc::Sender<InferenceMsg>, out: &mut Vec<ScoreRequest>) -> bool {
+/// queue is full (backpressure, noted for readiness while it lasts); false
+/// once the scoring thread is gone.
+async fn send_windows(
+    windows: &mpsc::Sender<InferenceMsg>,
+    out: &mut Vec<ScoreRequest>,
+    metrics: &Metrics,
+) -> bool {
     let batch = std::mem::replace(out, Vec::with_capacity(WINDOWS_PER_SEND));
-    windows.send(InferenceMsg::Windows(batch)).await.is_ok()
+    let full = windows.capacity() == 0;
+    if full {
+        let now_s = u64::try_from(now_ns() / 1_000_000_000).unwrap_or(0);
+        let _ = metrics
+            .intake_waiting_since_unix_s
+            .compare_exchange(0, now_s, Relaxed, Relaxed);
+    }
+    let sent = windows.send(InferenceMsg::Windows(batch)).await.is_ok();
+    if full {
+        metrics.intake_waiting_since_unix_s.store(0, Relaxed);
+    }
+    sent
 }
 
 /// Everything the source task needs.
@@ -68,6 +97,8 @@ pub struct SourceParts {
     /// The intake journal (QoS 1/2 with a state directory); the options
     /// then have manual acks on.
     pub journal: Option<JournalParts>,
+    /// Where oversize messages are kept (with a state directory).
+    pub dead_letters: Option<DeadLetters>,
 }
 
 /// The journal, the segments an earlier run left to replay, and where the
@@ -100,7 +131,9 @@ pub async fn run_source(
         mut decoder,
         mut stage,
         journal,
+        dead_letters,
     } = parts;
+    let mut oversize = OversizePolicy::new(max_payload, dead_letters);
     let (mut journal, mut processed, replay) = match journal {
         Some(JournalParts {
             journal,
@@ -126,15 +159,19 @@ pub async fn run_source(
         }
     }
     let epoch = Arc::new(AtomicU64::new(0));
+    let sync_failed = Arc::new(AtomicBool::new(false));
     let (ack_tx, ack_rx) = mpsc::channel(ACK_QUEUE);
     if journal.is_some() {
         tokio::spawn(ack_task(
             client.clone(),
             ack_rx,
             epoch.clone(),
+            sync_failed.clone(),
             metrics.clone(),
         ));
     }
+    let mut stall: Option<JournalStall> = None;
+    let mut connected_at: Option<Instant> = None;
     let mut unacked: Vec<(u16, QoS)> = Vec::new();
     let mut connected = Some(connected);
     let mut pending_subacks = 0usize;
@@ -151,7 +188,7 @@ pub async fn run_source(
             Some(r) = reloads.recv() => {
                 // Windows cut before the reload go to scoring before the
                 // source switches models.
-                if !out.is_empty() && !send_windows(&windows, &mut out).await {
+                if !out.is_empty() && !send_windows(&windows, &mut out, &metrics).await {
                     break;
                 }
                 stage.replace_models(r.slots, r.binder, r.settings);
@@ -178,12 +215,25 @@ pub async fn run_source(
             }
             _ = tick.tick() => {
                 heartbeat.store(now_ns() as u64, Relaxed);
-                if let Some(j) = journal.as_mut()
+                if connected_at.is_some_and(|t| t.elapsed() >= STABLE_CONNECTION) {
+                    backoff = reconnect_min;
+                    metrics.mqtt_flapping.store(0, Relaxed);
+                }
+                if stall.is_none() && sync_failed.swap(false, Relaxed) {
+                    // Messages of the failed sync stay unacknowledged.
+                    unacked.clear();
+                    stall = Some(JournalStall::begin(&"sync failed", &metrics));
+                }
+                if stall.is_none()
+                    && let Some(j) = journal.as_mut()
                     && j.should_rotate()
                 {
-                    commit_journal(j, &mut unacked, epoch.load(Relaxed), &ack_tx, &metrics);
+                    if let Err(e) = commit_journal(j, &mut unacked, epoch.load(Relaxed), &ack_tx, &metrics) {
+                        stall = Some(JournalStall::begin(&e, &metrics));
+                        continue;
+                    }
                     // Windows of the closed segment go first, then its barrier.
-                    if !out.is_empty() && !send_windows(&windows, &mut out).await {
+                    if !out.is_empty() && !send_windows(&windows, &mut out, &metrics).await {
                         break;
                     }
                     if let Some(seq) = j.rotate()
@@ -194,15 +244,52 @@ pub async fn run_source(
                 }
                 continue;
             }
-            ev = eventloop.poll() => ev,
+            _ = tokio::time::sleep_until(stall.as_ref().map_or_else(tokio::time::Instant::now, JournalStall::retry_at)), if stall.is_some() => {
+                let (Some(j), Some(s)) = (journal.as_mut(), stall.as_mut()) else {
+                    continue;
+                };
+                if let Err(e) = j.probe() {
+                    s.probe_failed(&e);
+                    continue;
+                }
+                if let Some(s) = stall.take() {
+                    s.end(&metrics);
+                }
+                // A fresh segment after the failure; the old one's windows
+                // go first, then its barrier.
+                if !out.is_empty() && !send_windows(&windows, &mut out, &metrics).await {
+                    break;
+                }
+                if let Some(seq) = j.rotate()
+                    && windows.send(InferenceMsg::Barrier(seq)).await.is_err()
+                {
+                    break;
+                }
+                // Reconnect: the broker redelivers what was not acknowledged.
+                // Events read before the stall are dropped with the old
+                // connection: their packet ids mean nothing on the new one.
+                eventloop.clean();
+                eventloop.state.events.clear();
+                epoch.fetch_add(1, Relaxed);
+                unacked.clear();
+                metrics.mqtt_connected.store(0, Relaxed);
+                connected_at = None;
+                pending_subacks = 0;
+                continue;
+            }
+            // While the journal cannot write, the broker is not polled:
+            // it keeps what it has not delivered.
+            ev = eventloop.poll(), if stall.is_none() => ev,
             // Only when the broker has nothing more ready for us right now:
             // windows gathered from a burst go to scoring in one message,
             // and journaled messages are synced and acknowledged together.
             () = std::future::ready(()), if !out.is_empty() || !unacked.is_empty() => {
-                if let Some(j) = journal.as_mut() {
-                    commit_journal(j, &mut unacked, epoch.load(Relaxed), &ack_tx, &metrics);
+                if let Some(j) = journal.as_mut()
+                    && let Err(e) = commit_journal(j, &mut unacked, epoch.load(Relaxed), &ack_tx, &metrics)
+                {
+                    stall = Some(JournalStall::begin(&e, &metrics));
                 }
-                if !out.is_empty() && !send_windows(&windows, &mut out).await {
+                if !out.is_empty() && !send_windows(&windows, &mut out, &metrics).await {
                     break;
                 }
                 continue;
@@ -215,7 +302,8 @@ pub async fn run_source(
                 unacked.clear();
                 metrics.mqtt_connects.fetch_add(1, Relaxed);
                 metrics.mqtt_connected.store(1, Relaxed);
-                backoff = reconnect_min;
+                // The backoff resets once the connection has held (tick).
+                connected_at = Some(Instant::now());
                 tracing::info!(
                     session_present = ack.session_present,
                     "connected to the MQTT broker"
@@ -258,42 +346,53 @@ pub async fn run_source(
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 metrics.messages_received.fetch_add(1, Relaxed);
                 let recv_ns = now_ns();
+                // Over the limit: dropped on purpose, acknowledged below.
+                let rejected = oversize.reject(recv_ns, &p.topic, &p.payload, &metrics, &mut log);
                 if let Some(j) = journal.as_mut()
                     && p.qos != QoS::AtMostOnce
+                    && stall.is_none()
                 {
                     // Journaled before anything else: whatever happens to
                     // the message below, a crash cannot lose it.
-                    if p.payload.len() <= max_payload {
-                        match j.append(recv_ns, &p.topic, &p.payload) {
-                            Ok(()) => {
+                    let appended = if rejected {
+                        Ok(())
+                    } else {
+                        j.append(recv_ns, &p.topic, &p.payload)
+                    };
+                    match appended {
+                        Ok(()) => {
+                            if !rejected {
                                 metrics.journal_records.fetch_add(1, Relaxed);
                             }
-                            Err(e) => {
-                                metrics.journal_errors.fetch_add(1, Relaxed);
-                                tracing::error!(error = %e, "cannot journal a message");
+                            unacked.push((p.pkid, p.qos));
+                            if unacked.len() >= 1024
+                                && let Err(e) = commit_journal(
+                                    j,
+                                    &mut unacked,
+                                    epoch.load(Relaxed),
+                                    &ack_tx,
+                                    &metrics,
+                                )
+                            {
+                                stall = Some(JournalStall::begin(&e, &metrics));
                             }
                         }
-                    }
-                    unacked.push((p.pkid, p.qos));
-                    if unacked.len() >= 1024 {
-                        commit_journal(j, &mut unacked, epoch.load(Relaxed), &ack_tx, &metrics);
+                        Err(e) => {
+                            // Nothing since the last commit is acknowledged:
+                            // the broker redelivers it after the stall.
+                            unacked.clear();
+                            stall = Some(JournalStall::begin(&e, &metrics));
+                        }
                     }
                 }
-                if p.payload.len() > max_payload {
-                    metrics.count_drop(DropReason::Oversize, 1);
-                    log.warn(DropReason::Oversize, || {
-                        format!(
-                            "message on {:?} has {} bytes, more than mqtt.max_packet_size",
-                            p.topic,
-                            p.payload.len()
-                        )
-                    });
+                if rejected {
                     continue;
                 }
                 match decoder.decode_into(&p.topic, &p.payload, &mut msg) {
                     Ok(()) => {
                         stage.push_message(&msg, recv_ns, &mut out);
-                        if out.len() >= WINDOWS_PER_SEND && !send_windows(&windows, &mut out).await
+                        if out.len() >= WINDOWS_PER_SEND
+                            && !send_windows(&windows, &mut out, &metrics).await
                         {
                             break;
                         }
@@ -307,20 +406,34 @@ pub async fn run_source(
             Ok(_) => {}
             Err(e) => {
                 // Windows already cut are not held back by the reconnect backoff.
-                if !out.is_empty() && !send_windows(&windows, &mut out).await {
+                if !out.is_empty() && !send_windows(&windows, &mut out, &metrics).await {
                     break;
                 }
                 metrics.mqtt_connected.store(0, Relaxed);
+                metrics.mqtt_disconnects.fetch_add(1, Relaxed);
                 pending_subacks = 0;
-                if matches!(
-                    &e,
-                    rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(
-                        rumqttc::Error::PayloadSizeLimitExceeded(_)
-                    ))
-                ) {
+                if let rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+                    rumqttc::Error::PayloadSizeLimitExceeded(size),
+                )) = &e
+                {
                     metrics.count_drop(DropReason::Oversize, 1);
+                    tracing::error!(
+                        bytes = size,
+                        "a message larger than the transport limit cannot be read or acknowledged; the broker redelivers it after each reconnect (remove it there, or cap message sizes at the broker)"
+                    );
                 }
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "MQTT connection lost; reconnecting");
+                // Dropped soon after the broker accepted us: a flapping
+                // connection; the backoff keeps growing.
+                let quick = connected_at
+                    .take()
+                    .is_some_and(|t| t.elapsed() < STABLE_CONNECTION);
+                if quick {
+                    metrics.mqtt_flapping.store(1, Relaxed);
+                }
+                metrics
+                    .mqtt_backoff_ms
+                    .store(backoff.as_millis() as u64, Relaxed);
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, flapping = quick, "MQTT connection lost; reconnecting");
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(backoff) => {}
@@ -331,16 +444,16 @@ pub async fn run_source(
     }
     // Complete windows still gathered here are scored before shutdown.
     if !out.is_empty() {
-        send_windows(&windows, &mut out).await;
+        send_windows(&windows, &mut out, &metrics).await;
     }
     // What was journaled is acknowledged now, best effort (otherwise the
     // broker redelivers it at the next start; duplicates are harmless).
     if let Some(j) = journal.as_mut()
         && !unacked.is_empty()
+        && stall.is_none()
+        && let Ok(sync) = j.commit()
+        && sync.is_none_or(|f| f.sync_data().is_ok())
     {
-        if let Ok(Some(f)) = j.commit() {
-            let _ = f.sync_data();
-        }
         for (pkid, qos) in unacked.drain(..) {
             if client.try_ack(&ack_request(pkid, qos)).is_err() {
                 break;

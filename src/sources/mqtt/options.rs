@@ -18,6 +18,20 @@ pub enum MqttError {
     },
 }
 
+/// Smallest transport limit for incoming packets, whatever the configured
+/// payload limit.
+pub const MIN_TRANSPORT_LIMIT: usize = 64 * 1024 * 1024;
+
+/// The packet size rumqttc accepts. It treats a larger packet as a
+/// connection error, never delivers it and so cannot acknowledge it; a
+/// persistent session would then get it first after every reconnect. The
+/// transport limit therefore sits well above the configured payload limit,
+/// so the daemon reads a poison message and drops it on purpose
+/// (docs/durability.md §3).
+pub fn transport_limit(max_payload: usize) -> usize {
+    max_payload.saturating_mul(4).max(MIN_TRANSPORT_LIMIT)
+}
+
 /// Builds rumqttc options from the config.
 ///
 /// # Errors
@@ -26,14 +40,7 @@ pub fn mqtt_options(cfg: &MqttConfig, password: Option<&Secret>) -> Result<MqttO
     let mut o = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
     o.set_keep_alive(Duration::from_secs(cfg.keep_alive_s));
     o.set_clean_session(cfg.clean_session);
-    // rumqttc treats an oversize packet as a connection error, and a
-    // persistent session would redeliver it forever; allow headroom and
-    // count oversize payloads ourselves.
-    let incoming = cfg
-        .max_packet_size
-        .saturating_mul(4)
-        .max(cfg.max_packet_size);
-    o.set_max_packet_size(incoming, cfg.max_packet_size);
+    o.set_max_packet_size(transport_limit(cfg.max_packet_size), cfg.max_packet_size);
     o.set_request_channel_capacity(256);
     o.set_inflight(1000);
     if let Some(user) = &cfg.username {
@@ -99,6 +106,9 @@ mod tests {
         assert!(!o.clean_session());
         assert_eq!(o.keep_alive(), Duration::from_secs(15));
         assert_eq!(o.credentials().map(|l| l.username), Some("u".to_string()));
+        // The daemon, not the client library, decides on oversize messages.
+        assert_eq!(o.max_packet_size(), transport_limit(4096));
+        assert!(transport_limit(4096) >= 1 << 20);
     }
 
     #[test]

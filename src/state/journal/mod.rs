@@ -8,8 +8,7 @@
 //! daemon is killed, the broker redelivers what was not acknowledged and
 //! the journal holds what was; at start the daemon replays the journal
 //! through the pipeline before it connects, so open frames and window
-//! history are rebuilt and every reading is scored. Points written twice
-//! carry the same timestamp and tags and overwrite themselves.
+//! history are rebuilt and every reading is scored.
 //!
 //! Why not acknowledge only once a reading's score is written: a reading
 //! is part of `window` windows and its frame may wait for other channels,
@@ -22,16 +21,20 @@
 //! Segments rotate by size or age. At each rotation the source sends a
 //! barrier down the pipeline behind the windows of that segment; when the
 //! sink has written or spooled everything before the barrier it reports
-//! back, and closed segments older than the retention (the longest window
-//! span plus the allowed lateness, twice over, in receive time) are
-//! deleted: replaying them would only rebuild history that no longer
-//! matters. A size cap bounds the directory; trimming history early is
-//! counted.
+//! back. The highest confirmed barrier is kept in `<journal>/confirmed`,
+//! so a replay after a restart scores confirmed segments for their
+//! history only and writes nothing from them again (docs/durability.md
+//! §4). Closed segments older than the retention (the longest window span
+//! plus the allowed lateness, twice over, in receive time) are deleted:
+//! replaying them would only rebuild history that no longer matters. A
+//! size cap bounds the directory; trimming history early is counted.
 //!
-//! Record layout (little-endian): `u32 len, u32 crc32(body), body` with
-//! body = `i64 receive time (ns), u16 topic length, topic, payload`. A torn
-//! record at the end of a segment (a crash mid-write) ends that segment's
-//! replay and is counted; so is a record that fails its checksum.
+//! A failed write (a full disk) leaves nothing half-written: the segment
+//! is cut back to its last committed record and the records since are
+//! dropped, for the caller to have the broker redeliver (docs/durability.md
+//! §2). Each record starts with a magic and carries a CRC over its length
+//! and body, so the reader resynchronises on the next intact record after
+//! any damage (`record.rs`).
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -39,11 +42,18 @@ use std::io::{BufWriter, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+mod record;
+
+pub(crate) use record::encode as encode_record;
+pub use record::{Record, ReplayReport};
+
 const PREFIX: &str = "journal-";
 const SUFFIX: &str = ".log";
-/// Largest body accepted when reading back (a damaged length field must
-/// not make replay allocate gigabytes).
-const MAX_RECORD: usize = 64 * 1024 * 1024;
+/// Where the highest barrier the sink confirmed is kept across restarts.
+const CONFIRMED: &str = "confirmed";
+/// What a probe writes (and syncs) to learn whether the disk takes writes
+/// again: one write buffer's worth, so the next commit is likely to fit.
+const PROBE_BYTES: usize = 256 * 1024;
 
 /// Errors of the journal's own I/O.
 #[derive(Debug, thiserror::Error)]
@@ -87,30 +97,18 @@ struct Segment {
     last_recv_ns: i64,
 }
 
-/// What reading one segment back found.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ReplayReport {
-    pub records: u64,
-    /// Records that failed their checksum or were cut short.
-    pub damaged: u64,
-    pub last_recv_ns: i64,
-}
-
-/// A record read back.
-#[derive(Debug, Clone, Copy)]
-pub struct Record<'a> {
-    pub recv_ns: i64,
-    pub topic: &'a str,
-    pub payload: &'a [u8],
-}
-
 /// The journal directory.
 #[derive(Debug)]
 pub struct Journal {
     settings: JournalSettings,
     closed: VecDeque<Segment>,
     current: Option<(Segment, BufWriter<File>, Instant)>,
+    /// Bytes of the open segment that reached the file whole (the last
+    /// successful commit): a failed write cuts the file back to this.
+    committed: u64,
     next_seq: u64,
+    /// Highest confirmed barrier read at open (an earlier run's).
+    confirmed_at_open: Option<u64>,
     /// Highest segment sequence whose barrier the sink confirmed.
     processed: Option<u64>,
     /// Records appended since creation.
@@ -153,6 +151,9 @@ impl Journal {
         found.sort_by_key(|f| f.0);
         let next_seq = found.last().map_or(0, |f| f.0 + 1);
         let paths = found.iter().map(|f| f.1.clone()).collect();
+        let confirmed_at_open = fs::read_to_string(dir.join(CONFIRMED))
+            .ok()
+            .and_then(|t| t.trim().parse().ok());
         let closed = found
             .into_iter()
             .map(|(seq, path, bytes)| Segment {
@@ -167,7 +168,9 @@ impl Journal {
                 settings,
                 closed,
                 current: None,
+                committed: 0,
                 next_seq,
+                confirmed_at_open,
                 processed: None,
                 appended: 0,
                 trimmed: 0,
@@ -182,54 +185,24 @@ impl Journal {
     /// The file cannot be read.
     pub fn replay_segment(
         path: &Path,
-        mut each: impl FnMut(Record<'_>),
+        each: impl FnMut(Record<'_>),
     ) -> Result<ReplayReport, JournalError> {
         let mut bytes = Vec::new();
         File::open(path)
             .and_then(|mut f| f.read_to_end(&mut bytes))
             .map_err(io(path))?;
-        let mut report = ReplayReport {
-            last_recv_ns: i64::MIN,
-            ..ReplayReport::default()
-        };
-        let mut at = 0usize;
-        while at < bytes.len() {
-            let Some(head) = bytes.get(at..at + 8) else {
-                report.damaged += 1;
-                break;
-            };
-            let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
-            let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
-            let Some(body) = bytes
-                .get(at + 8..at + 8 + len)
-                .filter(|_| len <= MAX_RECORD)
-            else {
-                report.damaged += 1;
-                break;
-            };
-            at += 8 + len;
-            if crc32fast::hash(body) != crc || body.len() < 10 {
-                report.damaged += 1;
-                continue;
-            }
-            let recv_ns = i64::from_le_bytes(body[0..8].try_into().unwrap_or([0; 8]));
-            let tlen = u16::from_le_bytes([body[8], body[9]]) as usize;
-            let Some(topic) = body
-                .get(10..10 + tlen)
-                .and_then(|t| std::str::from_utf8(t).ok())
-            else {
-                report.damaged += 1;
-                continue;
-            };
-            report.records += 1;
-            report.last_recv_ns = report.last_recv_ns.max(recv_ns);
-            each(Record {
-                recv_ns,
-                topic,
-                payload: &body[10 + tlen..],
-            });
-        }
-        Ok(report)
+        Ok(record::read_segment(&bytes, each))
+    }
+
+    /// The sequence number of a segment file, from its name.
+    pub fn segment_seq(path: &Path) -> Option<u64> {
+        path.file_name()?.to_str().and_then(parse_name)
+    }
+
+    /// The highest barrier an earlier run's sink confirmed: segments up to
+    /// it had every window written or spooled before the restart.
+    pub fn confirmed_at_open(&self) -> Option<u64> {
+        self.confirmed_at_open
     }
 
     /// Tells the journal the newest receive time in a segment left by an
@@ -243,7 +216,9 @@ impl Journal {
     /// Appends one message (buffered; [`Journal::commit`] makes it durable).
     ///
     /// # Errors
-    /// The segment cannot be created or written.
+    /// The segment cannot be created or written. The segment is then cut
+    /// back to its last commit: every record appended since is gone, and
+    /// the caller must not acknowledge those messages.
     pub fn append(
         &mut self,
         recv_ns: i64,
@@ -252,13 +227,14 @@ impl Journal {
     ) -> Result<(), JournalError> {
         if self.current.is_none() {
             let seq = self.next_seq;
-            self.next_seq += 1;
             let path = self.settings.dir.join(segment_name(seq));
             let file = OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(&path)
                 .map_err(io(&path))?;
+            self.next_seq += 1;
+            self.committed = 0;
             self.current = Some((
                 Segment {
                     seq,
@@ -273,27 +249,14 @@ impl Journal {
         let Some((seg, w, _)) = self.current.as_mut() else {
             unreachable!("a segment was just opened");
         };
-        let topic = &topic.as_bytes()[..topic.len().min(u16::MAX as usize)];
-        let body_len = 8 + 2 + topic.len() + payload.len();
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(&recv_ns.to_le_bytes());
-        crc.update(&(topic.len() as u16).to_le_bytes());
-        crc.update(topic);
-        crc.update(payload);
-        let head = [
-            (body_len as u32).to_le_bytes(),
-            crc.finalize().to_le_bytes(),
-        ];
-        let write = |w: &mut BufWriter<File>| -> std::io::Result<()> {
-            w.write_all(&head[0])?;
-            w.write_all(&head[1])?;
-            w.write_all(&recv_ns.to_le_bytes())?;
-            w.write_all(&(topic.len() as u16).to_le_bytes())?;
-            w.write_all(topic)?;
-            w.write_all(payload)
-        };
-        write(w).map_err(io(&seg.path))?;
-        seg.bytes += 8 + body_len as u64;
+        let mut buf = Vec::new();
+        record::encode(&mut buf, recv_ns, topic, payload);
+        if let Err(e) = w.write_all(&buf) {
+            let err = io(&seg.path)(e);
+            self.rollback();
+            return Err(err);
+        }
+        seg.bytes += buf.len() as u64;
         seg.last_recv_ns = seg.last_recv_ns.max(recv_ns);
         self.appended += 1;
         Ok(())
@@ -304,16 +267,71 @@ impl Journal {
     /// is open). Call [`Journal::should_rotate`] after.
     ///
     /// # Errors
-    /// The write or the handle duplication fails.
+    /// The write or the handle duplication fails; as with
+    /// [`Journal::append`], the records since the last commit are gone.
     pub fn commit(&mut self) -> Result<Option<File>, JournalError> {
         let Some((seg, w, _)) = self.current.as_mut() else {
             return Ok(None);
         };
-        w.flush().map_err(io(&seg.path))?;
-        if !self.settings.fsync {
-            return Ok(None);
+        let sync = w.flush().and_then(|()| {
+            if self.settings.fsync {
+                w.get_ref().try_clone().map(Some)
+            } else {
+                Ok(None)
+            }
+        });
+        match sync {
+            Ok(f) => {
+                self.committed = seg.bytes;
+                Ok(f)
+            }
+            Err(e) => {
+                let err = io(&seg.path)(e);
+                self.rollback();
+                Err(err)
+            }
         }
-        w.get_ref().try_clone().map(Some).map_err(io(&seg.path))
+    }
+
+    /// Cuts the open segment back to its last commit, dropping what is
+    /// buffered: a record torn by a failed write never reaches the file
+    /// ahead of later ones. When even the cut fails the segment is closed
+    /// as it is (the reader skips the torn tail) and the next append opens
+    /// a new one.
+    fn rollback(&mut self) {
+        let Some((mut seg, w, opened)) = self.current.take() else {
+            return;
+        };
+        // into_parts hands back the file without flushing the buffer.
+        let (file, _unwritten) = w.into_parts();
+        match file.set_len(self.committed) {
+            Ok(()) => {
+                seg.bytes = self.committed;
+                self.current = Some((seg, BufWriter::with_capacity(256 * 1024, file), opened));
+            }
+            Err(e) => {
+                tracing::error!(segment = %seg.path.display(), error = %e, "cannot cut a journal segment back to its last record; closing it");
+                seg.bytes = file.metadata().map_or(self.committed, |m| m.len());
+                self.closed.push_back(seg);
+            }
+        }
+    }
+
+    /// Whether the disk takes writes again: writes, syncs and removes a
+    /// probe file beside the segments.
+    ///
+    /// # Errors
+    /// The probe cannot be written or synced.
+    pub fn probe(&self) -> Result<(), JournalError> {
+        let path = self.settings.dir.join(".probe");
+        let result = File::create(&path)
+            .and_then(|mut f| {
+                f.write_all(&[0u8; PROBE_BYTES])?;
+                f.sync_data()
+            })
+            .map_err(io(&path));
+        let _ = fs::remove_file(&path);
+        result
     }
 
     /// Whether the open segment is due to be closed.
@@ -327,7 +345,10 @@ impl Journal {
     /// sequence: the barrier to send down the pipeline behind its windows.
     pub fn rotate(&mut self) -> Option<u64> {
         let (seg, w, _) = self.current.take()?;
-        drop(w);
+        // Anything still buffered was never committed (a caller rotating
+        // after a failed commit): it is dropped with the writer, unwritten.
+        let _ = w.into_parts();
+        self.committed = 0;
         let seq = seg.seq;
         self.closed.push_back(seg);
         Some(seq)
@@ -344,6 +365,9 @@ impl Journal {
     /// segments were deleted.
     pub fn processed(&mut self, seq: u64) -> usize {
         let done = self.processed.map_or(seq, |p| p.max(seq));
+        if self.processed != Some(done) {
+            self.save_confirmed(done);
+        }
         self.processed = Some(done);
         let horizon = self
             .closed
@@ -377,6 +401,18 @@ impl Journal {
         deleted
     }
 
+    /// Keeps the highest confirmed barrier across restarts (temporary file,
+    /// rename). Best effort: losing it only means a replay writes points
+    /// again, which the database overwrites or keeps as duplicates.
+    fn save_confirmed(&self, seq: u64) {
+        let tmp = self.settings.dir.join(".confirmed.tmp");
+        let saved = fs::write(&tmp, format!("{seq}\n"))
+            .and_then(|()| fs::rename(&tmp, self.settings.dir.join(CONFIRMED)));
+        if let Err(e) = saved {
+            tracing::debug!(error = %e, "cannot record the confirmed journal barrier");
+        }
+    }
+
     /// Bytes on disk (closed segments plus the open one).
     pub fn bytes(&self) -> u64 {
         self.closed.iter().map(|s| s.bytes).sum::<u64>()
@@ -390,141 +426,4 @@ impl Journal {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn settings(dir: &Path) -> JournalSettings {
-        JournalSettings {
-            dir: dir.to_path_buf(),
-            max_bytes: 1 << 30,
-            segment_bytes: 1 << 20,
-            segment_age: Duration::from_secs(3600),
-            retention_ns: 10_000,
-            fsync: true,
-        }
-    }
-
-    fn read_all(path: &Path) -> (Vec<(i64, String, Vec<u8>)>, ReplayReport) {
-        let mut v = Vec::new();
-        let r = Journal::replay_segment(path, |rec| {
-            v.push((rec.recv_ns, rec.topic.to_string(), rec.payload.to_vec()));
-        })
-        .unwrap();
-        (v, r)
-    }
-
-    #[test]
-    fn records_round_trip_across_a_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut j, old) = Journal::open(settings(dir.path())).unwrap();
-        assert!(old.is_empty());
-        j.append(5, "plant/p1/flow", b"1.5").unwrap();
-        j.append(7, "sensors/p2", b"{\"a\":1}").unwrap();
-        j.append(9, "", b"").unwrap();
-        let sync = j.commit().unwrap().expect("a handle to sync");
-        sync.sync_data().unwrap();
-        // A crash here: nothing closed, the file is all there is.
-        drop(j);
-        let (j2, old) = Journal::open(settings(dir.path())).unwrap();
-        assert_eq!(old.len(), 1);
-        let (recs, rep) = read_all(&old[0]);
-        assert_eq!(
-            recs,
-            vec![
-                (5, "plant/p1/flow".to_string(), b"1.5".to_vec()),
-                (7, "sensors/p2".to_string(), b"{\"a\":1}".to_vec()),
-                (9, String::new(), Vec::new()),
-            ]
-        );
-        assert_eq!((rep.records, rep.damaged, rep.last_recv_ns), (3, 0, 9));
-        // New segments continue after the old ones.
-        assert_eq!(j2.next_seq, 1);
-    }
-
-    #[test]
-    fn torn_and_corrupt_records_are_counted_not_fatal() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut j, _) = Journal::open(settings(dir.path())).unwrap();
-        for i in 0..4 {
-            j.append(i, "t", format!("{i}").as_bytes()).unwrap();
-        }
-        j.commit().unwrap();
-        let path = dir.path().join(segment_name(0));
-        let mut bytes = fs::read(&path).unwrap();
-        // Flip a payload byte of record 1 and cut record 3 short.
-        let rec = 8 + 8 + 2 + 1 + 1;
-        bytes[rec + rec - 1] ^= 0xff;
-        bytes.truncate(bytes.len() - 3);
-        fs::write(&path, &bytes).unwrap();
-        let (recs, rep) = read_all(&path);
-        let payloads: Vec<_> = recs.iter().map(|r| r.2.clone()).collect();
-        assert_eq!(payloads, vec![b"0".to_vec(), b"2".to_vec()]);
-        assert_eq!(rep.damaged, 2);
-        // A length field that claims more than is there ends the segment.
-        fs::write(&path, [0xff, 0xff, 0xff, 0x7f, 0, 0, 0, 0, 1]).unwrap();
-        let (recs, rep) = read_all(&path);
-        assert!(recs.is_empty());
-        assert_eq!(rep.damaged, 1);
-    }
-
-    #[test]
-    fn processed_segments_go_once_retention_passes() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut j, _) = Journal::open(settings(dir.path())).unwrap();
-        // Three segments at receive times 0.., 20_000.., 40_000..
-        let mut seqs = Vec::new();
-        for base in [0i64, 20_000, 40_000] {
-            j.append(base, "t", b"x").unwrap();
-            j.append(base + 100, "t", b"y").unwrap();
-            j.commit().unwrap();
-            seqs.push(j.rotate().unwrap());
-        }
-        assert_eq!(j.segments(), 3);
-        // Only the first is confirmed: it is the newest processed, so it
-        // is still inside the retention.
-        assert_eq!(j.processed(seqs[0]), 0);
-        // The second confirmed: the first (last at 100) is older than
-        // 20_100 - 10_000.
-        assert_eq!(j.processed(seqs[1]), 1);
-        assert!(!dir.path().join(segment_name(seqs[0])).exists());
-        // Unconfirmed segments are never deleted, however old.
-        assert_eq!(j.segments(), 2);
-        assert_eq!(j.trimmed, 0);
-    }
-
-    #[test]
-    fn size_cap_trims_processed_history_and_counts_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = settings(dir.path());
-        s.max_bytes = 100;
-        s.retention_ns = i64::MAX / 4;
-        let (mut j, _) = Journal::open(s).unwrap();
-        let mut last = 0;
-        for i in 0..5 {
-            j.append(i, "topic", &[7u8; 30]).unwrap();
-            j.commit().unwrap();
-            last = j.rotate().unwrap();
-        }
-        assert!(j.bytes() > 100);
-        j.processed(last);
-        assert!(j.bytes() <= 100, "{}", j.bytes());
-        assert!(j.trimmed >= 3);
-    }
-
-    #[test]
-    fn rotation_by_size() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = settings(dir.path());
-        s.segment_bytes = 64;
-        let (mut j, _) = Journal::open(s).unwrap();
-        j.append(1, "t", &[0; 10]).unwrap();
-        assert!(!j.should_rotate());
-        j.append(2, "t", &[0; 60]).unwrap();
-        assert!(j.should_rotate());
-        j.commit().unwrap();
-        assert_eq!(j.rotate(), Some(0));
-        assert_eq!(j.rotate(), None);
-        j.append(3, "t", b"").unwrap();
-        assert_eq!(j.segments(), 2);
-    }
-}
+mod tests;
