@@ -68,28 +68,22 @@ fn readyz(daemon: &Daemon) -> (u16, String) {
 /// broker has nothing left to redeliver, so the daemon is ready at once.
 #[test]
 fn poison_message_is_dropped_on_purpose_not_redelivered_forever() {
-    let broker = Mosquitto::start();
-    let vm = VictoriaMetrics::start();
-    let metrics_port = free_port();
-    let state = tempfile::tempdir().unwrap();
-    let cfg = DaemonConfig::new(broker.port(), &vm.url(), metrics_port)
-        .state_dir(state.path())
-        .to_toml();
+    let stack = Stack::start();
+    let (broker, vm, metrics_port, state) =
+        (&stack.broker, &stack.vm, stack.metrics_port, &stack.state);
+    let cfg = stack.config().to_toml();
     let mut daemon = Daemon::start(&cfg, metrics_port, &[]);
     daemon.wait_note("READY=1", Duration::from_secs(60));
 
     let rows = 300;
     let log = generate(rows, 41, START_NS, 1_000_000_000, None);
     let topic = "sensors/pump-p".to_string();
-    let mut msgs: Vec<(String, Vec<u8>)> = frame_payloads(&log)
-        .into_iter()
-        .map(|p| (topic.clone(), p.into_bytes()))
-        .collect();
+    let mut msgs = frame_messages("pump-p", &log);
     let poison = vec![b'7'; 1 << 20];
     msgs.insert(150, (topic.clone(), poison));
     mqtt_publish_many(broker.port(), &msgs, 1);
 
-    let (unique, total) = scores(&vm, "pump-p", windows_for(rows));
+    let (unique, total) = scores(vm, "pump-p", windows_for(rows));
     assert_every_window(&unique, rows);
     assert_eq!(total, windows_for(rows), "points written once each");
     wait_until(
@@ -196,11 +190,14 @@ fn full_disk_then_kill_9_loses_no_window() {
     let Some(disk) = SmallDisk::mount() else {
         return;
     };
-    let broker = Mosquitto::start();
-    let vm = VictoriaMetrics::start();
-    let metrics_port = free_port();
-    let cfg = DaemonConfig::new(broker.port(), &vm.url(), metrics_port)
-        .state_dir(disk.path())
+    let stack = Stack::start();
+    let (broker, vm, metrics_port) = (&stack.broker, &stack.vm, stack.metrics_port);
+    // Scores wait in the writer's batch at the kill: they must come back
+    // from the journal or the broker.
+    let cfg = stack
+        .config_with_state(disk.path())
+        .flush_interval_ms(2000)
+        .batch_size(5000)
         .to_toml();
     let mut daemon = Daemon::start(&cfg, metrics_port, &[]);
     daemon.wait_note("READY=1", Duration::from_secs(60));
@@ -238,7 +235,7 @@ fn full_disk_then_kill_9_loses_no_window() {
     wait_until(Duration::from_secs(30), "journal writes again", || {
         daemon.metric("anomalyd_journal_stalled") == Some(0.0)
     });
-    let (unique, _) = scores(&vm, "pump-d", windows_for(400));
+    let (unique, _) = scores(vm, "pump-d", windows_for(400));
     assert_every_window(&unique, 400);
     wait_until(Duration::from_secs(10), "/readyz ready again", || {
         readyz(&daemon).0 == 200
@@ -250,18 +247,14 @@ fn full_disk_then_kill_9_loses_no_window() {
     wait_until(Duration::from_secs(30), "journal stalled again", || {
         daemon.metric("anomalyd_journal_stalled") == Some(1.0)
     });
-    let errors = daemon
-        .log()
-        .lines()
-        .filter(|l| l.contains("ERROR"))
-        .count();
+    let errors = daemon.log().lines().filter(|l| l.contains("ERROR")).count();
     daemon.child.kill().unwrap();
     daemon.child.wait().unwrap();
     std::fs::remove_file(&filler).unwrap();
 
     let mut again = Daemon::start(&cfg, metrics_port, &[]);
     again.wait_note("READY=1", Duration::from_secs(60));
-    let (unique, total) = scores(&vm, "pump-d", windows_for(rows));
+    let (unique, total) = scores(vm, "pump-d", windows_for(rows));
     assert_every_window(&unique, rows);
     assert_eq!(again.metric("anomalyd_journal_damaged_total"), Some(0.0));
     // Errors are logged once per stall, not once per message.
@@ -304,13 +297,10 @@ fn confirmed(journal: &Path) -> Option<u64> {
 /// (which keeps duplicates) holds every window and few extra points.
 #[test]
 fn crash_loop_does_not_multiply_points() {
-    let broker = Mosquitto::start();
-    let vm = VictoriaMetrics::start();
-    let metrics_port = free_port();
-    let state = tempfile::tempdir().unwrap();
-    let cfg = DaemonConfig::new(broker.port(), &vm.url(), metrics_port)
-        .state_dir(state.path())
-        .to_toml();
+    let stack = Stack::start();
+    let (broker, vm, metrics_port, state) =
+        (&stack.broker, &stack.vm, stack.metrics_port, &stack.state);
+    let cfg = stack.config().to_toml();
     let journal = state.path().join("journal");
     let (rows, rounds) = (600, 5);
     let log = generate(rows, 43, START_NS, 1_000_000_000, None);
@@ -319,9 +309,9 @@ fn crash_loop_does_not_multiply_points() {
         daemon.wait_note("READY=1", Duration::from_secs(60));
         let upto = rows * (k + 1) / rounds;
         publish_frames(broker.port(), "pump-c", &log.slice(rows * k / rounds..upto));
-        scores(&vm, "pump-c", windows_for(upto));
+        scores(vm, "pump-c", windows_for(upto));
         // The sink confirms the segment that holds this part once it is
-        // closed (every 5 s); then the crash.
+        // closed (every second); then the crash.
         let segment = newest_segment(&journal);
         wait_until(Duration::from_secs(30), "segment confirmed", || {
             confirmed(&journal).is_some_and(|c| c >= segment)
@@ -331,7 +321,7 @@ fn crash_loop_does_not_multiply_points() {
     }
     let mut last = Daemon::start(&cfg, metrics_port, &[]);
     last.wait_note("READY=1", Duration::from_secs(60));
-    let (unique, total) = scores(&vm, "pump-c", windows_for(rows));
+    let (unique, total) = scores(vm, "pump-c", windows_for(rows));
     // The last start replays the whole retained journal, all confirmed.
     let rebuilt = last.metric("anomalyd_windows_rebuilt_total").unwrap_or(0.0);
     assert_every_window(&unique, rows);
@@ -346,4 +336,46 @@ fn crash_loop_does_not_multiply_points() {
         "{total} points for {expected} windows"
     );
     assert!(last.terminate(Duration::from_secs(20)).success());
+}
+
+/// A connection the broker drops right after accepting it (here: a second
+/// daemon with the same client id, which takes the session over each time
+/// it connects) is retried ever more slowly, not at the minimum backoff
+/// after every CONNACK; the flapping is counted and `/readyz` says so.
+#[test]
+fn flapping_connection_backs_off_and_is_reported() {
+    let stack = Stack::start();
+    let (broker, port_a, port_b) = (&stack.broker, stack.metrics_port, free_port());
+    let cfg_a = DaemonConfig::new(broker.port(), &stack.vm.url(), port_a).to_toml();
+    let cfg_b = cfg_a.replace(
+        &format!("127.0.0.1:{port_a}"),
+        &format!("127.0.0.1:{port_b}"),
+    );
+    let mut a = Daemon::start(&cfg_a, port_a, &[]);
+    a.wait_note("READY=1", Duration::from_secs(60));
+    let _b = Daemon::start(&cfg_b, port_b, &[]);
+    wait_until(Duration::from_secs(30), "the connection flaps", || {
+        a.metric("anomalyd_mqtt_flapping") == Some(1.0)
+    });
+    wait_until(Duration::from_secs(10), "/readyz reports it", || {
+        readyz(&a)
+            .1
+            .contains("the broker keeps dropping the connection")
+    });
+    // Backoff from 50 ms, doubling to 500 ms, and not reset by a CONNACK
+    // followed by a drop: once at the cap, five more drops take at least
+    // two seconds (they took a quarter of one when each CONNACK reset it).
+    wait_until(Duration::from_secs(30), "backoff at its cap", || {
+        a.metric("anomalyd_mqtt_disconnects_total").unwrap_or(0.0) >= 6.0
+    });
+    let before = a.metric("anomalyd_mqtt_disconnects_total").unwrap_or(0.0);
+    let t0 = std::time::Instant::now();
+    wait_until(Duration::from_secs(30), "five more drops", || {
+        a.metric("anomalyd_mqtt_disconnects_total").unwrap_or(0.0) >= before + 5.0
+    });
+    let took = t0.elapsed();
+    eprintln!("flapping: 5 drops took {took:?} with a 500 ms backoff cap");
+    assert!(took >= Duration::from_millis(1500), "5 drops in {took:?}");
+    assert_eq!(a.metric("anomalyd_mqtt_reconnect_backoff_ms"), Some(500.0));
+    assert_eq!(readyz(&a).0, 503);
 }

@@ -49,6 +49,18 @@ fn payload() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
+/// A journal in `dir` that never rotates, trims or syncs.
+fn journal_settings(dir: &Path) -> anomalyd::state::JournalSettings {
+    anomalyd::state::JournalSettings {
+        dir: dir.to_path_buf(),
+        max_bytes: 1 << 20,
+        segment_bytes: 1 << 20,
+        segment_age: std::time::Duration::from_secs(60),
+        retention_ns: 0,
+        fsync: false,
+    }
+}
+
 proptest! {
     #![proptest_config(cases())]
 
@@ -109,14 +121,7 @@ proptest! {
         cut in any::<usize>(),
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let settings = anomalyd::state::JournalSettings {
-            dir: dir.path().to_path_buf(),
-            max_bytes: 1 << 20,
-            segment_bytes: 1 << 20,
-            segment_age: std::time::Duration::from_secs(60),
-            retention_ns: 0,
-            fsync: false,
-        };
+        let settings = journal_settings(dir.path());
         let (mut j, _) = anomalyd::state::Journal::open(settings.clone()).unwrap();
         for (i, (topic, payload)) in records.iter().enumerate() {
             j.append(i as i64, topic, payload).unwrap();
@@ -157,14 +162,7 @@ proptest! {
         garbage in proptest::collection::vec(any::<u8>(), 0..16),
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let settings = anomalyd::state::JournalSettings {
-            dir: dir.path().to_path_buf(),
-            max_bytes: 1 << 20,
-            segment_bytes: 1 << 20,
-            segment_age: std::time::Duration::from_secs(60),
-            retention_ns: 0,
-            fsync: false,
-        };
+        let settings = journal_settings(dir.path());
         let (mut j, _) = anomalyd::state::Journal::open(settings.clone()).unwrap();
         // Record offsets, learnt from the file length after each commit.
         let path = dir.path().join("journal-0000000000000000.log");

@@ -12,6 +12,7 @@ mod install;
 mod layers;
 mod lifecycle;
 mod packaging;
+mod scenarios;
 mod status_page;
 mod systemd;
 mod util;

@@ -24,6 +24,7 @@ mod mqtt;
 mod paths;
 mod process;
 mod series;
+mod stack;
 mod subscriber;
 mod tls;
 mod victoria;
@@ -34,14 +35,15 @@ pub use http::{http_get, http_post, url_encode};
 pub use model::{START_NS, WINDOW, shipped_model, synth_rows, windows_for};
 pub use mosquitto::Mosquitto;
 pub use mqtt::{
-    client_id, frame_payloads, mqtt_publish, mqtt_publish_many, mqtt_publish_with, publish_frames,
-    qos, try_mqtt_publish_with,
+    client_id, frame_messages, frame_payloads, mqtt_publish, mqtt_publish_many, mqtt_publish_with,
+    publish_frames, qos, try_mqtt_publish_with,
 };
 pub use paths::{
     anomalyd_bin, file_mode, ort_dylib, read_repo_file, skab_dir, tool, workspace_root,
 };
 pub use process::{free_port, output_text, port_open, run_output, wait_until};
 pub use series::{Series, point_count};
+pub use stack::Stack;
 pub use subscriber::MqttSubscriber;
 pub use tls::TestCerts;
 pub use victoria::VictoriaMetrics;

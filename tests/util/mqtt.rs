@@ -133,12 +133,16 @@ pub fn frame_payloads(log: &SyntheticLog) -> Vec<String> {
         .collect()
 }
 
-/// Publishes every row of `log` as a frame on `sensors/{asset}` at QoS 1.
-pub fn publish_frames(port: u16, asset: &str, log: &SyntheticLog) {
+/// Every row of `log` as a message on `sensors/{asset}`.
+pub fn frame_messages(asset: &str, log: &SyntheticLog) -> Vec<(String, Vec<u8>)> {
     let topic = format!("sensors/{asset}");
-    let msgs: Vec<(String, Vec<u8>)> = frame_payloads(log)
+    frame_payloads(log)
         .into_iter()
         .map(|p| (topic.clone(), p.into_bytes()))
-        .collect();
-    mqtt_publish_many(port, &msgs, 1);
+        .collect()
+}
+
+/// Publishes every row of `log` as a frame on `sensors/{asset}` at QoS 1.
+pub fn publish_frames(port: u16, asset: &str, log: &SyntheticLog) {
+    mqtt_publish_many(port, &frame_messages(asset, log), 1);
 }

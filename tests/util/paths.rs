@@ -12,7 +12,12 @@ pub fn workspace_root() -> PathBuf {
 
 /// The `anomalyd` binary Cargo built for these tests.
 pub fn anomalyd_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_anomalyd"))
+    // Another build of the daemon (e.g. an older release, to measure the
+    // fault scenarios against it) in place of this one.
+    match std::env::var_os("ANOMALYD_BIN") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(env!("CARGO_BIN_EXE_anomalyd")),
+    }
 }
 
 /// The ONNX Runtime library: `$ORT_DYLIB_PATH`, else the copy that

@@ -92,7 +92,9 @@ fn journal_settings(
         dir: dir.to_path_buf(),
         max_bytes: cfg.journal.max_mb.saturating_mul(1024 * 1024),
         segment_bytes: 8 * 1024 * 1024,
-        segment_age: Duration::from_secs(5),
+        // Short segments: a crash rewrites at most the unconfirmed one
+        // (docs/durability.md §4).
+        segment_age: Duration::from_secs(1),
         retention_ns: i64::try_from(span_ms.saturating_mul(2).saturating_mul(1_000_000))
             .unwrap_or(i64::MAX),
         fsync: cfg.journal.fsync,
