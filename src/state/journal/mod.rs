@@ -151,9 +151,12 @@ impl Journal {
         found.sort_by_key(|f| f.0);
         let next_seq = found.last().map_or(0, |f| f.0 + 1);
         let paths = found.iter().map(|f| f.1.clone()).collect();
-        let confirmed_at_open = fs::read_to_string(dir.join(CONFIRMED))
+        let confirmed_at_open: Option<u64> = fs::read_to_string(dir.join(CONFIRMED))
             .ok()
             .and_then(|t| t.trim().parse().ok());
+        // New segments number past every confirmed one, even when the size
+        // cap deleted them all: a new segment must never look confirmed.
+        let next_seq = next_seq.max(confirmed_at_open.map_or(0, |c| c + 1));
         let closed = found
             .into_iter()
             .map(|(seq, path, bytes)| Segment {

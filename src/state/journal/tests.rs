@@ -262,4 +262,11 @@ fn confirmed_barrier_is_kept_across_a_reopen() {
     let (j, paths) = Journal::open(settings(dir.path())).unwrap();
     assert_eq!(j.confirmed_at_open(), Some(seqs[1]));
     assert_eq!(Journal::segment_seq(&paths[0]), Some(seqs[0]));
+    // Every segment gone (size cap): new ones still number past it.
+    for p in &paths {
+        fs::remove_file(p).unwrap();
+    }
+    let (j, paths) = Journal::open(settings(dir.path())).unwrap();
+    assert!(paths.is_empty());
+    assert_eq!(j.next_seq, seqs[1] + 1);
 }
