@@ -332,7 +332,7 @@ impl SpoolConfig {
     }
 }
 
-/// The intake journal (at-least-once from the broker, `journal.rs`).
+/// The intake journal (at-least-once from the broker, `state/journal/`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct JournalConfig {
