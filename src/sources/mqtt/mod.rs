@@ -222,7 +222,7 @@ pub async fn run_source(
                 if stall.is_none() && sync_failed.swap(false, Relaxed) {
                     // Messages of the failed sync stay unacknowledged.
                     unacked.clear();
-                    stall = Some(JournalStall::begin(&"sync failed", &metrics));
+                    stall = Some(JournalStall::begin(&"a journal sync failed", &metrics));
                 }
                 if stall.is_none()
                     && let Some(j) = journal.as_mut()

@@ -115,6 +115,8 @@ pub struct Journal {
     pub appended: u64,
     /// Segments deleted by the size cap before their retention ran out.
     pub trimmed: u64,
+    /// One record encoded before it is written, reused.
+    scratch: Vec<u8>,
 }
 
 fn segment_name(seq: u64) -> String {
@@ -177,6 +179,7 @@ impl Journal {
                 processed: None,
                 appended: 0,
                 trimmed: 0,
+                scratch: Vec::new(),
             },
             paths,
         ))
@@ -252,14 +255,14 @@ impl Journal {
         let Some((seg, w, _)) = self.current.as_mut() else {
             unreachable!("a segment was just opened");
         };
-        let mut buf = Vec::new();
-        record::encode(&mut buf, recv_ns, topic, payload);
-        if let Err(e) = w.write_all(&buf) {
+        self.scratch.clear();
+        record::encode(&mut self.scratch, recv_ns, topic, payload);
+        if let Err(e) = w.write_all(&self.scratch) {
             let err = io(&seg.path)(e);
             self.rollback();
             return Err(err);
         }
-        seg.bytes += buf.len() as u64;
+        seg.bytes += self.scratch.len() as u64;
         seg.last_recv_ns = seg.last_recv_ns.max(recv_ns);
         self.appended += 1;
         Ok(())
