@@ -1,6 +1,7 @@
 //! Fault scenarios that print figures instead of asserting them: windows
 //! lost and reconnects for a poison message, a full state directory with
-//! `kill -9`, and a crash loop under a steady stream. They use only what
+//! `kill -9`, a crash loop under a steady stream, and records skipped
+//! after a journal record torn in the middle. They use only what
 //! every release exports (`/metrics` counters present since the journal,
 //! the database's own count), so `ANOMALYD_BIN=<older build>` measures an
 //! older daemon with the same scenario. Ignored by default: run with
@@ -235,5 +236,43 @@ fn scenario_crash_loop() {
         "FIGURES crash loop (5 x kill -9 in 30 s): {} of {expected} windows lost; {total} points in VictoriaMetrics ({:.1} % over)",
         expected - unique,
         (total as f64 / expected as f64 - 1.0) * 100.0
+    );
+}
+
+#[test]
+#[ignore = "prints figures; run with --ignored"]
+fn scenario_torn_journal_record() {
+    // 600 records; record 300 torn (its first half, then the rest of the
+    // segment), as a write cut short by a full disk leaves it once space
+    // returns and later records land behind it.
+    let dir = tempfile::tempdir().unwrap();
+    let settings = anomalyd::state::JournalSettings {
+        dir: dir.path().to_path_buf(),
+        max_bytes: 1 << 30,
+        segment_bytes: 1 << 30,
+        segment_age: Duration::from_secs(3600),
+        retention_ns: 0,
+        fsync: false,
+    };
+    let (mut j, _) = anomalyd::state::Journal::open(settings.clone()).unwrap();
+    let path = dir.path().join("journal-0000000000000000.log");
+    let mut ends = Vec::new();
+    for i in 0..600i64 {
+        let payload = format!("{{\"ts\": {i}, \"flow\": 1.5}}");
+        j.append(i, "sensors/pump-1", payload.as_bytes()).unwrap();
+        j.commit().unwrap();
+        ends.push(std::fs::metadata(&path).unwrap().len() as usize);
+    }
+    drop(j);
+    let bytes = std::fs::read(&path).unwrap();
+    let mut torn = bytes[..ends[299] + (ends[300] - ends[299]) / 2].to_vec();
+    torn.extend_from_slice(&bytes[ends[300]..]);
+    std::fs::write(&path, &torn).unwrap();
+    let mut seen = 0;
+    let report = anomalyd::state::Journal::replay_segment(&path, |_| seen += 1).unwrap();
+    eprintln!(
+        "FIGURES torn journal: {} of 599 intact records after the tear skipped; {} damaged counted",
+        599 - seen,
+        report.damaged
     );
 }
