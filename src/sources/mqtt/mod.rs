@@ -255,6 +255,9 @@ pub async fn run_source(
                 if let Some(s) = stall.take() {
                     s.end(&metrics);
                 }
+                // A sync that failed during the stall is covered by the
+                // reconnect below: the broker redelivers what it missed.
+                sync_failed.store(false, Relaxed);
                 // A fresh segment after the failure; the old one's windows
                 // go first, then its barrier.
                 if !out.is_empty() && !send_windows(&windows, &mut out, &metrics).await {
