@@ -12,7 +12,7 @@ mod features;
 mod output;
 mod scorer;
 
-pub use binding::{AssetBinding, Binder, ModelSlot};
+pub use binding::{AssetBinding, Binder, ModelSlot, QualityRules, glob_match};
 pub use features::{FeatureStage, MAX_FUTURE_NS, ScoreRequest, StageSettings};
-pub use output::{Output, ScoreRecord};
+pub use output::{Output, QualityRecord, ScoreRecord};
 pub use scorer::{InferenceMsg, NamedModel, Scorer};

@@ -1,7 +1,8 @@
 //! The scoring thread: owns the ONNX Runtime sessions (through the
 //! [`Scorer`]), micro-batches windows across assets, runs the detectors,
-//! persists open alerts, and hands outputs to the sink. Never on the async
-//! runtime: `Session::run` blocks (docs/architecture.md §8).
+//! writes alarm transitions to the alert outbox, persists open alerts, and
+//! hands outputs to the sink. Never on the async runtime: `Session::run`
+//! blocks (docs/architecture.md §8).
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -12,19 +13,56 @@ use tokio::sync::mpsc;
 
 use super::models::model_status;
 use crate::core::timestamp::now_ns;
-use crate::pipeline::{InferenceMsg, NamedModel, Output, Scorer};
+use crate::ops::metrics::Metrics;
+use crate::pipeline::{InferenceMsg, NamedModel, Output, QualityRecord, Scorer};
+use crate::sinks::alerts::ActiveAlarms;
+use crate::state::Outbox;
 use crate::state::open_alerts::AlertStore;
+
+/// Where alarm transitions go besides the sink: the outbox the alert
+/// outputs deliver from (docs/alerts.md §5).
+pub(super) struct AlertFanout {
+    pub outbox: Arc<Outbox>,
+    pub active: ActiveAlarms,
+    pub metrics: Arc<Metrics>,
+}
+
+impl AlertFanout {
+    /// Writes the alarm transitions among `outputs` to the outbox. Called
+    /// before the open alerts are saved: a crash in between raises the
+    /// alert again after the restart rather than never delivering it.
+    fn publish(&mut self, outputs: &[Output]) {
+        for m in self.active.messages(outputs) {
+            let json = match serde_json::to_string(&m) {
+                Ok(j) => j,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot encode an alert message");
+                    continue;
+                }
+            };
+            if let Err(e) = self.outbox.append(&json) {
+                tracing::error!(error = %e, asset = %m.asset, alarm = %m.alarm, "cannot write an alert to the outbox; it is delivered unless the daemon stops first");
+            }
+        }
+        self.metrics
+            .outbox_dropped
+            .store(self.outbox.dropped(), Relaxed);
+    }
+}
 
 /// Takes one message into the batch being gathered. A model swap or a
 /// journal barrier ends the batch: it applies after the windows before it.
 fn gather(
     msg: InferenceMsg,
     pending: &mut Vec<crate::pipeline::ScoreRequest>,
+    quality: &mut Vec<QualityRecord>,
     swap: &mut Option<Vec<NamedModel>>,
     barrier: &mut Option<u64>,
 ) {
     match msg {
         InferenceMsg::Windows(w) => pending.extend(w),
+        // Data-quality transitions follow the windows queued before them.
+        InferenceMsg::Quality(q) => quality.extend(q),
         InferenceMsg::Swap(m) => *swap = Some(m),
         InferenceMsg::Barrier(b) => *barrier = Some(b),
     }
@@ -42,7 +80,9 @@ pub(super) fn spawn_scorer(
     max_wait: Duration,
     heartbeat: Arc<AtomicU64>,
     board: Arc<crate::ops::status::StatusBoard>,
+    metrics: Arc<Metrics>,
     mut alerts: Option<AlertStore>,
+    mut fanout: Option<AlertFanout>,
     rt: tokio::runtime::Handle,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
@@ -64,12 +104,17 @@ pub(super) fn spawn_scorer(
                 };
                 let mut swap = None;
                 let mut barrier = None;
-                gather(msg, &mut pending, &mut swap, &mut barrier);
+                let mut quality = Vec::new();
+                gather(msg, &mut pending, &mut quality, &mut swap, &mut barrier);
                 // Fill the batch: what is queued now, then wait up to max_wait.
                 let deadline = Instant::now() + max_wait;
-                while swap.is_none() && barrier.is_none() && pending.len() < max_batch {
+                while swap.is_none()
+                    && barrier.is_none()
+                    && quality.is_empty()
+                    && pending.len() < max_batch
+                {
                     match rx.try_recv() {
-                        Ok(m) => gather(m, &mut pending, &mut swap, &mut barrier),
+                        Ok(m) => gather(m, &mut pending, &mut quality, &mut swap, &mut barrier),
                         Err(mpsc::error::TryRecvError::Empty) => {
                             let left = deadline.saturating_duration_since(Instant::now());
                             if left.is_zero() {
@@ -82,7 +127,9 @@ pub(super) fn spawn_scorer(
                                     open = false;
                                     break;
                                 }
-                                Ok(Some(m)) => gather(m, &mut pending, &mut swap, &mut barrier),
+                                Ok(Some(m)) => {
+                                    gather(m, &mut pending, &mut quality, &mut swap, &mut barrier)
+                                }
                             }
                         }
                         Err(mpsc::error::TryRecvError::Disconnected) => {
@@ -91,12 +138,20 @@ pub(super) fn spawn_scorer(
                         }
                     }
                 }
-                while !pending.is_empty() {
+                while !pending.is_empty() || !quality.is_empty() {
                     let take = pending.len().min(max_batch);
                     let mut chunk: Vec<_> = pending.drain(..take).collect();
-                    if scorer.score(&mut chunk, &mut outputs)
-                        && let Some(store) = alerts.as_mut()
-                    {
+                    let changed = scorer.score(&mut chunk, &mut outputs);
+                    if pending.is_empty() {
+                        for q in quality.drain(..) {
+                            metrics.count_quality(q.event.kind.as_str(), q.event.state.as_str());
+                            outputs.push(Output::Quality(q));
+                        }
+                    }
+                    if let Some(f) = fanout.as_mut() {
+                        f.publish(&outputs);
+                    }
+                    if changed && let Some(store) = alerts.as_mut() {
                         store.save(scorer.open_alerts());
                     }
                     board.record(&outputs);

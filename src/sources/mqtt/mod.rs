@@ -25,7 +25,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::core::reading::{DropReason, Message};
 use crate::ops::metrics::Metrics;
-use crate::pipeline::{Binder, FeatureStage, InferenceMsg, ModelSlot, ScoreRequest, StageSettings};
+use crate::pipeline::{
+    Binder, FeatureStage, InferenceMsg, ModelSlot, QualityRules, ScoreRequest, StageSettings,
+};
 use crate::state::journal::Journal;
 use acks::{ACK_QUEUE, ack_request, ack_task, commit_journal};
 use journal_replay::replay_journal;
@@ -39,6 +41,7 @@ pub struct SourceReload {
     pub binder: Binder,
     pub settings: StageSettings,
     pub decoder: Decoder,
+    pub quality: QualityRules,
 }
 
 /// Most windows the source gathers before it hands them to the scoring
@@ -53,6 +56,23 @@ pub const WINDOWS_PER_SEND: usize = 64;
 async fn send_windows(windows: &mpsc::Sender<InferenceMsg>, out: &mut Vec<ScoreRequest>) -> bool {
     let batch = std::mem::replace(out, Vec::with_capacity(WINDOWS_PER_SEND));
     windows.send(InferenceMsg::Windows(batch)).await.is_ok()
+}
+
+/// Hands the stage's data-quality transitions to the scoring thread, after
+/// the windows gathered before them; false once the scoring thread is gone.
+async fn send_quality(
+    stage: &mut FeatureStage,
+    windows: &mpsc::Sender<InferenceMsg>,
+    out: &mut Vec<ScoreRequest>,
+) -> bool {
+    let q = stage.take_quality();
+    if q.is_empty() {
+        return true;
+    }
+    if !out.is_empty() && !send_windows(windows, out).await {
+        return false;
+    }
+    windows.send(InferenceMsg::Quality(q)).await.is_ok()
 }
 
 /// Everything the source task needs.
@@ -144,6 +164,9 @@ pub async fn run_source(
     // One message reused for every publish: decoding a frame allocates nothing.
     let mut msg = Message::default();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // When the broker connection came up (receive-time clock); silence
+    // while disconnected is not the sensors' (docs/alerts.md §2).
+    let mut connected_since: Option<i64> = None;
     loop {
         let event = tokio::select! {
             biased;
@@ -155,6 +178,7 @@ pub async fn run_source(
                     break;
                 }
                 stage.replace_models(r.slots, r.binder, r.settings);
+                stage.set_quality_rules(r.quality);
                 let old = decoder.subscriptions();
                 decoder = r.decoder;
                 for s in decoder.subscriptions() {
@@ -177,7 +201,14 @@ pub async fn run_source(
                 continue;
             }
             _ = tick.tick() => {
-                heartbeat.store(now_ns() as u64, Relaxed);
+                let now = now_ns();
+                heartbeat.store(now as u64, Relaxed);
+                // The clock closes the frames of silent assets and decides
+                // their `stale` alarms.
+                stage.tick(now, connected_since, &mut out);
+                if !send_quality(&mut stage, &windows, &mut out).await {
+                    break;
+                }
                 if let Some(j) = journal.as_mut()
                     && j.should_rotate()
                 {
@@ -215,6 +246,7 @@ pub async fn run_source(
                 unacked.clear();
                 metrics.mqtt_connects.fetch_add(1, Relaxed);
                 metrics.mqtt_connected.store(1, Relaxed);
+                connected_since = Some(now_ns());
                 backoff = reconnect_min;
                 tracing::info!(
                     session_present = ack.session_present,
@@ -297,6 +329,9 @@ pub async fn run_source(
                         {
                             break;
                         }
+                        if !send_quality(&mut stage, &windows, &mut out).await {
+                            break;
+                        }
                     }
                     Err(e) => {
                         metrics.count_drop(e.reason(), 1);
@@ -311,6 +346,7 @@ pub async fn run_source(
                     break;
                 }
                 metrics.mqtt_connected.store(0, Relaxed);
+                connected_since = None;
                 pending_subacks = 0;
                 if matches!(
                     &e,

@@ -1,0 +1,137 @@
+//! Wires the alert outputs (docs/alerts.md §4-§5): opens the outbox in the
+//! state directory, builds one sender per `[[alerts.outputs]]` entry and
+//! runs its delivery loop as a task; at shutdown gives them a moment to
+//! deliver what is queued (the rest waits in the outbox).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::DaemonError;
+use super::scoring::AlertFanout;
+use crate::config::{AlertOutputKind, Config, MqttConfig};
+use crate::ops::metrics::Metrics;
+use crate::sinks::alerts::mqtt::MqttAlertSender;
+use crate::sinks::alerts::webhook::WebhookSender;
+use crate::sinks::alerts::{ActiveAlarms, AlertFilter, OutputLoop};
+use crate::state::Outbox;
+
+/// The running alert outputs.
+pub(super) struct AlertOutputs {
+    tasks: Vec<JoinHandle<()>>,
+    stop: CancellationToken,
+    outbox: Arc<Outbox>,
+    names: Vec<String>,
+}
+
+/// Opens the outbox and starts every configured output; `None` when no
+/// output is configured. `open_anomalies` are the assets whose anomaly
+/// alert is open (restored), so messages list it as active.
+///
+/// # Errors
+/// The outbox directory is unusable, or an output cannot be built (bad
+/// URL, unreadable token, CA or TLS file).
+pub(super) fn start(
+    cfg: &Config,
+    state_dir: Option<&Path>,
+    metrics: &Arc<Metrics>,
+    open_anomalies: impl Iterator<Item = String>,
+) -> Result<Option<(AlertFanout, AlertOutputs)>, DaemonError> {
+    let outputs = &cfg.alerts.outputs;
+    if outputs.is_empty() {
+        return Ok(None);
+    }
+    let names: Vec<String> = outputs.iter().map(|o| o.name.clone()).collect();
+    let dir = state_dir.map(|d| d.join("outbox"));
+    if dir.is_none() {
+        tracing::warn!(
+            "no state directory: undelivered alerts are kept in memory only and lost at a restart"
+        );
+    }
+    let (outbox, report) = Outbox::open(dir.as_deref(), &names, cfg.alerts.outbox_max_alerts)?;
+    tracing::info!(
+        outputs = ?names,
+        pending = report.pending,
+        unreadable = report.unreadable,
+        "alert outbox opened"
+    );
+    let stop = CancellationToken::new();
+    let mut tasks = Vec::new();
+    let password = cfg.mqtt_password()?;
+    for o in outputs {
+        let run = OutputLoop {
+            name: o.name.clone(),
+            filter: AlertFilter::from_config(o),
+            retry_min: Duration::from_millis(o.retry_min_ms),
+            retry_max: Duration::from_millis(o.retry_max_ms),
+        };
+        let counters = metrics.alert_output(&o.name);
+        let timeout = Duration::from_millis(o.timeout_ms);
+        let (ob, st) = (outbox.clone(), stop.clone());
+        let task = match o.kind {
+            AlertOutputKind::Mqtt => {
+                // The input broker's settings (credentials, TLS), on a
+                // connection of the output's own.
+                let mc = MqttConfig {
+                    host: o.host.clone().unwrap_or_else(|| cfg.mqtt.host.clone()),
+                    port: o.port.unwrap_or(cfg.mqtt.port),
+                    client_id: o
+                        .client_id
+                        .clone()
+                        .unwrap_or_else(|| format!("{}-alerts-{}", cfg.mqtt.client_id, o.name)),
+                    clean_session: true,
+                    ..cfg.mqtt.clone()
+                };
+                let options = crate::sources::mqtt::mqtt_options(&mc, password.as_ref())?;
+                let sender = MqttAlertSender::new(options, o.topic.clone(), o.retain, timeout);
+                tokio::spawn(run.run(sender, ob, counters, st))
+            }
+            AlertOutputKind::Webhook => {
+                let sender = WebhookSender::new(
+                    &o.name,
+                    o.url.as_deref().unwrap_or_default(),
+                    o.token_file.as_deref(),
+                    o.ca_file.as_deref(),
+                    timeout,
+                )?;
+                tokio::spawn(run.run(sender, ob, counters, st))
+            }
+        };
+        tasks.push(task);
+    }
+    let mut active = ActiveAlarms::default();
+    for a in open_anomalies {
+        active.restore_anomaly(&a);
+    }
+    Ok(Some((
+        AlertFanout {
+            outbox: outbox.clone(),
+            active,
+            metrics: metrics.clone(),
+        },
+        AlertOutputs {
+            tasks,
+            stop,
+            outbox,
+            names,
+        },
+    )))
+}
+
+impl AlertOutputs {
+    /// Lets the outputs deliver what is queued for up to `grace`, then
+    /// stops them; what is left is delivered after the next start.
+    pub(super) async fn finish(self, grace: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < grace && self.names.iter().any(|n| self.outbox.pending(n) > 0) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.stop.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
