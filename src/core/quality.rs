@@ -304,7 +304,7 @@ impl RangeWatch {
                 };
                 let width = (hi - lo).max(sd);
                 (width.is_finite() && width > 0.0)
-                    .then(|| (lo - margin * width, hi + margin * width))
+                    .then_some((lo - margin * width, hi + margin * width))
             })
             .collect::<Vec<_>>();
         let k = bounds.len();

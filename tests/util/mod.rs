@@ -46,4 +46,4 @@ pub use series::{Series, point_count};
 pub use subscriber::{MqttSubscriber, Received};
 pub use tls::TestCerts;
 pub use victoria::VictoriaMetrics;
-pub use webhook::{HookRequest, WebhookServer};
+pub use webhook::WebhookServer;
