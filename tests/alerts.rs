@@ -484,3 +484,47 @@ fn a_frozen_channel_raises_stuck() {
         Duration::from_secs(30),
     );
 }
+
+/// `check-config` builds the alert outputs without connecting: a bad
+/// output key or a missing token file is refused with exit code 78, named;
+/// a good one is listed.
+#[test]
+fn check_config_refuses_a_bad_alert_output_and_lists_good_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |cfg: &DaemonConfig| {
+        let path = dir.path().join("anomalyd.toml");
+        std::fs::write(&path, cfg.to_toml()).unwrap();
+        std::process::Command::new(anomalyd_bin())
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .env("ORT_DYLIB_PATH", ort_dylib())
+            .output()
+            .unwrap()
+    };
+    let base = DaemonConfig::new(free_port(), "http://127.0.0.1:9", free_port());
+    let missing = dir.path().join("no-such-token");
+    let out = run(&base
+        .clone()
+        .webhook_output("oncall", "http://127.0.0.1:9/", Some(&missing)));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains("oncall") && err.contains("no-such-token"),
+        "{err}"
+    );
+    let out = run(&base.clone().webhook_output("oncall", "ftp://x/", None));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(err.contains("alerts.outputs[0].url"), "{err}");
+    let out = run(&base.mqtt_alert_output("hmi"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("alert output \"hmi\" (Mqtt) -> anomalyd/alerts/{asset}"),
+        "{text}"
+    );
+}

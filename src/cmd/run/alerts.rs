@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::DaemonError;
 use super::scoring::AlertFanout;
-use crate::config::{AlertOutputKind, Config, MqttConfig};
+use crate::config::{AlertOutputConfig, AlertOutputKind, Config, MqttConfig, Secret};
 use crate::ops::metrics::Metrics;
 use crate::sinks::alerts::mqtt::MqttAlertSender;
 use crate::sinks::alerts::webhook::WebhookSender;
@@ -69,36 +69,13 @@ pub(super) fn start(
             retry_max: Duration::from_millis(o.retry_max_ms),
         };
         let counters = metrics.alert_output(&o.name);
-        let timeout = Duration::from_millis(o.timeout_ms);
         let (ob, st) = (outbox.clone(), stop.clone());
         let task = match o.kind {
             AlertOutputKind::Mqtt => {
-                // The input broker's settings (credentials, TLS), on a
-                // connection of the output's own.
-                let mc = MqttConfig {
-                    host: o.host.clone().unwrap_or_else(|| cfg.mqtt.host.clone()),
-                    port: o.port.unwrap_or(cfg.mqtt.port),
-                    client_id: o
-                        .client_id
-                        .clone()
-                        .unwrap_or_else(|| format!("{}-alerts-{}", cfg.mqtt.client_id, o.name)),
-                    clean_session: true,
-                    ..cfg.mqtt.clone()
-                };
-                let options = crate::sources::mqtt::mqtt_options(&mc, password.as_ref())?;
-                let sender = MqttAlertSender::new(options, o.topic.clone(), o.retain, timeout);
+                let sender = mqtt_sender(cfg, o, password.as_ref())?;
                 tokio::spawn(run.run(sender, ob, counters, st))
             }
-            AlertOutputKind::Webhook => {
-                let sender = WebhookSender::new(
-                    &o.name,
-                    o.url.as_deref().unwrap_or_default(),
-                    o.token_file.as_deref(),
-                    o.ca_file.as_deref(),
-                    timeout,
-                )?;
-                tokio::spawn(run.run(sender, ob, counters, st))
-            }
+            AlertOutputKind::Webhook => tokio::spawn(run.run(webhook_sender(o)?, ob, counters, st)),
         };
         tasks.push(task);
     }
@@ -119,6 +96,62 @@ pub(super) fn start(
             names,
         },
     )))
+}
+
+/// Builds every configured output without connecting (`check-config`).
+///
+/// # Errors
+/// As [`start`], for the outputs.
+pub fn check(cfg: &Config) -> Result<(), DaemonError> {
+    let password = cfg.mqtt_password()?;
+    for o in &cfg.alerts.outputs {
+        match o.kind {
+            AlertOutputKind::Mqtt => {
+                mqtt_sender(cfg, o, password.as_ref())?;
+            }
+            AlertOutputKind::Webhook => {
+                webhook_sender(o)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An MQTT output: the input broker's settings (credentials, TLS) unless
+/// the output names another, on a connection of its own.
+fn mqtt_sender(
+    cfg: &Config,
+    o: &AlertOutputConfig,
+    password: Option<&Secret>,
+) -> Result<MqttAlertSender, DaemonError> {
+    let mc = MqttConfig {
+        host: o.host.clone().unwrap_or_else(|| cfg.mqtt.host.clone()),
+        port: o.port.unwrap_or(cfg.mqtt.port),
+        client_id: o
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("{}-alerts-{}", cfg.mqtt.client_id, o.name)),
+        clean_session: true,
+        ..cfg.mqtt.clone()
+    };
+    let options = crate::sources::mqtt::mqtt_options(&mc, password)?;
+    let timeout = Duration::from_millis(o.timeout_ms);
+    Ok(MqttAlertSender::new(
+        options,
+        o.topic.clone(),
+        o.retain,
+        timeout,
+    ))
+}
+
+fn webhook_sender(o: &AlertOutputConfig) -> Result<WebhookSender, DaemonError> {
+    Ok(WebhookSender::new(
+        &o.name,
+        o.url.as_deref().unwrap_or_default(),
+        o.token_file.as_deref(),
+        o.ca_file.as_deref(),
+        Duration::from_millis(o.timeout_ms),
+    )?)
 }
 
 impl AlertOutputs {
