@@ -528,3 +528,44 @@ fn check_config_refuses_a_bad_alert_output_and_lists_good_ones() {
         "{text}"
     );
 }
+
+/// The MQTT output's broker (here one of its own) is down when the alert
+/// is raised: the alert is published once it is back, retained, so an HMI
+/// that connects then sees it.
+#[test]
+fn an_alert_waits_for_the_alert_broker_to_come_back() {
+    let broker = Mosquitto::start();
+    let mut hmi_broker = Mosquitto::start();
+    let vm = VictoriaMetrics::start();
+    let metrics_port = free_port();
+    let cfg = DaemonConfig::new(broker.port(), &vm.url(), metrics_port)
+        .quality_alarms(0, 0)
+        .mqtt_alert_output_to("scada", hmi_broker.port())
+        .to_toml();
+    hmi_broker.stop();
+    let mut daemon = Daemon::start(&cfg, metrics_port, &[]);
+    daemon.wait_note("READY=1", Duration::from_secs(60));
+    publish_frames(broker.port(), "pump-001", &bearing_fault(380));
+    wait_until(
+        Duration::from_secs(60),
+        "failed publishes to the alert broker",
+        || {
+            daemon
+                .metric("anomalyd_alert_output_failures_total{output=\"scada\"}")
+                .is_some_and(|v| v >= 1.0)
+                && daemon.metric("anomalyd_alert_output_pending{output=\"scada\"}") >= Some(1.0)
+        },
+    );
+    hmi_broker.start_again();
+    wait_until(Duration::from_secs(30), "the alert delivered", || {
+        daemon.metric("anomalyd_alert_output_delivered_total{output=\"scada\"}") >= Some(1.0)
+    });
+    let late = MqttSubscriber::connect(hmi_broker.port(), "anomalyd/alerts/#");
+    let got = late.wait_for(1, Duration::from_secs(10));
+    assert!(got[0].retain);
+    assert_eq!(got[0].topic, ALERT_TOPIC);
+    assert_eq!(
+        alarms_of(&got)[0],
+        ("anomaly".into(), "raised".into(), None)
+    );
+}

@@ -56,6 +56,8 @@ struct AlertOutput {
     url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     token_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port: Option<u16>,
     retry_min_ms: u64,
     retry_max_ms: u64,
 }
@@ -350,6 +352,15 @@ impl DaemonConfig {
         self
     }
 
+    /// An MQTT alert output `name` to the broker on `127.0.0.1:port`.
+    pub fn mqtt_alert_output_to(mut self, name: &str, port: u16) -> Self {
+        self.alert_output(name, "mqtt", None, None);
+        if let Some(o) = self.alerts.as_mut().and_then(|a| a.outputs.last_mut()) {
+            o.port = Some(port);
+        }
+        self
+    }
+
     /// A webhook alert output `name` posting to `url`, with the bearer
     /// token in `token_file`.
     pub fn webhook_output(mut self, name: &str, url: &str, token_file: Option<&Path>) -> Self {
@@ -370,6 +381,7 @@ impl DaemonConfig {
             kind,
             url: url.map(str::to_string),
             token_file: token_file.map(Path::to_path_buf),
+            port: None,
             retry_min_ms: 50,
             retry_max_ms: 500,
         });
