@@ -569,3 +569,41 @@ fn an_alert_waits_for_the_alert_broker_to_come_back() {
         ("anomaly".into(), "raised".into(), None)
     );
 }
+
+/// A `stale` alarm raised before a restart is cleared by the data that
+/// comes after it, so the retained state an HMI sees does not stay stale.
+#[test]
+fn a_stale_alarm_from_before_a_restart_clears_when_data_returns() {
+    let broker = Mosquitto::start();
+    let vm = VictoriaMetrics::start();
+    let metrics_port = free_port();
+    let state = tempfile::tempdir().unwrap();
+    let cfg = DaemonConfig::new(broker.port(), &vm.url(), metrics_port)
+        .quality_alarms(3, 0)
+        .mqtt_alert_output("hmi")
+        .state_dir(state.path())
+        .to_toml();
+    let sub = MqttSubscriber::connect(broker.port(), "anomalyd/alerts/#");
+    let mut daemon = Daemon::start(&cfg, metrics_port, &[]);
+    daemon.wait_note("READY=1", Duration::from_secs(60));
+    let log = generate(80, 5, START_NS, 1_000_000_000, None);
+    mqtt_publish_many(broker.port(), &frames(&log, 0, None)[..50], 1);
+    let raised = sub.wait_for(1, Duration::from_secs(30));
+    assert_eq!(
+        alarms_of(&raised)[0],
+        ("stale".into(), "raised".into(), None)
+    );
+    assert!(daemon.terminate(Duration::from_secs(20)).success());
+
+    let mut again = Daemon::start(&cfg, metrics_port, &[]);
+    again.wait_note("READY=1", Duration::from_secs(60));
+    mqtt_publish_many(broker.port(), &frames(&log, 50, None), 1);
+    let msgs = sub.wait_for(2, Duration::from_secs(30));
+    assert_eq!(
+        alarms_of(&msgs)[1],
+        ("stale".into(), "cleared".into(), None)
+    );
+    let c = msgs[1].json();
+    assert_eq!(c["episode_start_ns"], raised[0].json()["episode_start_ns"]);
+    assert_eq!(c["active"], serde_json::json!([]));
+}

@@ -28,6 +28,13 @@ impl QualityKind {
             QualityKind::OutOfRange => "out_of_range",
         }
     }
+
+    /// The alarm named `name` ([`QualityKind::as_str`]).
+    pub fn parse(name: &str) -> Option<Self> {
+        [Self::Stale, Self::Stuck, Self::OutOfRange]
+            .into_iter()
+            .find(|k| k.as_str() == name)
+    }
 }
 
 /// A raise or clear of one data-quality alarm.
@@ -84,17 +91,19 @@ impl QualitySettings {
 ///
 /// Silence is measured from the later of the last reading's receive time
 /// and `since` (when the source last connected): a broker outage or a
-/// restart is not the sensor's silence. While the whole asset is stale its
-/// channel alarms keep their state, so one alarm names the asset instead of
-/// one per channel.
+/// restart is not the sensor's silence. An alarm clears only when a
+/// reading arrives after it was raised, so a reconnect does not clear it.
+/// While the whole asset is stale its channel alarms keep their state, so
+/// one alarm names the asset instead of one per channel.
 #[derive(Debug, Clone)]
 pub struct StaleWatch {
     asset_recv: Option<i64>,
     channel_recv: Vec<Option<i64>>,
     /// Receive time of the asset's first reading.
     created: i64,
-    asset_open: Option<i64>,
-    channel_open: Vec<Option<i64>>,
+    /// Open alarms: (start, receive-time after which a reading clears it).
+    asset_open: Option<(i64, i64)>,
+    channel_open: Vec<Option<(i64, i64)>>,
 }
 
 impl StaleWatch {
@@ -132,6 +141,20 @@ impl StaleWatch {
         self.asset_open.is_some()
     }
 
+    /// Marks the asset (`None`) or a channel stale since `start`, the
+    /// receive time of its last reading (an alarm open before a restart),
+    /// so a reading received after that clears it.
+    pub fn restore(&mut self, channel: Option<usize>, start: i64) {
+        match channel {
+            None => self.asset_open = Some((start, start)),
+            Some(c) => {
+                if let Some(o) = self.channel_open.get_mut(c) {
+                    *o = Some((start, start));
+                }
+            }
+        }
+    }
+
     /// Raises or clears alarms for the silence at `now`; `names` are the
     /// channel names in order.
     pub fn check(
@@ -155,28 +178,33 @@ impl StaleWatch {
             ts: now,
             value: None,
         };
-        if silent(self.asset_recv) {
-            if self.asset_open.is_none() {
-                let start = self.asset_recv.unwrap_or(created);
-                self.asset_open = Some(start);
-                out.push(event(AlertKind::Raised, None, start));
+        // A reading received after the raise ends the alarm.
+        let heard = |t: Option<i64>, raised: i64| t.is_some_and(|t| t > raised);
+        match self.asset_open {
+            Some((start, raised)) if heard(self.asset_recv, raised) => {
+                self.asset_open = None;
+                out.push(event(AlertKind::Cleared, None, start));
             }
-            return;
-        }
-        if let Some(start) = self.asset_open.take() {
-            out.push(event(AlertKind::Cleared, None, start));
+            Some(_) => return,
+            None if silent(self.asset_recv) => {
+                let start = self.asset_recv.unwrap_or(created);
+                self.asset_open = Some((start, now));
+                out.push(event(AlertKind::Raised, None, start));
+                return;
+            }
+            None => {}
         }
         for (c, name) in names.iter().enumerate().take(self.channel_recv.len()) {
-            let quiet = silent(self.channel_recv[c]);
-            match (quiet, self.channel_open[c]) {
-                (true, None) => {
-                    let start = self.channel_recv[c].unwrap_or(created);
-                    self.channel_open[c] = Some(start);
-                    out.push(event(AlertKind::Raised, Some(name), start));
-                }
-                (false, Some(start)) => {
+            let recv = self.channel_recv[c];
+            match self.channel_open[c] {
+                Some((start, raised)) if heard(recv, raised) => {
                     self.channel_open[c] = None;
                     out.push(event(AlertKind::Cleared, Some(name), start));
+                }
+                None if silent(recv) => {
+                    let start = recv.unwrap_or(created);
+                    self.channel_open[c] = Some((start, now));
+                    out.push(event(AlertKind::Raised, Some(name), start));
                 }
                 _ => {}
             }
@@ -199,6 +227,8 @@ pub struct StuckWatch {
     varied: Vec<bool>,
     runs: Vec<Option<Run>>,
     open: Vec<bool>,
+    /// Start of an alarm restored after a restart, until the first reading.
+    restored: Vec<Option<i64>>,
 }
 
 impl StuckWatch {
@@ -209,6 +239,17 @@ impl StuckWatch {
             varied,
             runs: vec![None; n],
             open: vec![false; n],
+            restored: vec![None; n],
+        }
+    }
+
+    /// Marks `channel` stuck since `start` (an alarm open before a
+    /// restart): the first value that differs from the next reading clears
+    /// it.
+    pub fn restore(&mut self, channel: usize, start: i64) {
+        if let (Some(o), Some(r)) = (self.open.get_mut(channel), self.restored.get_mut(channel)) {
+            *o = true;
+            *r = Some(start);
         }
     }
 
@@ -225,10 +266,11 @@ impl StuckWatch {
         if settings.stuck_after_ns <= 0 || !value.is_finite() {
             return;
         }
-        let (Some(run), Some(open), Some(&varied)) = (
+        let (Some(run), Some(open), Some(&varied), Some(restored)) = (
             self.runs.get_mut(channel),
             self.open.get_mut(channel),
             self.varied.get(channel),
+            self.restored.get_mut(channel),
         ) else {
             return;
         };
@@ -255,10 +297,12 @@ impl StuckWatch {
                     *open = false;
                     out.push(event(AlertKind::Cleared, r.start_ts));
                 }
-                *run = Some(Run {
-                    value,
-                    start_ts: ts,
-                });
+                // A restored alarm's run starts with the first reading.
+                let start_ts = match (run.is_none() && *open, restored.take()) {
+                    (true, Some(s)) => s,
+                    _ => ts,
+                };
+                *run = Some(Run { value, start_ts });
             }
         }
     }
@@ -313,6 +357,14 @@ impl RangeWatch {
             runs: vec![0; k],
             open: vec![None; k],
             first_out: vec![0; k],
+        }
+    }
+
+    /// Marks `channel` out of range since `start` (an alarm open before a
+    /// restart).
+    pub fn restore(&mut self, channel: usize, start: i64) {
+        if let Some(o) = self.open.get_mut(channel) {
+            *o = Some(start);
         }
     }
 
@@ -408,6 +460,14 @@ mod tests {
         w.check(20 * S, 0, 10 * S, &names(), &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].channel.as_deref(), Some("b"));
+        // A reconnect does not clear an open alarm: only a reading does.
+        let mut w2 = StaleWatch::new(2, 0);
+        w2.seen(0, S);
+        w2.seen(1, S);
+        out.clear();
+        w2.check(20 * S, 0, 10 * S, &names(), &mut out);
+        w2.check(30 * S, 25 * S, 10 * S, &names(), &mut out);
+        assert_eq!(out.len(), 1, "raised once, not cleared: {out:?}");
         // After a reconnect at 100 s the asset is not silent before 110 s.
         let mut w = StaleWatch::new(2, 0);
         w.seen(0, S);
@@ -482,5 +542,19 @@ mod tests {
         assert_eq!(out.len(), 2);
         assert_eq!(out[1].state, AlertKind::Cleared);
         assert_eq!(out[1].value, Some(6.0));
+        // Restored after a restart: still stuck stays quiet, a change clears
+        // the alarm with its original start.
+        let mut w = StuckWatch::new(vec![true]);
+        w.restore(0, -7 * S);
+        out.clear();
+        w.push(0, 0, 5.0, &set, "a", &mut out);
+        w.push(0, S, 5.0, &set, "a", &mut out);
+        assert!(out.is_empty());
+        w.push(0, 2 * S, 6.0, &set, "a", &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            (out[0].state, out[0].start_ts),
+            (AlertKind::Cleared, -7 * S)
+        );
     }
 }

@@ -12,7 +12,9 @@ use super::binding::{AssetBinding, Binder, ModelSlot, QualityRules};
 use super::output::QualityRecord;
 use crate::config::Config;
 use crate::core::align::{Aligner, AlignerConfig, Frame, PushOutcome};
-use crate::core::quality::{QualityEvent, QualitySettings, RangeWatch, StaleWatch, StuckWatch};
+use crate::core::quality::{
+    QualityEvent, QualityKind, QualitySettings, RangeWatch, StaleWatch, StuckWatch,
+};
 use crate::core::reading::{DropReason, Message};
 use crate::core::window::WindowBuffer;
 use crate::ops::metrics::Metrics;
@@ -87,6 +89,9 @@ pub struct FeatureStage {
     quality_rules: QualityRules,
     /// Data-quality transitions not yet taken by the caller.
     quality: Vec<QualityRecord>,
+    /// Data-quality alarms open before a restart, per asset not seen since:
+    /// (alarm, channel, start ns).
+    restore: HashMap<String, Vec<(QualityKind, Option<String>, i64)>>,
 }
 
 impl FeatureStage {
@@ -106,6 +111,25 @@ impl FeatureStage {
             frames: Vec::new(),
             quality_rules: QualityRules::default(),
             quality: Vec::new(),
+            restore: HashMap::new(),
+        }
+    }
+
+    /// Data-quality alarms open before a restart: (asset, alarm key as
+    /// `stale` or `stuck:<channel>`, start ns). Each asset starts with them
+    /// open, so the data that ends them clears them (docs/alerts.md §5).
+    pub fn restore_quality(&mut self, open: Vec<(String, String, i64)>) {
+        for (asset, key, start) in open {
+            let (kind, channel) = match key.split_once(':') {
+                Some((k, c)) => (k, Some(c.to_string())),
+                None => (key.as_str(), None),
+            };
+            if let Some(kind) = QualityKind::parse(kind) {
+                self.restore
+                    .entry(asset)
+                    .or_default()
+                    .push((kind, channel, start));
+            }
         }
     }
 
@@ -396,7 +420,7 @@ impl FeatureStage {
                 .collect();
             let quality = self.quality_rules.settings_for(asset, period);
             let margin = quality.out_of_range_margin;
-            let state = AssetState {
+            let mut state = AssetState {
                 range: RangeWatch::new(&meta.normaliser, &meta.channels, margin),
                 quality,
                 stale: StaleWatch::new(meta.channels.len(), now),
@@ -411,6 +435,19 @@ impl FeatureStage {
                 binding: Arc::new(binding),
                 slot: idx,
             };
+            for (kind, channel, start) in self.restore.remove(asset).unwrap_or_default() {
+                let ci = channel
+                    .as_ref()
+                    .and_then(|c| self.slots[idx].channel_index.get(c).copied());
+                match (kind, ci) {
+                    (QualityKind::Stale, ci) if channel.is_none() || ci.is_some() => {
+                        state.stale.restore(ci, start);
+                    }
+                    (QualityKind::Stuck, Some(c)) => state.stuck.restore(c, start),
+                    (QualityKind::OutOfRange, Some(c)) => state.range.restore(c, start),
+                    _ => {}
+                }
+            }
             tracing::info!(asset, model = %state.binding.model, "tracking new asset");
             self.assets.insert(asset.to_string(), state);
             self.metrics.assets.store(self.assets.len() as u64, Relaxed);
@@ -544,6 +581,22 @@ mod tests {
         let q = st.take_quality();
         assert_eq!(q.len(), 1);
         assert_eq!(q[0].event.state, AlertKind::Cleared);
+    }
+
+    #[test]
+    fn a_stale_alarm_open_before_a_restart_clears_when_data_returns() {
+        let mut st = stage(5);
+        st.restore_quality(vec![
+            ("p1".into(), "stale".into(), 3 * S),
+            ("p1".into(), "stuck:nope".into(), 3 * S),
+        ]);
+        let mut out = Vec::new();
+        st.push_message(&msg(&[("a", 1.0), ("b", 2.0)], 100 * S), 100 * S, &mut out);
+        st.tick(100 * S, Some(0), &mut out);
+        let q = st.take_quality();
+        assert_eq!(q.len(), 1, "{q:?}");
+        assert_eq!(q[0].event.state, AlertKind::Cleared);
+        assert_eq!(q[0].event.start_ts, 3 * S);
     }
 
     #[test]

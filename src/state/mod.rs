@@ -9,5 +9,5 @@ pub(crate) mod spool;
 
 pub use journal::{Journal, JournalError, JournalSettings, Record, ReplayReport};
 pub use open_alerts::AlertStore;
-pub use outbox::{Outbox, OutboxError, OutboxReport};
+pub use outbox::{Outbox, OutboxError, OutboxReport, write_atomic};
 pub use spool::{OpenReport, Spool, SpoolError, SpooledBatch};

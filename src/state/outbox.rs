@@ -263,7 +263,10 @@ impl Inner {
 }
 
 /// Writes `bytes` to `path` through a synced temporary file and a rename.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OutboxError> {
+///
+/// # Errors
+/// The file cannot be written, synced or renamed.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), OutboxError> {
     let tmp = path.with_extension("tmp");
     let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
     f.write_all(bytes)

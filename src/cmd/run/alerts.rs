@@ -38,7 +38,7 @@ pub(super) fn start(
     cfg: &Config,
     state_dir: Option<&Path>,
     metrics: &Arc<Metrics>,
-    open_anomalies: impl Iterator<Item = String>,
+    open_anomalies: impl Iterator<Item = (String, i64)>,
 ) -> Result<Option<(AlertFanout, AlertOutputs)>, DaemonError> {
     let outputs = &cfg.alerts.outputs;
     if outputs.is_empty() {
@@ -79,15 +79,25 @@ pub(super) fn start(
         };
         tasks.push(task);
     }
-    let mut active = ActiveAlarms::default();
-    for a in open_anomalies {
-        active.restore_anomaly(&a);
+    // The alarms active when the daemon stopped: messages keep listing
+    // them, and the data-quality ones are restored in the feature stage.
+    let active_path = dir.as_ref().map(|d| d.join("active.json"));
+    let mut active = match active_path.as_ref().map(std::fs::read_to_string) {
+        Some(Ok(text)) => ActiveAlarms::from_json(&text).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "unreadable active alarms; starting without them");
+            ActiveAlarms::default()
+        }),
+        _ => ActiveAlarms::default(),
+    };
+    for (a, start) in open_anomalies {
+        active.restore_anomaly(&a, start);
     }
     Ok(Some((
         AlertFanout {
             outbox: outbox.clone(),
             active,
             metrics: metrics.clone(),
+            active_path,
         },
         AlertOutputs {
             tasks,

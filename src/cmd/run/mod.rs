@@ -233,10 +233,16 @@ pub async fn run(
             None
         }
     };
-    let open_anomalies = scorer.open_alerts().into_keys();
+    let open_anomalies = scorer
+        .open_alerts()
+        .into_iter()
+        .map(|(a, o)| (a, o.start_ts));
     let (fanout, alert_outputs) =
         match alerts::start(cfg, state_dir.as_deref(), &metrics, open_anomalies)? {
-            Some((f, o)) => (Some(f), Some(o)),
+            Some((f, o)) => {
+                stage.restore_quality(f.active.quality());
+                (Some(f), Some(o))
+            }
             None => (None, None),
         };
     let scorer_thread = spawn_scorer(

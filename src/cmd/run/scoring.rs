@@ -25,6 +25,8 @@ pub(super) struct AlertFanout {
     pub outbox: Arc<Outbox>,
     pub active: ActiveAlarms,
     pub metrics: Arc<Metrics>,
+    /// Where the active alarms are saved (`<state>/outbox/active.json`).
+    pub active_path: Option<std::path::PathBuf>,
 }
 
 impl AlertFanout {
@@ -32,7 +34,14 @@ impl AlertFanout {
     /// before the open alerts are saved: a crash in between raises the
     /// alert again after the restart rather than never delivering it.
     fn publish(&mut self, outputs: &[Output]) {
-        for m in self.active.messages(outputs) {
+        let msgs = self.active.messages(outputs);
+        if !msgs.is_empty()
+            && let Some(path) = &self.active_path
+            && let Err(e) = crate::state::write_atomic(path, self.active.to_json().as_bytes())
+        {
+            tracing::error!(error = %e, "cannot save the active alarms");
+        }
+        for m in msgs {
             let json = match serde_json::to_string(&m) {
                 Ok(j) => j,
                 Err(e) => {

@@ -3,7 +3,7 @@
 //! what an HMI or an on-call person needs, and the asset's alarms active
 //! after it, so the last message per asset is its current state.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -65,20 +65,61 @@ fn finite32(v: f32) -> Option<f32> {
     v.is_finite().then_some(v)
 }
 
-/// The alarms active per asset, kept by the scoring thread so every message
-/// can say which remain.
+/// The alarms active per asset, each with the start of its episode (ns),
+/// kept by the scoring thread so every message can say which remain, and
+/// saved so a restart can pick them up (docs/alerts.md §5).
 #[derive(Debug, Default)]
 pub struct ActiveAlarms {
-    active: HashMap<Arc<str>, BTreeSet<String>>,
+    active: HashMap<Arc<str>, BTreeMap<String, i64>>,
 }
 
 impl ActiveAlarms {
-    /// Marks `asset` in an anomaly alert (restored after a restart).
-    pub fn restore_anomaly(&mut self, asset: &str) {
+    /// The state saved by [`ActiveAlarms::to_json`].
+    ///
+    /// # Errors
+    /// The text is not such a document.
+    pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
+        let m: HashMap<String, BTreeMap<String, i64>> = serde_json::from_str(text)?;
+        Ok(Self {
+            active: m.into_iter().map(|(k, v)| (Arc::from(k), v)).collect(),
+        })
+    }
+
+    /// `{asset: {alarm key: episode start ns}}`, assets without an active
+    /// alarm left out.
+    pub fn to_json(&self) -> String {
+        let m: BTreeMap<&str, &BTreeMap<String, i64>> = self
+            .active
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| (&**k, v))
+            .collect();
+        serde_json::to_string(&m).unwrap_or_default()
+    }
+
+    /// Marks `asset` in an anomaly alert that began at `start_ns`
+    /// (restored after a restart).
+    pub fn restore_anomaly(&mut self, asset: &str, start_ns: i64) {
         self.active
             .entry(Arc::from(asset))
             .or_default()
-            .insert("anomaly".to_string());
+            .insert("anomaly".to_string(), start_ns);
+    }
+
+    /// The data-quality alarms active now: (asset, alarm key such as
+    /// `stale` or `stuck:<channel>`, episode start ns).
+    pub fn quality(&self) -> Vec<(String, String, i64)> {
+        let mut v: Vec<_> = self
+            .active
+            .iter()
+            .flat_map(|(a, m)| {
+                m.iter()
+                    .filter(|(k, _)| k.as_str() != "anomaly")
+                    .map(move |(k, s)| (a.to_string(), k.clone(), *s))
+            })
+            .collect();
+        v.sort();
+        v
     }
 
     /// The messages for the alarm transitions in `outputs`, in order.
@@ -159,11 +200,11 @@ impl ActiveAlarms {
             };
             let set = self.active.entry(binding.asset.clone()).or_default();
             if m.state == "raised" {
-                set.insert(key);
+                set.insert(key, m.episode_start_ns);
             } else {
                 set.remove(&key);
             }
-            m.active = set.iter().cloned().collect();
+            m.active = set.keys().cloned().collect();
             msgs.push(m);
         }
         msgs
@@ -241,5 +282,8 @@ mod tests {
         let back: AlertMessage = serde_json::from_str(&json).unwrap();
         assert_eq!(back, msgs[1]);
         assert!(!json.contains("score"), "{json}");
+        // Saved and loaded again (a restart): the stale alarm is known.
+        let again = ActiveAlarms::from_json(&active.to_json()).unwrap();
+        assert_eq!(again.quality(), [("pump-1".into(), "stale:flow".into(), 0)]);
     }
 }
