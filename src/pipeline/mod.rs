@@ -3,7 +3,8 @@
 //! on different threads; `replay` calls them in line.
 //!
 //! - `binding.rs`: which model and detector settings an asset gets.
-//! - `features.rs`: messages -> aligned frames -> normalised windows.
+//! - `features/`: messages -> aligned frames -> normalised windows; the
+//!   clock and the data-quality alarms.
 //! - `scorer.rs`: windows -> scores and alert transitions.
 //! - `output.rs`: what the sinks receive.
 
