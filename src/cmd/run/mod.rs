@@ -375,6 +375,10 @@ pub async fn run(
                         if now.influx.url != was.influx.url || now.mqtt.host != was.mqtt.host || now.mqtt.port != was.mqtt.port {
                             tracing::warn!("connection settings changed: they take effect at the next restart");
                         }
+                        let outputs = |c: &Config| serde_json::to_string(&c.alerts.outputs).unwrap_or_default();
+                        if outputs(now) != outputs(was) {
+                            tracing::warn!("alert outputs changed: they take effect at the next restart");
+                        }
                         current = new;
                     }
                     Err(e) => {
