@@ -5,7 +5,8 @@
 #   3. starts mosquitto and VictoriaMetrics on loopback ports;
 #   4. runs `anomalyd run` with the shipped model;
 #   5. publishes three simulated pumps, one with a bearing fault;
-#   6. prints the scores and alerts that arrived in the database.
+#   6. prints the scores and alerts that arrived in the database, and the
+#      first alert that arrived on the MQTT alert topic.
 # Everything it starts is stopped (by PID) when it ends. Output: ./demo-out/
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -66,6 +67,8 @@ sed -e "s|port = 1883|port = $MQTT_PORT|" \
     -e "s|\.\./models/pump.onnx|$ROOT/models/pump.onnx|" \
     -e "s|flush_interval_ms = 1000|flush_interval_ms = 200|" \
     config/anomalyd.toml > "$OUT/anomalyd.toml"
+# Alarms to the plant: every transition as JSON on anomalyd/alerts/{asset}.
+printf '\n[[alerts.outputs]]\nname = "hmi"\ntype = "mqtt"\n' >> "$OUT/anomalyd.toml"
 "$BIN/anomalyd" check-config --config "$OUT/anomalyd.toml"
 "$BIN/anomalyd" run --config "$OUT/anomalyd.toml" > "$OUT/anomalyd.log" 2>&1 &
 PIDS+=($!)
@@ -74,6 +77,12 @@ for _ in $(seq 1 200); do
   sleep 0.1
 done
 grep -m1 ready "$OUT/anomalyd.log" || { echo "anomalyd did not get ready:"; cat "$OUT/anomalyd.log"; exit 1; }
+
+# What an HMI subscribed to the alert topics sees: the first alert.
+mosquitto_sub -h 127.0.0.1 -p "$MQTT_PORT" -t 'anomalyd/alerts/#' -v -C 1 -W 300 \
+  > "$OUT/alert-topic.txt" 2>&1 &
+SUB_PID=$!
+PIDS+=("$SUB_PID")
 
 echo
 echo "demo: 4/4 publishing 3 pumps x $ROWS rows; pump-001 gets a bearing fault at rows 400..520"
@@ -113,6 +122,10 @@ for t, asset, state, top, v in sorted(rows):
     print(f"  {when} {asset} {state:8s} score {v:.3f} top channel {top}")
 if not rows:
     print("  (none)")'
+echo
+echo "demo: the first alert on the MQTT alert topic (mosquitto_sub -t 'anomalyd/alerts/#'):"
+wait "$SUB_PID" 2>/dev/null || true
+sed 's/^/  /' "$OUT/alert-topic.txt"
 echo
 echo "demo: daemon metrics: http://127.0.0.1:$METRICS_PORT/metrics (while the demo runs)"
 curl -s "http://127.0.0.1:$METRICS_PORT/metrics" | grep -E '^anomalyd_(windows_scored|alerts_raised|alerts_cleared|points_written)_total'

@@ -47,6 +47,15 @@ enum Command {
     Replay(anomalyd::cmd::replay::ReplayArgs),
     /// Publish rows (a CSV file or synthetic pump data) as MQTT messages.
     Simulate(anomalyd::cmd::simulate::SimulateArgs),
+    /// Listen with the configured topics and report, per asset, the
+    /// channels seen and what each bound model is missing or does not know.
+    Tap {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// How long to listen.
+        #[arg(long, default_value_t = 30.0)]
+        seconds: f64,
+    },
 }
 
 fn default_config() -> PathBuf {
@@ -135,6 +144,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "replay: {} rows, {} windows scored, {} alert(s), {} anomalous rows, {} readings dropped, {:.2} s",
                 s.rows, s.windows, s.alerts_raised, s.anomalous_rows, s.dropped, s.seconds
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tap { config, seconds } => {
+            init_logging(LogFormat::Plain, "warn");
+            let path = config.unwrap_or_else(default_config);
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let report = rt.block_on(anomalyd::cmd::tap::tap(&path, seconds))?;
+            print!("{report}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Simulate(args) => {

@@ -34,5 +34,13 @@ pub fn check_config(path: &Path) -> Result<String, DaemonError> {
     for t in &cfg.topics {
         s.push_str(&format!("  topic {} ({:?})\n", t.filter, t.payload));
     }
+    crate::cmd::run::alerts::check(cfg)?;
+    for o in &cfg.alerts.outputs {
+        let to = o.url.as_deref().unwrap_or(o.topic.as_str());
+        s.push_str(&format!(
+            "  alert output {:?} ({:?}) -> {to}\n",
+            o.name, o.kind
+        ));
+    }
     Ok(s)
 }

@@ -32,6 +32,8 @@ fn daemon_code(err: &DaemonError) -> i32 {
         | DaemonError::Model { .. }
         | DaemonError::Sink(_)
         | DaemonError::Mqtt(_)
+        | DaemonError::Outbox(_)
+        | DaemonError::Webhook(_)
         | DaemonError::Runtime(RuntimeError::Library { .. }) => CONFIG,
         _ => FAILURE,
     }

@@ -7,3 +7,4 @@ pub mod exit;
 pub mod replay;
 pub mod run;
 pub mod simulate;
+pub mod tap;

@@ -9,6 +9,7 @@
 //! - `topics.rs`: topic filters with named segments, parsed once.
 //! - `settings.rs`: the validated, typed value the daemon runs on.
 
+mod alerts;
 mod schema;
 mod settings;
 mod topics;
@@ -17,6 +18,7 @@ mod validate;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use alerts::{ALARMS, AlarmRule, AlertOutputConfig, AlertOutputKind, AlertsConfig, STATES};
 pub use schema::*;
 pub use settings::{Qos, Settings};
 pub use topics::{TopicError, TopicMapping, TopicPattern};
@@ -156,6 +158,7 @@ impl Config {
         {
             fix(p);
         }
+        self.alerts.resolve_relative_paths(base);
     }
 
     /// The MQTT password, from the config or its file.

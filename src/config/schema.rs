@@ -71,6 +71,9 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub shutdown: ShutdownConfig,
+    /// Data-quality alarms and alert outputs (`alerts.rs`).
+    #[serde(default)]
+    pub alerts: super::alerts::AlertsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -234,6 +234,7 @@ impl Config {
         if self.shutdown.timeout_s == 0 {
             bad("shutdown.timeout_s".into(), "must be >= 1".into());
         }
+        self.alerts.check(&mut p);
         (topics, p)
     }
 }

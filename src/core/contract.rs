@@ -70,6 +70,13 @@ pub struct NormaliserParams {
     pub std: Vec<f32>,
     #[serde(default)]
     pub constant_channels: Vec<String>,
+    /// Smallest and largest finite value per channel in the training rows,
+    /// for the `out_of_range` alarm; empty in files written before they
+    /// were recorded (those still load).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub min: Vec<f32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub max: Vec<f32>,
 }
 
 /// How the graph turns a reconstruction into the `score` output.
@@ -227,6 +234,14 @@ impl ModelMetadata {
                 return bad(format!("{name} has {len} entries for {c} channels"));
             }
         }
+        let n = &self.normaliser;
+        if (!n.min.is_empty() || !n.max.is_empty()) && (n.min.len() != c || n.max.len() != c) {
+            return bad(format!(
+                "normaliser.min/max have {}/{} entries for {c} channels",
+                n.min.len(),
+                n.max.len()
+            ));
+        }
         if let Some(i) = self
             .normaliser
             .std
@@ -324,6 +339,8 @@ pub(crate) fn sample_metadata() -> ModelMetadata {
             mean: vec![1.0, 2.0],
             std: vec![0.5, 1.0],
             constant_channels: vec![],
+            min: vec![],
+            max: vec![],
         },
         score: ScoreDefinition {
             kind: "weighted_mse".into(),

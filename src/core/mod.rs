@@ -8,6 +8,7 @@ pub(crate) mod detect;
 pub(crate) mod execution_provider;
 pub mod log;
 pub(crate) mod normalise;
+pub(crate) mod quality;
 pub(crate) mod reading;
 pub mod synth;
 pub mod timestamp;
@@ -21,5 +22,6 @@ pub use detect::{
 };
 pub use execution_provider::ExecutionProvider;
 pub use normalise::Normaliser;
+pub use quality::{QualityEvent, QualityKind, QualitySettings, RangeWatch, StaleWatch, StuckWatch};
 pub use reading::{DropReason, Message};
 pub use window::{Window, WindowBuffer, WindowSkip, windows_from_frames};

@@ -91,7 +91,20 @@ impl Normaliser {
             mean: Vec::with_capacity(n),
             std: Vec::with_capacity(n),
             constant_channels: Vec::new(),
+            min: Vec::with_capacity(n),
+            max: Vec::with_capacity(n),
         };
+        // The range seen, for the daemon's `out_of_range` alarm.
+        let mut lo = vec![f64::INFINITY; n];
+        let mut hi = vec![f64::NEG_INFINITY; n];
+        for row in rows {
+            for (c, &v) in row.iter().take(n).enumerate() {
+                if v.is_finite() {
+                    lo[c] = lo[c].min(v);
+                    hi[c] = hi[c].max(v);
+                }
+            }
+        }
         for c in 0..n {
             let std = if count[c] > 0 {
                 (sq[c] / count[c] as f64).sqrt()
@@ -105,6 +118,10 @@ impl Normaliser {
             let unusable = count[c] == 0 || !mean32.is_finite() || !std32.is_finite();
             let constant = unusable || std < 1e-9 * mean[c].abs().max(1.0) || std32 <= 0.0;
             params.mean.push(if unusable { 0.0 } else { mean32 });
+            let (a, b) = (lo[c] as f32, hi[c] as f32);
+            let known = !unusable && a.is_finite() && b.is_finite();
+            params.min.push(if known { a } else { 0.0 });
+            params.max.push(if known { b } else { 0.0 });
             if constant {
                 params.std.push(1.0);
                 params.constant_channels.push(channels[c].clone());
@@ -183,6 +200,9 @@ mod tests {
         assert_eq!(p.mean, [5.0, 2.0]);
         assert_eq!(p.std, [2.0, 1.0]);
         assert!(p.constant_channels.is_empty());
+        // The range seen is recorded for the out_of_range alarm.
+        assert_eq!(p.min, [2.0, 1.0]);
+        assert_eq!(p.max, [9.0, 3.0]);
     }
 
     #[test]
@@ -214,6 +234,8 @@ mod tests {
             mean: vec![10.0, -1.0],
             std: vec![2.0, 0.5],
             constant_channels: vec![],
+            min: vec![],
+            max: vec![],
         };
         let n = Normaliser::new(&params);
         let original = [10.0, 12.0, 14.0, -1.0, -0.5, -2.0];
@@ -235,6 +257,8 @@ mod tests {
             mean: vec![f32::NAN, 1.0, 2.0],
             std: vec![0.0, -1.0],
             constant_channels: vec![],
+            min: vec![],
+            max: vec![],
         });
         let mut f = [1.0, 1.0, 4.0, 7.0];
         n.apply_frame(&mut f);

@@ -49,6 +49,10 @@ pub struct AlertStatus {
     pub peak: f32,
     pub threshold: f32,
     pub top_channel: Option<String>,
+    /// `anomaly`, `stale`, `stuck` or `out_of_range`.
+    pub alarm: &'static str,
+    /// The channel a data-quality alarm names.
+    pub channel: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -89,6 +93,8 @@ pub struct StatusDoc {
     pub models: Vec<ModelStatus>,
     pub assets: Vec<AssetStatus>,
     pub alerts: Vec<AlertStatus>,
+    /// Why assets get no scores: drops per asset and reason, with names.
+    pub drops: Vec<crate::ops::metrics::AssetDrops>,
 }
 
 impl StatusBoard {
@@ -151,6 +157,26 @@ impl StatusBoard {
                         peak: event.peak,
                         threshold: event.threshold,
                         top_channel: event.top_channels.first().map(|c| c.0.clone()),
+                        alarm: "anomaly",
+                        channel: None,
+                    });
+                }
+                Output::Quality(q) => {
+                    if b.alerts.len() == RECENT_ALERTS {
+                        b.alerts.pop_back();
+                    }
+                    b.alerts.push_front(AlertStatus {
+                        asset: q.binding.asset.to_string(),
+                        state: q.event.state.as_str(),
+                        ts_ms: q.event.ts.div_euclid(1_000_000),
+                        start_ms: q.event.start_ts.div_euclid(1_000_000),
+                        // Not scores: written as null.
+                        score: f32::NAN,
+                        peak: f32::NAN,
+                        threshold: f32::NAN,
+                        top_channel: None,
+                        alarm: q.event.kind.as_str(),
+                        channel: q.event.channel.clone(),
                     });
                 }
                 Output::Barrier(_) => {}
@@ -180,6 +206,7 @@ impl StatusBoard {
             models,
             assets,
             alerts,
+            drops: metrics.asset_drops(),
         }
     }
 }

@@ -6,10 +6,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::config::{AssetRule, Config};
+use crate::config::{AlarmRule, AssetRule, Config};
 use crate::core::contract::ModelMetadata;
 use crate::core::detect::DetectorSettings;
 use crate::core::normalise::Normaliser;
+use crate::core::quality::QualitySettings;
 
 /// What the pipeline needs to know about one model.
 #[derive(Debug)]
@@ -119,8 +120,55 @@ impl Binder {
     }
 }
 
+/// Data-quality alarm thresholds per asset: `[alerts]`, then the first
+/// matching `[[alerts.rules]]` entry (docs/alerts.md §3).
+#[derive(Debug, Clone, Default)]
+pub struct QualityRules {
+    stale_after_periods: u32,
+    stuck_after_periods: u32,
+    stuck_tolerance: f64,
+    out_of_range_margin: f64,
+    rules: Vec<AlarmRule>,
+}
+
+impl QualityRules {
+    /// The rules `[alerts]` sets. [`Default`] turns every alarm off
+    /// (`replay` has no clock to be silent against).
+    pub fn from_config(cfg: &Config) -> Self {
+        let a = &cfg.alerts;
+        Self {
+            stale_after_periods: a.stale_after_periods,
+            stuck_after_periods: a.stuck_after_periods,
+            stuck_tolerance: a.stuck_tolerance,
+            out_of_range_margin: a.out_of_range_margin,
+            rules: a.rules.clone(),
+        }
+    }
+
+    /// The thresholds for `asset`, whose model samples every `period_ns`.
+    pub fn settings_for(&self, asset: &str, period_ns: i64) -> QualitySettings {
+        let rule = self.rules.iter().find(|r| glob_match(&r.pattern, asset));
+        let stale = rule
+            .and_then(|r| r.stale_after_periods)
+            .unwrap_or(self.stale_after_periods);
+        let stuck = rule
+            .and_then(|r| r.stuck_after_periods)
+            .unwrap_or(self.stuck_after_periods);
+        QualitySettings {
+            stale_after_ns: period_ns.saturating_mul(i64::from(stale)),
+            stuck_after_ns: period_ns.saturating_mul(i64::from(stuck)),
+            stuck_tolerance: rule
+                .and_then(|r| r.stuck_tolerance)
+                .unwrap_or(self.stuck_tolerance),
+            out_of_range_margin: rule
+                .and_then(|r| r.out_of_range_margin)
+                .unwrap_or(self.out_of_range_margin),
+        }
+    }
+}
+
 /// Glob match with `*` (any run) and `?` (one character).
-fn glob_match(pattern: &str, text: &str) -> bool {
+pub fn glob_match(pattern: &str, text: &str) -> bool {
     let p: Vec<char> = pattern.chars().collect();
     let t: Vec<char> = text.chars().collect();
     let (mut pi, mut ti) = (0, 0);
@@ -178,6 +226,25 @@ mod tests {
         assert_eq!(
             Binder::from_config(&c).rule_for("fan-7").unwrap().threshold,
             Some(2.0)
+        );
+    }
+
+    #[test]
+    fn alarm_rules_scale_with_the_period_and_first_match_wins() {
+        let text = format!(
+            "{MINIMAL}\n[alerts]\nstale_after_periods = 5\n\
+             [[alerts.rules]]\npattern = \"fan-*\"\nstale_after_periods = 0\nstuck_tolerance = 0.5\n"
+        );
+        let c = parse(&text, &[]).unwrap();
+        let q = QualityRules::from_config(&c);
+        let pump = q.settings_for("pump-1", 2_000);
+        assert_eq!(pump.stale_after_ns, 10_000);
+        assert_eq!(pump.stuck_after_ns, 600_000);
+        let fan = q.settings_for("fan-1", 2_000);
+        assert_eq!((fan.stale_after_ns, fan.stuck_tolerance), (0, 0.5));
+        assert_eq!(
+            QualityRules::default().settings_for("x", 1),
+            QualitySettings::OFF
         );
     }
 

@@ -3,7 +3,8 @@
 //! on different threads; `replay` calls them in line.
 //!
 //! - `binding.rs`: which model and detector settings an asset gets.
-//! - `features.rs`: messages -> aligned frames -> normalised windows.
+//! - `features/`: messages -> aligned frames -> normalised windows; the
+//!   clock and the data-quality alarms.
 //! - `scorer.rs`: windows -> scores and alert transitions.
 //! - `output.rs`: what the sinks receive.
 
@@ -12,7 +13,7 @@ mod features;
 mod output;
 mod scorer;
 
-pub use binding::{AssetBinding, Binder, ModelSlot};
+pub use binding::{AssetBinding, Binder, ModelSlot, QualityRules, glob_match};
 pub use features::{FeatureStage, MAX_FUTURE_NS, ScoreRequest, StageSettings};
-pub use output::{Output, ScoreRecord};
+pub use output::{Output, QualityRecord, ScoreRecord};
 pub use scorer::{InferenceMsg, NamedModel, Scorer};

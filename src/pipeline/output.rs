@@ -1,10 +1,11 @@
-//! What leaves the scorer for the sinks: one record per scored window, and
-//! alert transitions (docs/architecture.md §6 for how they are written).
+//! What leaves the scorer for the sinks: one record per scored window,
+//! alert transitions and data-quality alarm transitions (docs/architecture.md §6 for how they are written).
 
 use std::sync::Arc;
 
 use super::binding::AssetBinding;
 use crate::core::detect::AlertEvent;
+use crate::core::quality::QualityEvent;
 
 /// One scored window, ready for the sink.
 #[derive(Debug, Clone)]
@@ -26,7 +27,17 @@ pub enum Output {
         binding: Arc<AssetBinding>,
         event: AlertEvent,
     },
+    /// A data-quality alarm (`stale`, `stuck`, `out_of_range`) raised or
+    /// cleared.
+    Quality(QualityRecord),
     /// Everything before this came from journal segments up to this
     /// sequence; the sink confirms it once that is written or spooled.
     Barrier(u64),
+}
+
+/// A data-quality alarm transition of one asset (docs/alerts.md §3).
+#[derive(Debug, Clone)]
+pub struct QualityRecord {
+    pub binding: Arc<AssetBinding>,
+    pub event: QualityEvent,
 }

@@ -19,6 +19,8 @@ use crate::ops::metrics::Metrics;
 pub enum InferenceMsg {
     Windows(Vec<ScoreRequest>),
     Swap(Vec<NamedModel>),
+    /// Data-quality alarm transitions, passed on to the sinks in order.
+    Quality(Vec<super::output::QualityRecord>),
     /// Journal segments up to this sequence are behind every window sent
     /// before it (docs/architecture.md §12).
     Barrier(u64),

@@ -1,7 +1,9 @@
 //! Where scores and alerts go: a generic batch/retry/spool [`runner`] over
 //! a writer trait, the InfluxDB writer and line protocol ([`influx`]) for
-//! the daemon, and [`csv`] for `replay`.
+//! the daemon, the alert outputs ([`alerts`]: MQTT, webhook), and [`csv`]
+//! for `replay`.
 
+pub mod alerts;
 pub mod csv;
 pub mod influx;
 pub mod runner;

@@ -33,6 +33,33 @@ pub struct DaemonConfig {
     metrics: Metrics,
     log: Log,
     shutdown: Shutdown,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    alerts: Option<Alerts>,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+struct Alerts {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stale_after_periods: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stuck_after_periods: Option<u32>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    outputs: Vec<AlertOutput>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct AlertOutput {
+    name: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port: Option<u16>,
+    retry_min_ms: u64,
+    retry_max_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -196,6 +223,7 @@ impl DaemonConfig {
             },
             log: Log { level: "info" },
             shutdown: Shutdown { timeout_s: 10 },
+            alerts: None,
         }
     }
 
@@ -308,6 +336,55 @@ impl DaemonConfig {
             directory: directory.to_path_buf(),
         });
         self
+    }
+
+    /// `alerts.stale_after_periods` and `alerts.stuck_after_periods`.
+    pub fn quality_alarms(mut self, stale_after: u32, stuck_after: u32) -> Self {
+        let a = self.alerts.get_or_insert_with(Alerts::default);
+        a.stale_after_periods = Some(stale_after);
+        a.stuck_after_periods = Some(stuck_after);
+        self
+    }
+
+    /// An MQTT alert output `name` on the input broker, default topic.
+    pub fn mqtt_alert_output(mut self, name: &str) -> Self {
+        self.alert_output(name, "mqtt", None, None);
+        self
+    }
+
+    /// An MQTT alert output `name` to the broker on `127.0.0.1:port`.
+    pub fn mqtt_alert_output_to(mut self, name: &str, port: u16) -> Self {
+        self.alert_output(name, "mqtt", None, None);
+        if let Some(o) = self.alerts.as_mut().and_then(|a| a.outputs.last_mut()) {
+            o.port = Some(port);
+        }
+        self
+    }
+
+    /// A webhook alert output `name` posting to `url`, with the bearer
+    /// token in `token_file`.
+    pub fn webhook_output(mut self, name: &str, url: &str, token_file: Option<&Path>) -> Self {
+        self.alert_output(name, "webhook", Some(url), token_file);
+        self
+    }
+
+    fn alert_output(
+        &mut self,
+        name: &str,
+        kind: &'static str,
+        url: Option<&str>,
+        token_file: Option<&Path>,
+    ) {
+        let a = self.alerts.get_or_insert_with(Alerts::default);
+        a.outputs.push(AlertOutput {
+            name: name.to_string(),
+            kind,
+            url: url.map(str::to_string),
+            token_file: token_file.map(Path::to_path_buf),
+            port: None,
+            retry_min_ms: 50,
+            retry_max_ms: 500,
+        });
     }
 
     /// `pump`: [`new`](Self::new) puts it first and nothing removes it.

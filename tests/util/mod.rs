@@ -28,6 +28,7 @@ mod stack;
 mod subscriber;
 mod tls;
 mod victoria;
+mod webhook;
 
 pub use config::DaemonConfig;
 pub use daemon::Daemon;
@@ -44,6 +45,7 @@ pub use paths::{
 pub use process::{free_port, output_text, port_open, run_output, wait_until};
 pub use series::{Series, point_count};
 pub use stack::Stack;
-pub use subscriber::MqttSubscriber;
+pub use subscriber::{MqttSubscriber, Received};
 pub use tls::TestCerts;
 pub use victoria::VictoriaMetrics;
+pub use webhook::WebhookServer;

@@ -16,6 +16,8 @@ pub struct Received {
     pub payload: Vec<u8>,
     pub qos: u8,
     pub retain: bool,
+    /// When the subscriber received it.
+    pub at: Instant,
 }
 
 impl Received {
@@ -93,6 +95,7 @@ impl MqttSubscriber {
                                 payload: p.payload.to_vec(),
                                 qos: p.qos as u8,
                                 retain: p.retain,
+                                at: Instant::now(),
                             });
                         }
                         Ok(Event::Outgoing(Outgoing::Disconnect)) => return,

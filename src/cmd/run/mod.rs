@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+pub mod alerts;
 mod models;
 mod scoring;
 
@@ -26,7 +27,7 @@ use crate::core::timestamp::now_ns;
 use crate::model::RuntimeError;
 use crate::ops::metrics::Metrics;
 use crate::pipeline::{
-    Binder, FeatureStage, InferenceMsg, NamedModel, Output, Scorer, StageSettings,
+    Binder, FeatureStage, InferenceMsg, NamedModel, Output, QualityRules, Scorer, StageSettings,
 };
 use crate::sinks::influx::{InfluxWriter, SinkSettings};
 use crate::sources::mqtt::decode::Decoder;
@@ -69,6 +70,12 @@ pub enum DaemonError {
     Journal(#[from] crate::state::journal::JournalError),
     #[error("the scoring thread could not be started: {0}")]
     Thread(std::io::Error),
+    #[error(transparent)]
+    Outbox(#[from] crate::state::OutboxError),
+    #[error(transparent)]
+    Webhook(#[from] crate::sinks::alerts::webhook::WebhookError),
+    #[error("MQTT broker {addr}: {message}")]
+    Broker { addr: String, message: String },
 }
 
 /// Journal rotation and retention for these models: processed segments are
@@ -232,12 +239,13 @@ pub async fn run(
         tracing::info!(%addr, "metrics at http://{addr}/metrics");
     }
 
-    let stage = FeatureStage::new(
+    let mut stage = FeatureStage::new(
         slots_of(&models),
         Binder::from_config(cfg),
         StageSettings::from_config(cfg),
         metrics.clone(),
     );
+    stage.set_quality_rules(QualityRules::from_config(cfg));
     // The source sends windows in batches of up to WINDOWS_PER_SEND: the
     // channel's capacity in messages keeps queue_capacity a bound in windows.
     let (win_tx, win_rx) = mpsc::channel::<InferenceMsg>(
@@ -262,6 +270,18 @@ pub async fn run(
             None
         }
     };
+    let open_anomalies = scorer
+        .open_alerts()
+        .into_iter()
+        .map(|(a, o)| (a, o.start_ts));
+    let (fanout, alert_outputs) =
+        match alerts::start(cfg, state_dir.as_deref(), &metrics, open_anomalies)? {
+            Some((f, o)) => {
+                stage.restore_quality(f.active.quality());
+                (Some(f), Some(o))
+            }
+            None => (None, None),
+        };
     let scorer_thread = spawn_scorer(
         scorer,
         win_rx,
@@ -272,6 +292,7 @@ pub async fn run(
         board.clone(),
         metrics.clone(),
         alerts,
+        fanout,
         tokio::runtime::Handle::current(),
     )
     .map_err(DaemonError::Thread)?;
@@ -388,6 +409,7 @@ pub async fn run(
                             binder: Binder::from_config(&new.config),
                             settings: StageSettings::from_config(&new.config),
                             decoder: Decoder::new(new.topics.clone()),
+                            quality: QualityRules::from_config(&new.config),
                         };
                         // Models first (ordered with queued windows), then the source.
                         if win_tx.send(InferenceMsg::Swap(models)).await.is_err() || reload_tx.send(reload_msg).await.is_err() {
@@ -399,6 +421,10 @@ pub async fn run(
                         let (was, now) = (&current.config, &new.config);
                         if now.influx.url != was.influx.url || now.mqtt.host != was.mqtt.host || now.mqtt.port != was.mqtt.port {
                             tracing::warn!("connection settings changed: they take effect at the next restart");
+                        }
+                        let outputs = |c: &Config| serde_json::to_string(&c.alerts.outputs).unwrap_or_default();
+                        if outputs(now) != outputs(was) {
+                            tracing::warn!("alert outputs changed: they take effect at the next restart");
                         }
                         current = new;
                     }
@@ -431,6 +457,9 @@ pub async fn run(
         );
         sink_stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+    }
+    if let Some(o) = alert_outputs {
+        o.finish(Duration::from_secs(2)).await;
     }
     listen_stop.cancel();
     tracing::info!(

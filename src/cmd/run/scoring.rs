@@ -1,7 +1,8 @@
 //! The scoring thread: owns the ONNX Runtime sessions (through the
 //! [`Scorer`]), micro-batches windows across assets, runs the detectors,
-//! persists open alerts, and hands outputs to the sink. Never on the async
-//! runtime: `Session::run` blocks (docs/architecture.md §8).
+//! writes alarm transitions to the alert outbox, persists open alerts, and
+//! hands outputs to the sink. Never on the async runtime: `Session::run`
+//! blocks (docs/architecture.md §8).
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -12,8 +13,51 @@ use tokio::sync::mpsc;
 
 use super::models::model_status;
 use crate::core::timestamp::now_ns;
-use crate::pipeline::{InferenceMsg, NamedModel, Output, Scorer};
+use crate::ops::metrics::Metrics;
+use crate::pipeline::{InferenceMsg, NamedModel, Output, QualityRecord, Scorer};
+use crate::sinks::alerts::ActiveAlarms;
+use crate::state::Outbox;
 use crate::state::open_alerts::AlertStore;
+
+/// Where alarm transitions go besides the sink: the outbox the alert
+/// outputs deliver from (docs/alerts.md §5).
+pub(super) struct AlertFanout {
+    pub outbox: Arc<Outbox>,
+    pub active: ActiveAlarms,
+    pub metrics: Arc<Metrics>,
+    /// Where the active alarms are saved (`<state>/outbox/active.json`).
+    pub active_path: Option<std::path::PathBuf>,
+}
+
+impl AlertFanout {
+    /// Writes the alarm transitions among `outputs` to the outbox. Called
+    /// before the open alerts are saved: a crash in between raises the
+    /// alert again after the restart rather than never delivering it.
+    fn publish(&mut self, outputs: &[Output]) {
+        let msgs = self.active.messages(outputs);
+        if !msgs.is_empty()
+            && let Some(path) = &self.active_path
+            && let Err(e) = crate::state::write_atomic(path, self.active.to_json().as_bytes())
+        {
+            tracing::error!(error = %e, "cannot save the active alarms");
+        }
+        for m in msgs {
+            let json = match serde_json::to_string(&m) {
+                Ok(j) => j,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot encode an alert message");
+                    continue;
+                }
+            };
+            if let Err(e) = self.outbox.append(&json) {
+                tracing::error!(error = %e, asset = %m.asset, alarm = %m.alarm, "cannot write an alert to the outbox; it is delivered unless the daemon stops first");
+            }
+        }
+        self.metrics
+            .outbox_dropped
+            .store(self.outbox.dropped(), Relaxed);
+    }
+}
 
 /// What ends a batch: it applies after the windows before it.
 #[derive(Default)]
@@ -30,10 +74,18 @@ impl BatchEnd {
 }
 
 /// Takes one message into the batch being gathered. A model swap, a
-/// journal barrier or a rebuild switch ends the batch.
-fn gather(msg: InferenceMsg, pending: &mut Vec<crate::pipeline::ScoreRequest>, end: &mut BatchEnd) {
+/// journal barrier, a rebuild switch or a data-quality transition ends
+/// the batch.
+fn gather(
+    msg: InferenceMsg,
+    pending: &mut Vec<crate::pipeline::ScoreRequest>,
+    quality: &mut Vec<QualityRecord>,
+    end: &mut BatchEnd,
+) {
     match msg {
         InferenceMsg::Windows(w) => pending.extend(w),
+        // Data-quality transitions follow the windows queued before them.
+        InferenceMsg::Quality(q) => quality.extend(q),
         InferenceMsg::Swap(m) => end.swap = Some(m),
         InferenceMsg::Barrier(b) => end.barrier = Some(b),
         InferenceMsg::Rebuild(on) => end.rebuild = Some(on),
@@ -52,8 +104,9 @@ pub(super) fn spawn_scorer(
     max_wait: Duration,
     heartbeat: Arc<AtomicU64>,
     board: Arc<crate::ops::status::StatusBoard>,
-    metrics: Arc<crate::ops::metrics::Metrics>,
+    metrics: Arc<Metrics>,
     mut alerts: Option<AlertStore>,
+    mut fanout: Option<AlertFanout>,
     rt: tokio::runtime::Handle,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
@@ -76,12 +129,13 @@ pub(super) fn spawn_scorer(
                     Ok(Some(m)) => m,
                 };
                 let mut end = BatchEnd::default();
-                gather(msg, &mut pending, &mut end);
+                let mut quality = Vec::new();
+                gather(msg, &mut pending, &mut quality, &mut end);
                 // Fill the batch: what is queued now, then wait up to max_wait.
                 let deadline = Instant::now() + max_wait;
-                while !end.is_set() && pending.len() < max_batch {
+                while !end.is_set() && quality.is_empty() && pending.len() < max_batch {
                     match rx.try_recv() {
-                        Ok(m) => gather(m, &mut pending, &mut end),
+                        Ok(m) => gather(m, &mut pending, &mut quality, &mut end),
                         Err(mpsc::error::TryRecvError::Empty) => {
                             let left = deadline.saturating_duration_since(Instant::now());
                             if left.is_zero() {
@@ -94,7 +148,9 @@ pub(super) fn spawn_scorer(
                                     open = false;
                                     break;
                                 }
-                                Ok(Some(m)) => gather(m, &mut pending, &mut end),
+                                Ok(Some(m)) => {
+                                    gather(m, &mut pending, &mut quality, &mut end)
+                                }
                             }
                         }
                         Err(mpsc::error::TryRecvError::Disconnected) => {
@@ -103,13 +159,15 @@ pub(super) fn spawn_scorer(
                         }
                     }
                 }
-                while !pending.is_empty() {
+                while !pending.is_empty() || !quality.is_empty() {
                     let take = pending.len().min(max_batch);
                     let mut chunk: Vec<_> = pending.drain(..take).collect();
-                    if scorer.score(&mut chunk, &mut outputs)
-                        && let Some(store) = alerts.as_mut()
-                    {
-                        store.save(scorer.open_alerts());
+                    let changed = scorer.score(&mut chunk, &mut outputs);
+                    if pending.is_empty() {
+                        for q in quality.drain(..) {
+                            metrics.count_quality(q.event.kind.as_str(), q.event.state.as_str());
+                            outputs.push(Output::Quality(q));
+                        }
                     }
                     if rebuilding {
                         let n = outputs
@@ -118,6 +176,12 @@ pub(super) fn spawn_scorer(
                             .count();
                         metrics.windows_rebuilt.fetch_add(n as u64, Relaxed);
                         outputs.clear();
+                    }
+                    if let Some(f) = fanout.as_mut() {
+                        f.publish(&outputs);
+                    }
+                    if changed && let Some(store) = alerts.as_mut() {
+                        store.save(scorer.open_alerts());
                     }
                     board.record(&outputs);
                     for o in outputs.drain(..) {

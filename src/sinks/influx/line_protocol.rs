@@ -46,6 +46,29 @@ pub fn format_output(out: &Output, m: &Measurements, buf: &mut String) {
             }
             let _ = writeln!(buf, " {}", event.ts);
         }
+        Output::Quality(q) => {
+            // Data-quality alarms share the alert measurement, told apart
+            // by the `alarm` tag (docs/alerts.md §3).
+            escape_key(&m.alert, buf);
+            buf.push_str(",asset=");
+            escape_tag(&q.binding.asset, buf);
+            buf.push_str(",model=");
+            escape_tag(&q.binding.model, buf);
+            buf.push_str(",state=");
+            buf.push_str(q.event.state.as_str());
+            buf.push_str(",alarm=");
+            buf.push_str(q.event.kind.as_str());
+            if let Some(c) = &q.event.channel {
+                buf.push_str(",channel=");
+                escape_tag(c, buf);
+            }
+            let _ = write!(buf, " duration_s={}", q.event.duration_s());
+            if let Some(v) = q.event.value.filter(|v| v.is_finite()) {
+                buf.push_str(",value=");
+                push_f64(buf, v);
+            }
+            let _ = writeln!(buf, " {}", q.event.ts);
+        }
     }
 }
 

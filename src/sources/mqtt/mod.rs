@@ -32,7 +32,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::core::reading::{DropReason, Message};
 use crate::ops::metrics::Metrics;
-use crate::pipeline::{Binder, FeatureStage, InferenceMsg, ModelSlot, ScoreRequest, StageSettings};
+use crate::pipeline::{
+    Binder, FeatureStage, InferenceMsg, ModelSlot, QualityRules, ScoreRequest, StageSettings,
+};
 use crate::state::DeadLetters;
 use crate::state::journal::Journal;
 use acks::{ACK_QUEUE, ack_request, ack_task, commit_journal};
@@ -52,6 +54,7 @@ pub struct SourceReload {
     pub binder: Binder,
     pub settings: StageSettings,
     pub decoder: Decoder,
+    pub quality: QualityRules,
 }
 
 /// Most windows the source gathers before it hands them to the scoring
@@ -82,6 +85,24 @@ async fn send_windows(
         metrics.intake_waiting_since_unix_s.store(0, Relaxed);
     }
     sent
+}
+
+/// Hands the stage's data-quality transitions to the scoring thread, after
+/// the windows gathered before them; false once the scoring thread is gone.
+async fn send_quality(
+    stage: &mut FeatureStage,
+    windows: &mpsc::Sender<InferenceMsg>,
+    out: &mut Vec<ScoreRequest>,
+    metrics: &Metrics,
+) -> bool {
+    let q = stage.take_quality();
+    if q.is_empty() {
+        return true;
+    }
+    if !out.is_empty() && !send_windows(windows, out, metrics).await {
+        return false;
+    }
+    windows.send(InferenceMsg::Quality(q)).await.is_ok()
 }
 
 /// Everything the source task needs.
@@ -181,6 +202,9 @@ pub async fn run_source(
     // One message reused for every publish: decoding a frame allocates nothing.
     let mut msg = Message::default();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // When the broker connection came up (receive-time clock); silence
+    // while disconnected is not the sensors' (docs/alerts.md §2).
+    let mut connected_since: Option<i64> = None;
     loop {
         let event = tokio::select! {
             biased;
@@ -192,6 +216,7 @@ pub async fn run_source(
                     break;
                 }
                 stage.replace_models(r.slots, r.binder, r.settings);
+                stage.set_quality_rules(r.quality);
                 let old = decoder.subscriptions();
                 decoder = r.decoder;
                 for s in decoder.subscriptions() {
@@ -214,7 +239,8 @@ pub async fn run_source(
                 continue;
             }
             _ = tick.tick() => {
-                heartbeat.store(now_ns() as u64, Relaxed);
+                let now = now_ns();
+                heartbeat.store(now as u64, Relaxed);
                 if connected_at.is_some_and(|t| t.elapsed() >= STABLE_CONNECTION) {
                     backoff = reconnect_min;
                     metrics.mqtt_flapping.store(0, Relaxed);
@@ -223,6 +249,12 @@ pub async fn run_source(
                     // Messages of the failed sync stay unacknowledged.
                     unacked.clear();
                     stall = Some(JournalStall::begin(&"a journal sync failed", &metrics));
+                }
+                // The clock closes the frames of silent assets and decides
+                // their `stale` alarms.
+                stage.tick(now, connected_since, &mut out);
+                if !send_quality(&mut stage, &windows, &mut out, &metrics).await {
+                    break;
                 }
                 if stall.is_none()
                     && let Some(j) = journal.as_mut()
@@ -307,6 +339,7 @@ pub async fn run_source(
                 metrics.mqtt_connected.store(1, Relaxed);
                 // The backoff resets once the connection has held (tick).
                 connected_at = Some(Instant::now());
+                connected_since = Some(now_ns());
                 tracing::info!(
                     session_present = ack.session_present,
                     "connected to the MQTT broker"
@@ -399,6 +432,9 @@ pub async fn run_source(
                         {
                             break;
                         }
+                        if !send_quality(&mut stage, &windows, &mut out, &metrics).await {
+                            break;
+                        }
                     }
                     Err(e) => {
                         metrics.count_drop(e.reason(), 1);
@@ -414,6 +450,7 @@ pub async fn run_source(
                 }
                 metrics.mqtt_connected.store(0, Relaxed);
                 metrics.mqtt_disconnects.fetch_add(1, Relaxed);
+                connected_since = None;
                 pending_subacks = 0;
                 if let rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(
                     rumqttc::Error::PayloadSizeLimitExceeded(size),

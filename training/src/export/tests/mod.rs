@@ -162,6 +162,8 @@ fn metadata(spec: &NetworkSpec, arch: &str) -> ModelMetadata {
             mean: vec![0.0; spec.channels],
             std: vec![1.0; spec.channels],
             constant_channels: vec![],
+            min: vec![],
+            max: vec![],
         },
         score: ScoreDefinition {
             kind: crate::model::network::score_kind(spec.channel_error, spec.aggregation),

@@ -1,11 +1,17 @@
 //! Process-wide counters and gauges, and their Prometheus text rendering
 //! (docs/architecture.md §9). Plain atomics: every stage increments them without locks.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 
 use crate::core::reading::DropReason;
+
+mod alarms;
+
+use alarms::DropEntry;
+pub use alarms::{AlertOutputCounters, AssetDrops};
 
 /// Upper bounds (seconds) of the inference latency histogram buckets.
 const LATENCY_BUCKETS: [f64; 12] = [
@@ -106,6 +112,14 @@ pub struct Metrics {
     pub reload_failures: AtomicU64,
     /// `provider` label per loaded model: (model, provider).
     providers: Mutex<Vec<(String, String, String)>>,
+    /// Data-quality alarms raised and cleared, by alarm (`stale`, `stuck`).
+    quality: Mutex<std::collections::BTreeMap<(&'static str, &'static str), u64>>,
+    /// Alerts dropped because the outbox was full.
+    pub outbox_dropped: AtomicU64,
+    /// Counters of each alert output, by name.
+    alert_outputs: Mutex<Vec<(String, Arc<AlertOutputCounters>)>>,
+    /// Why assets get no scores: drops per asset and reason, with names.
+    asset_drops: Mutex<HashMap<(String, &'static str), DropEntry>>,
 }
 
 impl Metrics {
@@ -417,6 +431,7 @@ impl Metrics {
                 );
             }
         }
+        self.render_alerts(&mut o);
         o
     }
 }

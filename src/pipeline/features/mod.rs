@@ -1,14 +1,20 @@
 //! [`FeatureStage`]: decoded messages in, normalised windows out, per asset
-//! (align -> window -> normalise, docs/architecture.md §2-§3). Synchronous
-//! and without I/O: the MQTT source calls it in line, `replay` too.
+//! (align -> window -> normalise, docs/architecture.md §2-§3), and each
+//! asset's data-quality alarms (docs/alerts.md §3). Synchronous and without
+//! I/O: the MQTT source calls it in line, `replay` too; the source's clock
+//! calls [`FeatureStage::tick`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::binding::{AssetBinding, Binder, ModelSlot};
+use super::binding::{AssetBinding, Binder, ModelSlot, QualityRules};
+use super::output::QualityRecord;
 use crate::config::Config;
 use crate::core::align::{Aligner, AlignerConfig, Frame, PushOutcome};
+use crate::core::quality::{
+    QualityEvent, QualityKind, QualitySettings, RangeWatch, StaleWatch, StuckWatch,
+};
 use crate::core::reading::{DropReason, Message};
 use crate::core::window::WindowBuffer;
 use crate::ops::metrics::Metrics;
@@ -64,6 +70,10 @@ struct AssetState {
     slot: usize,
     aligner: Aligner,
     windows: WindowBuffer,
+    quality: QualitySettings,
+    stale: StaleWatch,
+    stuck: StuckWatch,
+    range: RangeWatch,
 }
 
 /// Per-asset alignment, windowing and normalisation.
@@ -76,6 +86,12 @@ pub struct FeatureStage {
     unbound: std::collections::HashSet<String>,
     metrics: Arc<Metrics>,
     frames: Vec<Frame>,
+    quality_rules: QualityRules,
+    /// Data-quality transitions not yet taken by the caller.
+    quality: Vec<QualityRecord>,
+    /// Data-quality alarms open before a restart, per asset not seen since:
+    /// (alarm, channel, start ns).
+    restore: HashMap<String, Vec<(QualityKind, Option<String>, i64)>>,
 }
 
 impl FeatureStage {
@@ -93,7 +109,84 @@ impl FeatureStage {
             unbound: Default::default(),
             metrics,
             frames: Vec::new(),
+            quality_rules: QualityRules::default(),
+            quality: Vec::new(),
+            restore: HashMap::new(),
         }
+    }
+
+    /// Data-quality alarms open before a restart: (asset, alarm key as
+    /// `stale` or `stuck:<channel>`, start ns). Each asset starts with them
+    /// open, so the data that ends them clears them (docs/alerts.md §5).
+    pub fn restore_quality(&mut self, open: Vec<(String, String, i64)>) {
+        for (asset, key, start) in open {
+            let (kind, channel) = match key.split_once(':') {
+                Some((k, c)) => (k, Some(c.to_string())),
+                None => (key.as_str(), None),
+            };
+            if let Some(kind) = QualityKind::parse(kind) {
+                self.restore
+                    .entry(asset)
+                    .or_default()
+                    .push((kind, channel, start));
+            }
+        }
+    }
+
+    /// Turns on the data-quality alarms with these thresholds (off by
+    /// default); also applies to assets already tracked (reload).
+    pub fn set_quality_rules(&mut self, rules: QualityRules) {
+        for (name, st) in &mut self.assets {
+            st.quality = rules.settings_for(name, st.aligner.config().period_ns);
+            let meta = &self.slots[st.slot].meta;
+            let margin = st.quality.out_of_range_margin;
+            st.range = RangeWatch::new(&meta.normaliser, &meta.channels, margin);
+        }
+        self.quality_rules = rules;
+    }
+
+    /// Takes the data-quality transitions decided since the last call.
+    pub fn take_quality(&mut self) -> Vec<QualityRecord> {
+        std::mem::take(&mut self.quality)
+    }
+
+    /// The clock (docs/alerts.md §2): at receive time `now` (ns), closes the
+    /// pending frames of every asset silent for longer than the allowed
+    /// lateness (their windows go to `out`, or count as gaps), and raises or
+    /// clears `stale` alarms. `since` is when the source last connected;
+    /// `None` while disconnected, when silence says nothing about sensors.
+    pub fn tick(&mut self, now: i64, since: Option<i64>, out: &mut Vec<ScoreRequest>) {
+        let Some(since) = since else {
+            return;
+        };
+        let lateness = self.settings.allowed_lateness_ns;
+        let mut events = Vec::new();
+        for state in self.assets.values_mut() {
+            if state.stale.silent_for(now, since) > lateness {
+                state.aligner.flush(&mut self.frames);
+                let slot = &self.slots[state.slot];
+                Self::drain_frames(&self.metrics, slot, state, &mut self.frames, out);
+            }
+            state.stale.check(
+                now,
+                since,
+                state.quality.stale_after_ns,
+                &state.binding.channels,
+                &mut events,
+            );
+            Self::collect(&state.binding, &mut events, &mut self.quality);
+        }
+    }
+
+    fn collect(
+        binding: &Arc<AssetBinding>,
+        events: &mut Vec<QualityEvent>,
+        into: &mut Vec<QualityRecord>,
+    ) {
+        into.extend(events.drain(..).map(|event| QualityRecord {
+            binding: binding.clone(),
+            event,
+        }));
     }
 
     pub fn slots(&self) -> &[ModelSlot] {
@@ -157,10 +250,20 @@ impl FeatureStage {
         for first in [true, false] {
             if let Some(state) = self.assets.get_mut(msg.asset.as_str()) {
                 let slot = &self.slots[state.slot];
-                Self::feed_message(&self.metrics, slot, state, &mut self.frames, msg, ts, out);
+                let times = (ts, recv_ts);
+                let outs = (&mut *out, &mut self.quality);
+                Self::feed_message(
+                    &self.metrics,
+                    slot,
+                    state,
+                    &mut self.frames,
+                    msg,
+                    times,
+                    outs,
+                );
                 return;
             }
-            if !first || !self.ensure_asset(&msg.asset) {
+            if !first || !self.ensure_asset(&msg.asset, recv_ts) {
                 return;
             }
         }
@@ -172,10 +275,11 @@ impl FeatureStage {
         state: &mut AssetState,
         frames: &mut Vec<Frame>,
         msg: &Message,
-        ts: i64,
-        out: &mut Vec<ScoreRequest>,
+        (ts, recv_ts): (i64, i64),
+        (out, quality): (&mut Vec<ScoreRequest>, &mut Vec<QualityRecord>),
     ) {
         let mut used = 0u64;
+        let mut events = Vec::new();
         for (i, (channel, value)) in msg.values.iter().enumerate() {
             // Frames usually list the channels in the model's order: compare
             // in place before hashing.
@@ -185,16 +289,36 @@ impl FeatureStage {
                 ci
             } else {
                 metrics.count_drop(DropReason::UnknownChannel, 1);
+                note_drop(
+                    metrics,
+                    slot,
+                    &msg.asset,
+                    "unknown_channel",
+                    Some(channel.as_str()),
+                );
                 continue;
             };
             match state.aligner.push(ci, ts, *value, frames) {
-                PushOutcome::Accepted => used += 1,
-                PushOutcome::Late => metrics.count_drop(DropReason::Late, 1),
+                PushOutcome::Accepted => {
+                    used += 1;
+                    state.stale.seen(ci, recv_ts);
+                    let name = &slot.meta.channels[ci];
+                    let q = &state.quality;
+                    state.stuck.push(ci, ts, *value, q, name, &mut events);
+                    state.range.push(ci, ts, *value, name, &mut events);
+                }
+                PushOutcome::Late => {
+                    // Late, but the sensor is not silent.
+                    state.stale.seen(ci, recv_ts);
+                    metrics.count_drop(DropReason::Late, 1);
+                    note_drop(metrics, slot, &msg.asset, "late", Some(channel.as_str()));
+                }
                 PushOutcome::NonFinite => metrics.count_drop(DropReason::NonFinite, 1),
                 PushOutcome::UnknownChannel => metrics.count_drop(DropReason::UnknownChannel, 1),
             }
         }
         metrics.readings_used.fetch_add(used, Relaxed);
+        Self::collect(&state.binding, &mut events, quality);
         Self::drain_frames(metrics, slot, state, frames, out);
     }
 
@@ -204,7 +328,7 @@ impl FeatureStage {
         self.metrics
             .readings_received
             .fetch_add(values.len() as u64, Relaxed);
-        if !self.ensure_asset(asset) {
+        if !self.ensure_asset(asset, ts) {
             return;
         }
         let Self {
@@ -243,14 +367,27 @@ impl FeatureStage {
 
     /// Creates the asset's state on first sight; false when the asset is
     /// not served (no model bound, too many assets), counted.
-    fn ensure_asset(&mut self, asset: &str) -> bool {
+    fn ensure_asset(&mut self, asset: &str, now: i64) -> bool {
         if !self.assets.contains_key(asset) {
             if self.unbound.contains(asset) {
                 self.metrics.count_drop(DropReason::UnknownAsset, 1);
+                self.metrics
+                    .note_asset_drop(asset, "unknown_asset", None, 1);
                 return false;
             }
             if self.assets.len() >= self.settings.max_assets {
                 self.metrics.count_drop(DropReason::TooManyAssets, 1);
+                if let Some(d) = self
+                    .metrics
+                    .note_asset_drop(asset, "too_many_assets", None, 1)
+                {
+                    tracing::warn!(
+                        asset,
+                        count = d.count,
+                        max_assets = self.settings.max_assets,
+                        "pipeline.max_assets reached; this asset's readings are dropped"
+                    );
+                }
                 return false;
             }
             let Some((idx, binding)) = self.binder.bind(asset, &self.slots) else {
@@ -263,6 +400,8 @@ impl FeatureStage {
                     "no model is bound to this asset; its readings are dropped"
                 );
                 self.metrics.count_drop(DropReason::UnknownAsset, 1);
+                self.metrics
+                    .note_asset_drop(asset, "unknown_asset", None, 1);
                 return false;
             };
             let meta = &self.slots[idx].meta;
@@ -273,7 +412,19 @@ impl FeatureStage {
                 allowed_lateness_ns: self.settings.allowed_lateness_ns,
                 ..AlignerConfig::for_period(period)
             };
-            let state = AssetState {
+            let varied = meta
+                .channels
+                .iter()
+                .zip(&meta.normaliser.std)
+                .map(|(c, sd)| *sd > 0.0 && !meta.normaliser.constant_channels.contains(c))
+                .collect();
+            let quality = self.quality_rules.settings_for(asset, period);
+            let margin = quality.out_of_range_margin;
+            let mut state = AssetState {
+                range: RangeWatch::new(&meta.normaliser, &meta.channels, margin),
+                quality,
+                stale: StaleWatch::new(meta.channels.len(), now),
+                stuck: StuckWatch::new(varied),
                 aligner: Aligner::new(meta.channels.len(), cfg),
                 windows: WindowBuffer::new(
                     meta.channels.len(),
@@ -284,6 +435,19 @@ impl FeatureStage {
                 binding: Arc::new(binding),
                 slot: idx,
             };
+            for (kind, channel, start) in self.restore.remove(asset).unwrap_or_default() {
+                let ci = channel
+                    .as_ref()
+                    .and_then(|c| self.slots[idx].channel_index.get(c).copied());
+                match (kind, ci) {
+                    (QualityKind::Stale, ci) if channel.is_none() || ci.is_some() => {
+                        state.stale.restore(ci, start);
+                    }
+                    (QualityKind::Stuck, Some(c)) => state.stuck.restore(c, start),
+                    (QualityKind::OutOfRange, Some(c)) => state.range.restore(c, start),
+                    _ => {}
+                }
+            }
             tracing::info!(asset, model = %state.binding.model, "tracking new asset");
             self.assets.insert(asset.to_string(), state);
             self.metrics.assets.store(self.assets.len() as u64, Relaxed);
@@ -308,6 +472,7 @@ impl FeatureStage {
                 None => {}
                 Some(Err(_)) => {
                     metrics.windows_skipped_gap.fetch_add(1, Relaxed);
+                    note_drop(metrics, slot, &state.binding.asset, "gap", None);
                 }
                 Some(Ok(mut w)) => {
                     slot.normaliser.apply_window(&mut w.data, slot.meta.window);
@@ -321,3 +486,29 @@ impl FeatureStage {
         }
     }
 }
+
+/// Counts a drop of `asset` for `reason` in the per-asset table and logs
+/// it, rate-limited, with the names involved and what the model expects
+/// (docs/alerts.md §7: why no scores).
+fn note_drop(
+    metrics: &Metrics,
+    slot: &ModelSlot,
+    asset: &str,
+    reason: &'static str,
+    name: Option<&str>,
+) {
+    if let Some(d) = metrics.note_asset_drop(asset, reason, name, 1) {
+        tracing::warn!(
+            asset,
+            reason,
+            count = d.count,
+            names = ?d.names,
+            model = %slot.name,
+            model_channels = ?slot.meta.channels,
+            "readings or windows of this asset give no score"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests;
