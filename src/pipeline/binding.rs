@@ -121,7 +121,7 @@ impl Binder {
 }
 
 /// Data-quality alarm thresholds per asset: `[alerts]`, then the first
-/// matching `[[alerts.rules]]` entry (docs/alerts.md §3).
+/// matching `[[alerts.rules]]` entry (docs/alerts.md §1).
 #[derive(Debug, Clone, Default)]
 pub struct QualityRules {
     stale_after_periods: u32,

@@ -35,7 +35,7 @@ pub enum Output {
     Barrier(u64),
 }
 
-/// A data-quality alarm transition of one asset (docs/alerts.md §3).
+/// A data-quality alarm transition of one asset (docs/alerts.md §1).
 #[derive(Debug, Clone)]
 pub struct QualityRecord {
     pub binding: Arc<AssetBinding>,

@@ -1,6 +1,6 @@
 //! [`FeatureStage`]: decoded messages in, normalised windows out, per asset
 //! (align -> window -> normalise, docs/architecture.md §2-§3), and each
-//! asset's data-quality alarms (docs/alerts.md §3). Synchronous and without
+//! asset's data-quality alarms (docs/alerts.md §1). Synchronous and without
 //! I/O: the MQTT source calls it in line, `replay` too; the source's clock
 //! calls [`FeatureStage::tick`].
 
