@@ -346,6 +346,14 @@ pub struct JournalConfig {
     /// `fdatasync` before acknowledging (safe against power cuts too).
     #[serde(default = "default_true")]
     pub fsync: bool,
+    /// Sync and acknowledge at most once per this many ms
+    /// (docs/low-rate.md §1) ...
+    #[serde(default = "default_sync_interval_ms")]
+    pub sync_interval_ms: u64,
+    /// ... or at once when this many messages wait for their
+    /// acknowledgement (keep it below the broker's in-flight window).
+    #[serde(default = "default_sync_max_pending")]
+    pub sync_max_pending: usize,
 }
 
 impl Default for JournalConfig {
@@ -354,8 +362,18 @@ impl Default for JournalConfig {
             enabled: true,
             max_mb: default_journal_mb(),
             fsync: true,
+            sync_interval_ms: default_sync_interval_ms(),
+            sync_max_pending: default_sync_max_pending(),
         }
     }
+}
+
+fn default_sync_interval_ms() -> u64 {
+    1000
+}
+
+fn default_sync_max_pending() -> usize {
+    16
 }
 
 fn default_true() -> bool {

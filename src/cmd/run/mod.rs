@@ -162,6 +162,8 @@ pub async fn run(
                     journal,
                     replay,
                     processed: rx,
+                    sync_interval: Duration::from_millis(cfg.journal.sync_interval_ms),
+                    sync_max_pending: cfg.journal.sync_max_pending,
                 }),
                 Some(tx),
             )
@@ -203,7 +205,7 @@ pub async fn run(
     );
     // The source sends windows in batches of up to WINDOWS_PER_SEND: the
     // channel's capacity in messages keeps queue_capacity a bound in windows.
-    let (win_tx, win_rx) = mpsc::channel::<InferenceMsg>(
+    let (win_tx, win_rx) = flume::bounded::<InferenceMsg>(
         cfg.pipeline
             .queue_capacity
             .div_ceil(crate::sources::mqtt::WINDOWS_PER_SEND)
@@ -234,7 +236,6 @@ pub async fn run(
         scorer_hb.clone(),
         board.clone(),
         alerts,
-        tokio::runtime::Handle::current(),
     )
     .map_err(DaemonError::Thread)?;
 
@@ -342,7 +343,7 @@ pub async fn run(
                             decoder: Decoder::new(new.topics.clone()),
                         };
                         // Models first (ordered with queued windows), then the source.
-                        if win_tx.send(InferenceMsg::Swap(models)).await.is_err() || reload_tx.send(reload_msg).await.is_err() {
+                        if win_tx.send_async(InferenceMsg::Swap(models)).await.is_err() || reload_tx.send(reload_msg).await.is_err() {
                             break;
                         }
                         metrics.set_models(info.clone());

@@ -8,11 +8,12 @@ use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
+use flume::RecvTimeoutError;
 use tokio::sync::mpsc;
 
 use super::models::model_status;
 use crate::core::timestamp::now_ns;
-use crate::pipeline::{InferenceMsg, NamedModel, Output, Scorer};
+use crate::pipeline::{InferenceMsg, NamedModel, Output, Scorer, WindowReceiver};
 use crate::state::open_alerts::AlertStore;
 
 /// Takes one message into the batch being gathered. A model swap or a
@@ -33,17 +34,19 @@ fn gather(
 /// The scoring thread: owns the ONNX Runtime sessions, micro-batches
 /// windows across assets (up to `max_batch`, waiting at most `max_wait` for
 /// a batch to fill), runs the detectors and hands outputs to the sink.
+/// Its waits are thread parks with a timeout on the windows channel, not
+/// async timers: waiting for a batch costs no wake-up of the runtime
+/// (docs/low-rate.md §2).
 #[allow(clippy::too_many_arguments)] // Each is a distinct part the thread owns.
 pub(super) fn spawn_scorer(
     mut scorer: Scorer,
-    mut rx: mpsc::Receiver<InferenceMsg>,
+    rx: WindowReceiver,
     tx: mpsc::Sender<Output>,
     max_batch: usize,
     max_wait: Duration,
     heartbeat: Arc<AtomicU64>,
     board: Arc<crate::ops::status::StatusBoard>,
     mut alerts: Option<AlertStore>,
-    rt: tokio::runtime::Handle,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("anomalyd-score".into())
@@ -54,13 +57,10 @@ pub(super) fn spawn_scorer(
             while open {
                 heartbeat.store(now_ns() as u64, Relaxed);
                 // Wait (bounded, so the heartbeat keeps beating) for work.
-                let first = rt.block_on(async {
-                    tokio::time::timeout(Duration::from_secs(1), rx.recv()).await
-                });
-                let msg = match first {
-                    Err(_) => continue,
-                    Ok(None) => break,
-                    Ok(Some(m)) => m,
+                let msg = match rx.recv_timeout(Duration::from_secs(1)) {
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                    Ok(m) => m,
                 };
                 let mut swap = None;
                 let mut barrier = None;
@@ -68,24 +68,11 @@ pub(super) fn spawn_scorer(
                 // Fill the batch: what is queued now, then wait up to max_wait.
                 let deadline = Instant::now() + max_wait;
                 while swap.is_none() && barrier.is_none() && pending.len() < max_batch {
-                    match rx.try_recv() {
+                    // Takes what is queued first, then parks until the deadline.
+                    match rx.recv_deadline(deadline) {
                         Ok(m) => gather(m, &mut pending, &mut swap, &mut barrier),
-                        Err(mpsc::error::TryRecvError::Empty) => {
-                            let left = deadline.saturating_duration_since(Instant::now());
-                            if left.is_zero() {
-                                break;
-                            }
-                            match rt.block_on(async { tokio::time::timeout(left, rx.recv()).await })
-                            {
-                                Err(_) => break,
-                                Ok(None) => {
-                                    open = false;
-                                    break;
-                                }
-                                Ok(Some(m)) => gather(m, &mut pending, &mut swap, &mut barrier),
-                            }
-                        }
-                        Err(mpsc::error::TryRecvError::Disconnected) => {
+                        Err(RecvTimeoutError::Timeout) => break,
+                        Err(RecvTimeoutError::Disconnected) => {
                             open = false;
                             break;
                         }

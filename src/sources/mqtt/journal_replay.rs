@@ -5,13 +5,12 @@
 use std::time::{Duration, Instant};
 
 use std::sync::atomic::Ordering::Relaxed;
-use tokio::sync::mpsc;
 
 use super::decode::Decoder;
 use super::{WINDOWS_PER_SEND, send_windows};
 use crate::core::reading::Message;
 use crate::ops::metrics::Metrics;
-use crate::pipeline::{FeatureStage, InferenceMsg};
+use crate::pipeline::{FeatureStage, InferenceMsg, WindowSender};
 use crate::state::journal::Journal;
 
 /// Replays what an earlier run journaled, oldest first, through the
@@ -21,7 +20,7 @@ pub(super) async fn replay_journal(
     paths: Vec<std::path::PathBuf>,
     decoder: &Decoder,
     stage: &mut FeatureStage,
-    windows: &mpsc::Sender<InferenceMsg>,
+    windows: &WindowSender,
     metrics: &Metrics,
 ) -> bool {
     let mut msg = Message::default();
@@ -69,7 +68,7 @@ pub(super) async fn replay_journal(
         return false;
     }
     if let Some(seq) = journal.newest_closed() {
-        return windows.send(InferenceMsg::Barrier(seq)).await.is_ok();
+        return windows.send_async(InferenceMsg::Barrier(seq)).await.is_ok();
     }
     true
 }

@@ -11,6 +11,7 @@ pub use decode::{DecodeError, Decoder};
 mod journal_replay;
 mod options;
 mod ratelimit;
+mod sync_pacer;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -25,12 +26,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::core::reading::{DropReason, Message};
 use crate::ops::metrics::Metrics;
-use crate::pipeline::{Binder, FeatureStage, InferenceMsg, ModelSlot, ScoreRequest, StageSettings};
+use crate::pipeline::{
+    Binder, FeatureStage, InferenceMsg, ModelSlot, ScoreRequest, StageSettings, WindowSender,
+};
 use crate::state::journal::Journal;
 use acks::{ACK_QUEUE, ack_request, ack_task, commit_journal};
 use journal_replay::replay_journal;
 pub use options::{MqttError, mqtt_options, qos};
 use ratelimit::RateLimitedLog;
+use sync_pacer::SyncPacer;
 
 /// New models and mappings for the source after a reload.
 #[derive(Debug)]
@@ -50,9 +54,12 @@ pub const WINDOWS_PER_SEND: usize = 64;
 
 /// Hands the gathered windows to the scoring thread, waiting while its
 /// queue is full (backpressure); false once the scoring thread is gone.
-async fn send_windows(windows: &mpsc::Sender<InferenceMsg>, out: &mut Vec<ScoreRequest>) -> bool {
+async fn send_windows(windows: &WindowSender, out: &mut Vec<ScoreRequest>) -> bool {
     let batch = std::mem::replace(out, Vec::with_capacity(WINDOWS_PER_SEND));
-    windows.send(InferenceMsg::Windows(batch)).await.is_ok()
+    windows
+        .send_async(InferenceMsg::Windows(batch))
+        .await
+        .is_ok()
 }
 
 /// Everything the source task needs.
@@ -77,6 +84,10 @@ pub struct JournalParts {
     pub journal: Journal,
     pub replay: Vec<std::path::PathBuf>,
     pub processed: watch::Receiver<Option<u64>>,
+    /// Commit (sync and acknowledge) at most once per this interval ...
+    pub sync_interval: Duration,
+    /// ... unless this many messages wait for their acknowledgement.
+    pub sync_max_pending: usize,
 }
 
 /// Runs until `shutdown`: polls the broker, decodes, aligns and windows,
@@ -84,7 +95,7 @@ pub struct JournalParts {
 /// broker has confirmed the subscriptions (systemd READY). `heartbeat` is touched every loop turn.
 pub async fn run_source(
     parts: SourceParts,
-    windows: mpsc::Sender<InferenceMsg>,
+    windows: WindowSender,
     mut reloads: mpsc::Receiver<SourceReload>,
     metrics: Arc<Metrics>,
     heartbeat: Arc<std::sync::atomic::AtomicU64>,
@@ -101,14 +112,26 @@ pub async fn run_source(
         mut stage,
         journal,
     } = parts;
-    let (mut journal, mut processed, replay) = match journal {
+    let (mut journal, mut processed, replay, mut pacer) = match journal {
         Some(JournalParts {
             journal,
             replay,
             processed,
-        }) => (Some(journal), Some(processed), replay),
-        None => (None, None, Vec::new()),
+            sync_interval,
+            sync_max_pending,
+        }) => (
+            Some(journal),
+            Some(processed),
+            replay,
+            SyncPacer::new(sync_interval, sync_max_pending),
+        ),
+        None => (None, None, Vec::new(), SyncPacer::new(Duration::ZERO, 1)),
     };
+    // Wakes the loop when waiting acknowledgements are due; re-armed once
+    // per commit, not per message.
+    let commit_timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(commit_timer);
+    let mut commit_armed = false;
     let (client, mut eventloop) = AsyncClient::new(options, 256);
     // Journal first: what an earlier run received is scored before new data.
     if let Some(j) = journal.as_mut() {
@@ -182,12 +205,13 @@ pub async fn run_source(
                     && j.should_rotate()
                 {
                     commit_journal(j, &mut unacked, epoch.load(Relaxed), &ack_tx, &metrics);
+                    pacer.committed();
                     // Windows of the closed segment go first, then its barrier.
                     if !out.is_empty() && !send_windows(&windows, &mut out).await {
                         break;
                     }
                     if let Some(seq) = j.rotate()
-                        && windows.send(InferenceMsg::Barrier(seq)).await.is_err()
+                        && windows.send_async(InferenceMsg::Barrier(seq)).await.is_err()
                     {
                         break;
                     }
@@ -195,12 +219,26 @@ pub async fn run_source(
                 continue;
             }
             ev = eventloop.poll() => ev,
-            // Only when the broker has nothing more ready for us right now:
-            // windows gathered from a burst go to scoring in one message,
-            // and journaled messages are synced and acknowledged together.
-            () = std::future::ready(()), if !out.is_empty() || !unacked.is_empty() => {
+            () = &mut commit_timer, if commit_armed => {
+                commit_armed = false;
                 if let Some(j) = journal.as_mut() {
                     commit_journal(j, &mut unacked, epoch.load(Relaxed), &ack_tx, &metrics);
+                    pacer.committed();
+                }
+                continue;
+            }
+            // Only when the broker has nothing more ready for us right now:
+            // windows gathered from a burst go to scoring in one message,
+            // and journaled messages are synced and acknowledged together
+            // once the pacer says so.
+            () = std::future::ready(()), if !out.is_empty()
+                || (!unacked.is_empty() && pacer.due(unacked.len(), tokio::time::Instant::now())) => {
+                if let Some(j) = journal.as_mut()
+                    && pacer.due(unacked.len(), tokio::time::Instant::now())
+                {
+                    commit_journal(j, &mut unacked, epoch.load(Relaxed), &ack_tx, &metrics);
+                    pacer.committed();
+                    commit_armed = false;
                 }
                 if !out.is_empty() && !send_windows(&windows, &mut out).await {
                     break;
@@ -213,6 +251,8 @@ pub async fn run_source(
                 // Acks still queued belong to the old connection.
                 epoch.fetch_add(1, Relaxed);
                 unacked.clear();
+                pacer.committed();
+                commit_armed = false;
                 metrics.mqtt_connects.fetch_add(1, Relaxed);
                 metrics.mqtt_connected.store(1, Relaxed);
                 backoff = reconnect_min;
@@ -277,6 +317,14 @@ pub async fn run_source(
                     unacked.push((p.pkid, p.qos));
                     if unacked.len() >= 1024 {
                         commit_journal(j, &mut unacked, epoch.load(Relaxed), &ack_tx, &metrics);
+                        pacer.committed();
+                    } else if unacked.len() == 1 {
+                        let now = tokio::time::Instant::now();
+                        pacer.note(1, now);
+                        if let Some(at) = pacer.deadline(1) {
+                            commit_timer.as_mut().reset(at);
+                            commit_armed = true;
+                        }
                     }
                 }
                 if p.payload.len() > max_payload {
