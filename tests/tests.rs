@@ -10,6 +10,7 @@ mod harness_selftest;
 mod install;
 mod layers;
 mod lifecycle;
+mod low_rate;
 mod packaging;
 mod status_page;
 mod systemd;

@@ -487,7 +487,7 @@ fn default_max_batch() -> usize {
     64
 }
 fn default_max_wait() -> u64 {
-    5
+    100
 }
 fn default_max_age_periods() -> u32 {
     3

@@ -6,9 +6,9 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use flume::RecvTimeoutError;
+use flume::{RecvTimeoutError, TryRecvError};
 use tokio::sync::mpsc;
 
 use super::models::model_status;
@@ -31,11 +31,11 @@ fn gather(
     }
 }
 
-/// The scoring thread: owns the ONNX Runtime sessions, micro-batches
-/// windows across assets (up to `max_batch`, waiting at most `max_wait` for
-/// a batch to fill), runs the detectors and hands outputs to the sink.
-/// Its waits are thread parks with a timeout on the windows channel, not
-/// async timers: waiting for a batch costs no wake-up of the runtime
+/// The scoring thread: owns the ONNX Runtime sessions, scores what is
+/// queued in batches of up to `max_batch` windows (the source has gathered
+/// them for at most `runtime.max_wait_ms`, so the thread never waits for a
+/// batch to fill), runs the detectors and hands outputs to the sink. Its
+/// idle wait is a thread park on the windows channel, not an async timer
 /// (docs/low-rate.md §2).
 #[allow(clippy::too_many_arguments)] // Each is a distinct part the thread owns.
 pub(super) fn spawn_scorer(
@@ -43,7 +43,6 @@ pub(super) fn spawn_scorer(
     rx: WindowReceiver,
     tx: mpsc::Sender<Output>,
     max_batch: usize,
-    max_wait: Duration,
     heartbeat: Arc<AtomicU64>,
     board: Arc<crate::ops::status::StatusBoard>,
     mut alerts: Option<AlertStore>,
@@ -65,14 +64,12 @@ pub(super) fn spawn_scorer(
                 let mut swap = None;
                 let mut barrier = None;
                 gather(msg, &mut pending, &mut swap, &mut barrier);
-                // Fill the batch: what is queued now, then wait up to max_wait.
-                let deadline = Instant::now() + max_wait;
+                // Fill the batch with what is queued now.
                 while swap.is_none() && barrier.is_none() && pending.len() < max_batch {
-                    // Takes what is queued first, then parks until the deadline.
-                    match rx.recv_deadline(deadline) {
+                    match rx.try_recv() {
                         Ok(m) => gather(m, &mut pending, &mut swap, &mut barrier),
-                        Err(RecvTimeoutError::Timeout) => break,
-                        Err(RecvTimeoutError::Disconnected) => {
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Disconnected) => {
                             open = false;
                             break;
                         }

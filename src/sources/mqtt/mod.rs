@@ -46,10 +46,11 @@ pub struct SourceReload {
 }
 
 /// Most windows the source gathers before it hands them to the scoring
-/// thread in one channel message. It sends sooner whenever the broker has
-/// nothing more ready, so batching adds no waiting; it saves a channel
-/// operation (and often a thread wake-up) per window. The scoring channel's
-/// capacity is divided by this, so it still bounds queued windows.
+/// thread in one channel message; it sends sooner once the first of them
+/// has waited `runtime.max_wait_ms` (the micro-batching wait, held here so
+/// that the scoring thread is woken once per batch, not once per window:
+/// docs/low-rate.md §2). The scoring channel's capacity is divided by
+/// this, so it still bounds queued windows.
 pub const WINDOWS_PER_SEND: usize = 64;
 
 /// Hands the gathered windows to the scoring thread, waiting while its
@@ -70,6 +71,8 @@ pub struct SourceParts {
     pub max_payload: usize,
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
+    /// Longest a window waits here for others to share its inference call.
+    pub max_wait: Duration,
     pub decoder: Decoder,
     pub stage: FeatureStage,
     /// The intake journal (QoS 1/2 with a state directory); the options
@@ -108,6 +111,7 @@ pub async fn run_source(
         max_payload,
         reconnect_min,
         reconnect_max,
+        max_wait,
         mut decoder,
         mut stage,
         journal,
@@ -132,6 +136,9 @@ pub async fn run_source(
     let commit_timer = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(commit_timer);
     let mut commit_armed = false;
+    // Fires when the oldest gathered window has waited `max_wait`.
+    let handover_timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(handover_timer);
     let (client, mut eventloop) = AsyncClient::new(options, 256);
     // Journal first: what an earlier run received is scored before new data.
     if let Some(j) = journal.as_mut() {
@@ -219,6 +226,12 @@ pub async fn run_source(
                 continue;
             }
             ev = eventloop.poll() => ev,
+            () = &mut handover_timer, if !out.is_empty() => {
+                if !send_windows(&windows, &mut out).await {
+                    break;
+                }
+                continue;
+            }
             () = &mut commit_timer, if commit_armed => {
                 commit_armed = false;
                 if let Some(j) = journal.as_mut() {
@@ -228,20 +241,14 @@ pub async fn run_source(
                 continue;
             }
             // Only when the broker has nothing more ready for us right now:
-            // windows gathered from a burst go to scoring in one message,
-            // and journaled messages are synced and acknowledged together
-            // once the pacer says so.
-            () = std::future::ready(()), if !out.is_empty()
-                || (!unacked.is_empty() && pacer.due(unacked.len(), tokio::time::Instant::now())) => {
-                if let Some(j) = journal.as_mut()
-                    && pacer.due(unacked.len(), tokio::time::Instant::now())
-                {
+            // journaled messages are synced and acknowledged together once
+            // the pacer says so.
+            () = std::future::ready(()), if !unacked.is_empty()
+                && pacer.due(unacked.len(), tokio::time::Instant::now()) => {
+                if let Some(j) = journal.as_mut() {
                     commit_journal(j, &mut unacked, epoch.load(Relaxed), &ack_tx, &metrics);
                     pacer.committed();
                     commit_armed = false;
-                }
-                if !out.is_empty() && !send_windows(&windows, &mut out).await {
-                    break;
                 }
                 continue;
             }
@@ -340,10 +347,16 @@ pub async fn run_source(
                 }
                 match decoder.decode_into(&p.topic, &p.payload, &mut msg) {
                     Ok(()) => {
+                        let gathered = out.len();
                         stage.push_message(&msg, recv_ns, &mut out);
-                        if out.len() >= WINDOWS_PER_SEND && !send_windows(&windows, &mut out).await
-                        {
-                            break;
+                        if out.len() >= WINDOWS_PER_SEND {
+                            if !send_windows(&windows, &mut out).await {
+                                break;
+                            }
+                        } else if gathered == 0 && !out.is_empty() {
+                            handover_timer
+                                .as_mut()
+                                .reset(tokio::time::Instant::now() + max_wait);
                         }
                     }
                     Err(e) => {
