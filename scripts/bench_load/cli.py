@@ -57,6 +57,10 @@ def parse_args(argv=None):
         help="the anomalyd binary that runs, publishes and inspects the model (default: the release build)",
     )
     ap.add_argument(
+        "--config",
+        help="the config anomalyd runs, edited for the bench (default: config/anomalyd.toml; an older build wants its own)",
+    )
+    ap.add_argument(
         "--publisher",
         help="the binary whose `simulate` publishes (default: --anomalyd; fixed-rate points need --spread)",
     )

@@ -25,7 +25,7 @@ class Consumers:
 
     def daemon_config(self, qos, metrics_port, max_batch, client_id, journal):
         s = self.services
-        with open(os.path.join(ROOT, "config", "anomalyd.toml")) as f:
+        with open(self.args.config or os.path.join(ROOT, "config", "anomalyd.toml")) as f:
             text = f.read()
         repl = [
             ("port = 1883", f"port = {s.mqtt_port}"),
