@@ -6,13 +6,17 @@
 # ports; `anomalyd simulate` publishes ASSETS synthetic pumps x ROWS JSON
 # frames of 8 channels. Prints readings/s, CPU seconds per million readings,
 # peak RSS, p50/p99 publish-to-database latency at half of each stack's
-# maximum load, drops, the ratios, and anomalyd's RSS split with 1,000
-# assets. How each figure is taken: the docstring of scripts/bench_load/
-# (the Python package that runs the bench; `--help` prints it).
+# maximum load, drops, the ratios, CPU per reading and % of one core at
+# fixed rates (with context switches per message and journal syncs per
+# second), and anomalyd's RSS split with 1,000 assets. How each figure is
+# taken: the docstrings of scripts/bench_load/ and scripts/bench_load/rates.py
+# (the Python package that runs the bench; `--help` prints the first).
 #
 # Usage: scripts/bench-load.sh [--assets 200] [--rows 600] [--qos 0,1]
-#          [--stacks anomalyd,python] [--latency-s 20] [--footprint-assets 1000]
-#          [--json FILE] [--help]
+#          [--stacks anomalyd,anomalyd+journal,python,python-ort1]
+#          [--rates 1,10] [--rate-assets 200,1000] [--rate-s 20]
+#          [--latency-s 20] [--footprint-assets 1000]
+#          [--config FILE] [--publisher BIN] [--json FILE] [--help]
 # The Python stack's packages, pinned in scripts/bench_load/requirements.txt,
 # go into target/bench-venv (from PyPI, once, and again when the pins change).
 # ANOMALYD_BIN=PATH runs that binary instead of building the release one

@@ -107,8 +107,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let path = config.unwrap_or_else(default_config);
             let settings = Config::load(&path)?;
             init_logging(settings.config.log.format, &settings.config.log.level);
+            // One async worker: MQTT, the sink and HTTP take a fraction of a
+            // core even at full load (inference has its own thread), and a
+            // second worker only adds wake-ups between the two per message
+            // (docs/low-rate.md §2).
             let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
+                .worker_threads(1)
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;

@@ -12,6 +12,7 @@ mod harness_selftest;
 mod install;
 mod layers;
 mod lifecycle;
+mod low_rate;
 mod packaging;
 mod scenarios;
 mod status_page;

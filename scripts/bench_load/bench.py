@@ -10,7 +10,7 @@ import time
 
 from bench_load import report
 from bench_load.common import CHANNELS, PERIOD_NS, START_NS
-from bench_load.consumers import Consumers, metrics_of
+from bench_load.consumers import Consumers, is_anomalyd, metrics_of
 from bench_load.procfs import proc_cpu, proc_status_kb, smaps, thread_cpu
 from bench_load.publisher import anchor_of, publish
 
@@ -20,6 +20,8 @@ class Bench:
         self.args = args
         self.services = services
         self.bin = os.path.abspath(args.anomalyd)
+        # The publisher (`anomalyd simulate`); another build may be measured.
+        self.pub_bin = os.path.abspath(args.publisher or args.anomalyd)
         self.model = os.path.abspath(args.model)
         self.window, self.stride, self.model_desc = self.inspect_model()
         self.consumers = Consumers(services, args, self.bin, self.model)
@@ -64,11 +66,11 @@ class Bench:
         consumer = self.consumers.start(stack, qos, assets * rows, max_batch)
         pid = consumer.pid
         cpu0 = proc_cpu(pid)
-        threads0 = thread_cpu(pid) if stack == "anomalyd" else {}
+        threads0 = thread_cpu(pid) if is_anomalyd(stack) else {}
         broker0 = proc_cpu(s.mosquitto.pid)
         vm0 = proc_cpu(s.vm.pid)
         t_launch = time.time()
-        pub = publish(s, self.bin, assets, rows, qos, rate)
+        pub = publish(s, self.pub_bin, assets, rows, qos, rate)
         peak = {"total": 0}
         last_cpu, last_hwm, last_threads = cpu0, proc_status_kb(pid, "VmHWM"), threads0
         progress_at, last_points = time.time(), -1
@@ -81,7 +83,7 @@ class Bench:
             if c is not None:
                 last_cpu = c
                 last_hwm = proc_status_kb(pid, "VmHWM") or last_hwm
-                if stack == "anomalyd":
+                if is_anomalyd(stack):
                     last_threads = thread_cpu(pid)
             if footprint and now >= next_smaps:
                 sm = smaps(pid)
@@ -106,17 +108,11 @@ class Bench:
         broker1 = proc_cpu(s.mosquitto.pid)
         vm1 = proc_cpu(s.vm.pid)
         metrics = metrics_of(consumer.metrics_port)
-        if stack == "anomalyd":
-            consumer.send_signal(signal.SIGTERM)
-            consumer.wait(timeout=30)
+        out = self.stop_consumer(stack, consumer)
+        if is_anomalyd(stack):
             processed = int(metrics.get("anomalyd_readings_used_total", 0))
             dropped = int(metrics.get("dropped", 0))
         else:
-            try:
-                out, _ = consumer.communicate(timeout=60)
-            except subprocess.TimeoutExpired:
-                consumer.kill()
-                out, _ = consumer.communicate()
             processed = 0
             for line in (out or "").splitlines():
                 if line.startswith("processed "):
@@ -146,11 +142,11 @@ class Bench:
             "publish_s": t_pub_end - anchor if t_pub_end else None,
             "tap_failed_writes": tap.failed,
         }
-        if stack == "anomalyd" and metrics.get("anomalyd_inference_batches_total"):
+        if is_anomalyd(stack) and metrics.get("anomalyd_inference_batches_total"):
             phase["mean_batch"] = metrics.get("anomalyd_windows_scored_total", 0) / metrics[
                 "anomalyd_inference_batches_total"
             ]
-        if stack == "anomalyd":
+        if is_anomalyd(stack):
             phase["threads_cpu_s"] = {
                 k: round(v - threads0.get(k, 0.0), 3)
                 for k, v in last_threads.items()
@@ -163,6 +159,20 @@ class Bench:
         self.results["phases"].append(phase)
         report.phase(phase)
         return phase
+
+    def stop_consumer(self, stack, consumer):
+        """Stops anomalyd (SIGTERM) or waits for the Python stack to exit
+        after its count; returns the Python stack's output."""
+        if is_anomalyd(stack):
+            consumer.send_signal(signal.SIGTERM)
+            consumer.wait(timeout=30)
+            return ""
+        try:
+            out, _ = consumer.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            consumer.kill()
+            out, _ = consumer.communicate()
+        return out
 
     def latency(self, anchor, rate):
         tap = self.services.tap
@@ -213,7 +223,7 @@ class Bench:
         s.wait_subscribed("bench-null", before, sub)
         c0 = proc_cpu(sub.pid)
         b0 = proc_cpu(s.mosquitto.pid)
-        pub = publish(s, self.bin, assets, rows, qos)
+        pub = publish(s, self.pub_bin, assets, rows, qos)
         last = c0
         while sub.poll() is None:
             c = proc_cpu(sub.pid)

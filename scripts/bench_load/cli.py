@@ -1,7 +1,8 @@
 """The bench's options and the order of its runs: per QoS level the broker
 alone, then each stack's throughput run and its latency run at half that
-throughput; then anomalyd's footprint runs (paced, then a burst); then the
-summary and, with --json, every figure."""
+throughput, then each stack at every fixed rate point; then anomalyd's
+footprint runs (paced, then a burst); then the summaries and, with --json,
+every figure."""
 
 import argparse
 import json
@@ -11,6 +12,7 @@ import bench_load
 from bench_load import report
 from bench_load.bench import Bench
 from bench_load.common import CHANNELS, ROOT
+from bench_load.rates import run_rate
 from bench_load.services import Services
 
 
@@ -21,9 +23,16 @@ def parse_args(argv=None):
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument("--assets", type=int, default=200)
-    ap.add_argument("--rows", type=int, default=600, help="rows per asset in a throughput run")
+    ap.add_argument("--rows", type=int, default=600, help="rows per asset in a throughput run (0: none)")
     ap.add_argument("--qos", default="0,1", help="comma-separated QoS levels")
-    ap.add_argument("--stacks", default="anomalyd,python")
+    ap.add_argument(
+        "--stacks",
+        default="anomalyd,anomalyd+journal,python,python-ort1",
+        help="anomalyd, anomalyd+journal (QoS 1/2 only), python (as written), python-ort1 (--ort-threads 1)",
+    )
+    ap.add_argument("--rates", default="1,10", help="fixed rates, rows/s per asset (empty: none)")
+    ap.add_argument("--rate-assets", default="200,1000", help="asset counts of the fixed-rate points")
+    ap.add_argument("--rate-s", type=float, default=20.0, help="measured seconds of a fixed-rate point")
     ap.add_argument("--latency-s", type=float, default=20.0, help="length of a latency run (0: none)")
     ap.add_argument("--footprint-assets", type=int, default=1000, help="assets of the RSS run (0: none)")
     ap.add_argument("--footprint-rows", type=int, default=120)
@@ -48,11 +57,24 @@ def parse_args(argv=None):
         help="the anomalyd binary that runs, publishes and inspects the model (default: the release build)",
     )
     ap.add_argument(
+        "--config",
+        help="the config anomalyd runs, edited for the bench (default: config/anomalyd.toml; an older build wants its own)",
+    )
+    ap.add_argument(
+        "--publisher",
+        help="the binary whose `simulate` publishes (default: --anomalyd; fixed-rate points need --spread)",
+    )
+    ap.add_argument(
         "--python-stack", default=os.path.join(ROOT, "..", "shared", "baselines", "python_stack.py")
     )
     ap.add_argument("--json", help="write every figure here")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
     return ap.parse_args(argv)
+
+
+def applies(stack, qos):
+    """The journal only takes acknowledged (QoS 1/2) messages."""
+    return not (stack == "anomalyd+journal" and qos == 0)
 
 
 def main(argv=None):
@@ -72,13 +94,22 @@ def main(argv=None):
             flush=True,
         )
         for q in qos_levels:
-            bench.broker_alone(args.assets, args.rows, q)
-            for stack in stacks:
+            if args.rows > 0:
+                bench.broker_alone(args.assets, args.rows, q)
+            for stack in stacks if args.rows > 0 else ():
+                if not applies(stack, q):
+                    continue
                 p = bench.run_phase(stack, q, args.assets, args.rows)
                 if args.latency_s > 0 and p["readings_per_s"] > 0:
                     rate = p["readings_per_s"] / 2 / (args.assets * CHANNELS)
                     rows = max(bench.window + 20, int(rate * args.latency_s))
                     bench.run_phase(stack, q, args.assets, rows, rate=rate)
+        for q in qos_levels:
+            for assets in [int(a) for a in args.rate_assets.split(",") if a]:
+                for rate in [float(r) for r in args.rates.split(",") if r]:
+                    for stack in stacks:
+                        if applies(stack, q):
+                            run_rate(bench, stack, q, assets, rate, args.rate_s)
         for pace in (args.footprint_rate, None) if args.footprint_assets and "anomalyd" in stacks else ():
             # Steady state at a paced rate, then a burst as fast as the broker
             # delivers (the queues between the stages fill up).
@@ -88,6 +119,7 @@ def main(argv=None):
             report.footprint(p["smaps_peak_kib"])
         print()
         print(report.summary(bench.results, stacks, qos_levels))
+        print(report.rate_summary(bench.results, stacks))
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(bench.results, f, indent=1)

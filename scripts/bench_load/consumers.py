@@ -1,7 +1,10 @@
-"""The two stacks under test: `anomalyd run` with the shipped config pointed
-at the bench's broker, tap and model, and the reference Python stack
-(`python_stack.py` in the virtual environment); each is started and waited
-for until the broker has its subscription. Also reads anomalyd's /metrics."""
+"""The stacks under test: `anomalyd run` with the shipped config pointed at
+the bench's broker, tap and model (`anomalyd`; `anomalyd+journal` with a
+state directory, so QoS 1 messages are journaled and synced before their
+PUBACK), and the reference Python stack (`python_stack.py` in the virtual
+environment: `python` as written, `python-ort1` with `--ort-threads 1`);
+each is started and waited for until the broker has its subscription. Also
+reads anomalyd's /metrics."""
 
 import os
 import subprocess
@@ -20,9 +23,9 @@ class Consumers:
         self.python_stack = os.path.abspath(args.python_stack)
         self.runs = 0
 
-    def daemon_config(self, qos, metrics_port, max_batch, client_id):
+    def daemon_config(self, qos, metrics_port, max_batch, client_id, journal):
         s = self.services
-        with open(os.path.join(ROOT, "config", "anomalyd.toml")) as f:
+        with open(self.args.config or os.path.join(ROOT, "config", "anomalyd.toml")) as f:
             text = f.read()
         repl = [
             ("port = 1883", f"port = {s.mqtt_port}"),
@@ -37,7 +40,7 @@ class Consumers:
             ("flush_interval_ms = 1000", f"flush_interval_ms = {self.args.flush_ms}"),
             ('level = "info"', 'level = "warn"'),
         ]
-        if self.args.journal:
+        if journal:
             # Durable intake: a state directory (journal + spool) and a
             # persistent session, as a production gateway runs.
             state = os.path.join(s.dir, f"state-{client_id}")
@@ -58,10 +61,11 @@ class Consumers:
         # A client id of its own per run: nothing of an earlier session can
         # reach it.
         self.runs += 1
-        if stack == "anomalyd":
+        if is_anomalyd(stack):
             client_id = f"anomalyd-bench-{self.runs}"
             metrics_port = free_port()
-            cfg = self.daemon_config(qos, metrics_port, max_batch, client_id)
+            journal = stack == "anomalyd+journal" or self.args.journal
+            cfg = self.daemon_config(qos, metrics_port, max_batch, client_id, journal)
             before = s.subscribed_count(client_id)
             log = open(os.path.join(s.dir, "anomalyd.log"), "a")
             env = dict(os.environ)
@@ -84,7 +88,8 @@ class Consumers:
                     str(frames),
                     "--qos",
                     str(qos),
-                ],
+                ]
+                + (["--ort-threads", "1"] if stack == "python-ort1" else []),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
@@ -92,6 +97,10 @@ class Consumers:
             p.metrics_port = None
         s.wait_subscribed(client_id, before, p)
         return p
+
+
+def is_anomalyd(stack):
+    return stack.startswith("anomalyd")
 
 
 def metrics_of(port):

@@ -83,3 +83,23 @@ def smaps(pid):
     anon_maps.sort(reverse=True)
     cats["largest"] = anon_maps[:8]
     return cats
+
+
+def context_switches(pid):
+    """Voluntary + involuntary context switches of all threads of a process
+    (each voluntary one is a thread going to sleep, so each later wake-up);
+    None when gone."""
+    total = 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                        total += int(line.split()[1])
+        except OSError:
+            continue
+    return total

@@ -8,9 +8,11 @@ import subprocess
 from bench_load.common import START_TS
 
 
-def publish(services, binary, assets, rows, qos, rate=None, prefix="pump-"):
+def publish(services, binary, assets, rows, qos, rate=None, prefix="pump-", start_ts=START_TS, spread=False):
     """Starts the publisher; `rate` is rows/s per asset (None: as fast as
-    possible). Its stderr carries the anchor line."""
+    possible); `spread` publishes each asset at its own phase of the row
+    interval (devices on their own clocks) instead of a burst per row. Its
+    stderr carries the anchor line."""
     argv = [
         binary,
         "simulate",
@@ -25,11 +27,13 @@ def publish(services, binary, assets, rows, qos, rate=None, prefix="pump-"):
         "--qos",
         str(qos),
         "--start-ts",
-        START_TS,
+        start_ts,
         "--asset-prefix",
         prefix,
     ]
     argv += ["--rate", f"{rate:.6f}"] if rate else ["--fast"]
+    if spread and rate:
+        argv.append("--spread")
     return services.spawn(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 

@@ -143,3 +143,54 @@ def summary(results, stacks, qos_levels):
                 )
         lines.append("")
     return "\n".join(lines)
+
+
+def rate_phase(p):
+    """One line per fixed-rate point."""
+    extra = ""
+    if p.get("journal_syncs_per_s") is not None:
+        extra += f", journal syncs {p['journal_syncs_per_s']:.1f}/s"
+    if p.get("mean_batch"):
+        extra += f", mean inference batch {p['mean_batch']:.1f}"
+    ctx = p.get("context_switches_per_message")
+    print(
+        f"  {p['stack']:<16} QoS {p['qos']} rate {p['assets']} assets x {p['rate_rows_per_s']:g} Hz: "
+        f"{p['cpu_s_per_million']:.2f} CPU-s/M, {p['core_percent']:.2f} % of a core "
+        f"({p['cpu_s']:.2f} CPU-s over {p['wall_s']:.1f} s), "
+        + (f"{ctx:.2f} context switches/message, " if ctx is not None else "")
+        + f"points {p['points_accepted']:,}/{p['points_expected']:,}{extra}",
+        flush=True,
+    )
+
+
+def rate_summary(results, stacks):
+    """CPU-s per million readings and % of one core by load: the maximum
+    (throughput runs) and every fixed rate, one column pair per stack."""
+    rows = {}
+    for p in results["phases"]:
+        if p["mode"] == "throughput":
+            load = f"QoS {p['qos']} {p['assets']} assets, maximum"
+            pct = 100 * p["cpu_s"] / p["wall_s"] if p["wall_s"] > 0 else 0.0
+        elif p["mode"] == "rate":
+            load = f"QoS {p['qos']} {p['assets']} assets x {p['rate_rows_per_s']:g} Hz"
+            pct = p["core_percent"]
+        else:
+            continue
+        rows.setdefault(load, {})[p["stack"]] = (p["cpu_s_per_million"], pct, p.get("journal_syncs_per_s"))
+    if not rows:
+        return ""
+    lines = ["CPU by load: CPU-s per million readings / % of one core (journal syncs per second)"]
+    lines.append(f"{'':32}" + "".join(f"{s:>24}" for s in stacks))
+    for load, by in rows.items():
+        cells = []
+        for s in stacks:
+            if s not in by:
+                cells.append(f"{'-':>24}")
+                continue
+            per_m, pct, syncs = by[s]
+            cell = f"{per_m:.2f} / {pct:.2f} %"
+            if syncs is not None and s == "anomalyd+journal":
+                cell += f" ({syncs:.1f})"
+            cells.append(f"{cell:>24}")
+        lines.append(f"  {load:<30}" + "".join(cells))
+    return "\n".join(lines)

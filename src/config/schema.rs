@@ -353,6 +353,14 @@ pub struct JournalConfig {
     /// the state directory); 0 keeps none.
     #[serde(default = "default_dead_letter_mb")]
     pub dead_letter_mb: u64,
+    /// Sync and acknowledge at most once per this many ms
+    /// (docs/low-rate.md §1) ...
+    #[serde(default = "default_sync_interval_ms")]
+    pub sync_interval_ms: u64,
+    /// ... or at once when this many messages wait for their
+    /// acknowledgement (keep it below the broker's in-flight window).
+    #[serde(default = "default_sync_max_pending")]
+    pub sync_max_pending: usize,
 }
 
 impl Default for JournalConfig {
@@ -362,8 +370,18 @@ impl Default for JournalConfig {
             max_mb: default_journal_mb(),
             fsync: true,
             dead_letter_mb: default_dead_letter_mb(),
+            sync_interval_ms: default_sync_interval_ms(),
+            sync_max_pending: default_sync_max_pending(),
         }
     }
+}
+
+fn default_sync_interval_ms() -> u64 {
+    1000
+}
+
+fn default_sync_max_pending() -> usize {
+    16
 }
 
 fn default_true() -> bool {
@@ -490,7 +508,7 @@ fn default_max_batch() -> usize {
     64
 }
 fn default_max_wait() -> u64 {
-    5
+    100
 }
 fn default_max_age_periods() -> u32 {
     3

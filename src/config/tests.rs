@@ -135,3 +135,26 @@ fn shipped_configs_parse() {
     }
     assert!(n >= 1, "no config/*.toml found");
 }
+
+#[test]
+fn journal_sync_pacing_has_defaults_and_bounds() {
+    let c = parse(MINIMAL, &[]).unwrap();
+    assert_eq!(
+        (c.journal.sync_interval_ms, c.journal.sync_max_pending),
+        (1000, 16)
+    );
+    let err = parse(
+        MINIMAL,
+        &[
+            ("ANOMALYD__JOURNAL__SYNC_MAX_PENDING", "0"),
+            ("ANOMALYD__JOURNAL__SYNC_INTERVAL_MS", "600000"),
+        ],
+    )
+    .unwrap_err();
+    let ConfigError::Invalid { problems, .. } = &err else {
+        panic!("{err}")
+    };
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert!(keys.contains(&"journal.sync_max_pending"), "{keys:?}");
+    assert!(keys.contains(&"journal.sync_interval_ms"), "{keys:?}");
+}

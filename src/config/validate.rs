@@ -228,6 +228,15 @@ impl Config {
         if self.spool.max_mb == 0 {
             bad("spool.max_mb".into(), "must be >= 1".into());
         }
+        if self.journal.sync_max_pending == 0 {
+            bad("journal.sync_max_pending".into(), "must be >= 1".into());
+        }
+        if self.journal.sync_interval_ms > 60_000 {
+            bad(
+                "journal.sync_interval_ms".into(),
+                "must be <= 60000 (acknowledgements would wait that long)".into(),
+            );
+        }
         if self.journal.max_mb == 0 {
             bad("journal.max_mb".into(), "must be >= 1".into());
         }

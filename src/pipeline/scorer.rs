@@ -31,6 +31,14 @@ pub enum InferenceMsg {
     Rebuild(bool),
 }
 
+/// The bounded channel of [`InferenceMsg`]: the source awaits room on it
+/// (`send_async`), the scoring thread waits on it with a deadline
+/// (`recv_deadline`, a plain thread park: no async timer, no extra
+/// wake-up of the runtime per batch).
+pub type WindowSender = flume::Sender<InferenceMsg>;
+/// See [`WindowSender`].
+pub type WindowReceiver = flume::Receiver<InferenceMsg>;
+
 /// A loaded model under its configured name.
 #[derive(Debug)]
 pub struct NamedModel {

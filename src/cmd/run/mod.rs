@@ -205,6 +205,8 @@ pub async fn run(
                     journal,
                     replay,
                     processed: rx,
+                    sync_interval: Duration::from_millis(cfg.journal.sync_interval_ms),
+                    sync_max_pending: cfg.journal.sync_max_pending,
                 }),
                 Some(tx),
             )
@@ -248,7 +250,7 @@ pub async fn run(
     stage.set_quality_rules(QualityRules::from_config(cfg));
     // The source sends windows in batches of up to WINDOWS_PER_SEND: the
     // channel's capacity in messages keeps queue_capacity a bound in windows.
-    let (win_tx, win_rx) = mpsc::channel::<InferenceMsg>(
+    let (win_tx, win_rx) = flume::bounded::<InferenceMsg>(
         cfg.pipeline
             .queue_capacity
             .div_ceil(crate::sources::mqtt::WINDOWS_PER_SEND)
@@ -287,13 +289,11 @@ pub async fn run(
         win_rx,
         out_tx,
         cfg.runtime.max_batch,
-        Duration::from_millis(cfg.runtime.max_wait_ms),
         scorer_hb.clone(),
         board.clone(),
         metrics.clone(),
         alerts,
         fanout,
-        tokio::runtime::Handle::current(),
     )
     .map_err(DaemonError::Thread)?;
 
@@ -336,6 +336,7 @@ pub async fn run(
             max_payload: cfg.mqtt.max_packet_size,
             reconnect_min: Duration::from_millis(cfg.mqtt.reconnect_min_ms),
             reconnect_max: Duration::from_millis(cfg.mqtt.reconnect_max_ms),
+            max_wait: Duration::from_millis(cfg.runtime.max_wait_ms),
             decoder,
             stage,
             journal,
@@ -412,7 +413,7 @@ pub async fn run(
                             quality: QualityRules::from_config(&new.config),
                         };
                         // Models first (ordered with queued windows), then the source.
-                        if win_tx.send(InferenceMsg::Swap(models)).await.is_err() || reload_tx.send(reload_msg).await.is_err() {
+                        if win_tx.send_async(InferenceMsg::Swap(models)).await.is_err() || reload_tx.send(reload_msg).await.is_err() {
                             break;
                         }
                         metrics.set_models(info.clone());

@@ -1,20 +1,20 @@
 //! The scoring thread: owns the ONNX Runtime sessions (through the
 //! [`Scorer`]), micro-batches windows across assets, runs the detectors,
-//! writes alarm transitions to the alert outbox, persists open alerts, and
-//! hands outputs to the sink. Never on the async runtime: `Session::run`
-//! blocks (docs/architecture.md §8).
+//! persists open alerts, and hands outputs to the sink. Never on the async
+//! runtime: `Session::run` blocks (docs/architecture.md §8).
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use flume::{RecvTimeoutError, TryRecvError};
 use tokio::sync::mpsc;
 
 use super::models::model_status;
 use crate::core::timestamp::now_ns;
 use crate::ops::metrics::Metrics;
-use crate::pipeline::{InferenceMsg, NamedModel, Output, QualityRecord, Scorer};
+use crate::pipeline::{InferenceMsg, NamedModel, Output, QualityRecord, Scorer, WindowReceiver};
 use crate::sinks::alerts::ActiveAlarms;
 use crate::state::Outbox;
 use crate::state::open_alerts::AlertStore;
@@ -92,22 +92,23 @@ fn gather(
     }
 }
 
-/// The scoring thread: owns the ONNX Runtime sessions, micro-batches
-/// windows across assets (up to `max_batch`, waiting at most `max_wait` for
-/// a batch to fill), runs the detectors and hands outputs to the sink.
+/// The scoring thread: owns the ONNX Runtime sessions, scores what is
+/// queued in batches of up to `max_batch` windows (the source has gathered
+/// them for at most `runtime.max_wait_ms`, so the thread never waits for a
+/// batch to fill), runs the detectors and hands outputs to the sink. Its
+/// idle wait is a thread park on the windows channel, not an async timer
+/// (docs/low-rate.md §2).
 #[allow(clippy::too_many_arguments)] // Each is a distinct part the thread owns.
 pub(super) fn spawn_scorer(
     mut scorer: Scorer,
-    mut rx: mpsc::Receiver<InferenceMsg>,
+    rx: WindowReceiver,
     tx: mpsc::Sender<Output>,
     max_batch: usize,
-    max_wait: Duration,
     heartbeat: Arc<AtomicU64>,
     board: Arc<crate::ops::status::StatusBoard>,
     metrics: Arc<Metrics>,
     mut alerts: Option<AlertStore>,
     mut fanout: Option<AlertFanout>,
-    rt: tokio::runtime::Handle,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("anomalyd-score".into())
@@ -120,40 +121,20 @@ pub(super) fn spawn_scorer(
             while open {
                 heartbeat.store(now_ns() as u64, Relaxed);
                 // Wait (bounded, so the heartbeat keeps beating) for work.
-                let first = rt.block_on(async {
-                    tokio::time::timeout(Duration::from_secs(1), rx.recv()).await
-                });
-                let msg = match first {
-                    Err(_) => continue,
-                    Ok(None) => break,
-                    Ok(Some(m)) => m,
+                let msg = match rx.recv_timeout(Duration::from_secs(1)) {
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                    Ok(m) => m,
                 };
                 let mut end = BatchEnd::default();
                 let mut quality = Vec::new();
                 gather(msg, &mut pending, &mut quality, &mut end);
-                // Fill the batch: what is queued now, then wait up to max_wait.
-                let deadline = Instant::now() + max_wait;
+                // Fill the batch with what is queued now.
                 while !end.is_set() && quality.is_empty() && pending.len() < max_batch {
                     match rx.try_recv() {
                         Ok(m) => gather(m, &mut pending, &mut quality, &mut end),
-                        Err(mpsc::error::TryRecvError::Empty) => {
-                            let left = deadline.saturating_duration_since(Instant::now());
-                            if left.is_zero() {
-                                break;
-                            }
-                            match rt.block_on(async { tokio::time::timeout(left, rx.recv()).await })
-                            {
-                                Err(_) => break,
-                                Ok(None) => {
-                                    open = false;
-                                    break;
-                                }
-                                Ok(Some(m)) => {
-                                    gather(m, &mut pending, &mut quality, &mut end)
-                                }
-                            }
-                        }
-                        Err(mpsc::error::TryRecvError::Disconnected) => {
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Disconnected) => {
                             open = false;
                             break;
                         }

@@ -34,6 +34,10 @@ pub struct SimulateArgs {
     /// Publish as fast as the broker accepts.
     #[arg(long)]
     pub fast: bool,
+    /// With --rate: spread each row's messages evenly over the row
+    /// interval, as devices on their own clocks do, instead of one burst.
+    #[arg(long, conflicts_with_all = ["speed", "fast"])]
+    pub spread: bool,
     /// Rows per asset [default: the whole log; the synthetic pump runs until Ctrl-C].
     #[arg(long)]
     pub rows: Option<usize>,
@@ -183,6 +187,7 @@ impl SimulateArgs {
             password,
             tls,
             client_id: self.client_id,
+            spread: self.spread,
         })
     }
 }

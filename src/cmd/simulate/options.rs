@@ -87,6 +87,9 @@ pub struct SimulateOptions {
     pub tls: Option<SimTls>,
     /// MQTT client id; `None` makes a unique one.
     pub client_id: Option<String>,
+    /// With [`Pace::Rate`]: asset `a` of `n` publishes each row `a / n` of
+    /// a row interval late, so messages arrive evenly rather than in bursts.
+    pub spread: bool,
 }
 
 impl Default for SimulateOptions {
@@ -112,6 +115,7 @@ impl Default for SimulateOptions {
             password: None,
             tls: None,
             client_id: None,
+            spread: false,
         }
     }
 }

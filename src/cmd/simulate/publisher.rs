@@ -77,6 +77,17 @@ pub fn due_after(pace: Pace, row: usize, row_offset_ms: i64) -> Option<Duration>
     }
 }
 
+/// With `spread`, how long after its row is due asset `asset` of `assets`
+/// publishes it: its share of one row interval (zero without a rate).
+pub fn spread_offset(pace: Pace, asset: usize, assets: usize) -> Duration {
+    match pace {
+        Pace::Rate(per_sec) if assets > 0 => {
+            Duration::from_secs_f64(asset as f64 / assets as f64 / per_sec)
+        }
+        _ => Duration::ZERO,
+    }
+}
+
 /// Publishes the rows described by `opts` until they are all sent (and, for
 /// QoS 1/2, acknowledged) or `shutdown` resolves.
 ///
@@ -161,7 +172,20 @@ pub async fn simulate(
             }
         }
         let ts = start_ts.saturating_add(offset);
+        let row_due = due_after(opts.pace, i, offset).map(|d| started + d);
         for asset in 0..opts.assets {
+            if let Some(row_at) = row_due.filter(|_| opts.spread) {
+                let at = row_at + spread_offset(opts.pace, asset, opts.assets);
+                if at > Instant::now() {
+                    tokio::select! {
+                        () = &mut shutdown => {
+                            report.interrupted = true;
+                            break 'rows;
+                        }
+                        () = tokio::time::sleep_until(at) => {}
+                    }
+                }
+            }
             let values = rows.values(asset, i);
             report.readings += formatter.format_row(asset, ts, values, &mut batch) as u64;
             for (topic, payload) in batch.drain(..) {
@@ -238,5 +262,8 @@ mod tests {
         assert_eq!(due_after(Pace::Speed(2.0), 4, 4000), Some(ms(2000)));
         assert_eq!(due_after(Pace::Speed(1.0), 1, -10), Some(ms(0)));
         assert_eq!(due_after(Pace::AsFastAsPossible, 1_000_000, 5), None);
+        assert_eq!(spread_offset(Pace::Rate(1.0), 50, 200), ms(250));
+        assert_eq!(spread_offset(Pace::Rate(10.0), 0, 200), ms(0));
+        assert_eq!(spread_offset(Pace::AsFastAsPossible, 5, 10), ms(0));
     }
 }

@@ -88,6 +88,7 @@ pub struct Metrics {
     pub journal_errors: AtomicU64,
     pub journal_trimmed: AtomicU64,
     pub journal_bytes: AtomicU64,
+    pub journal_syncs: AtomicU64,
     pub acks_sent: AtomicU64,
     pub mqtt_connects: AtomicU64,
     pub mqtt_connected: AtomicU64,
@@ -319,6 +320,12 @@ impl Metrics {
             "journal_trimmed_segments_total",
             "Journal segments deleted by the size cap before their retention ran out.",
             &self.journal_trimmed,
+        );
+        c(
+            &mut o,
+            "journal_syncs_total",
+            "fdatasync calls on the intake journal (journal.sync_interval_ms bounds their rate).",
+            &self.journal_syncs,
         );
         g(
             &mut o,

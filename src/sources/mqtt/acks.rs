@@ -50,6 +50,7 @@ pub(super) async fn ack_task(
         // One sync per file covers every batch gathered meanwhile.
         let files: Vec<std::fs::File> = batches.iter_mut().filter_map(|b| b.sync.take()).collect();
         if !files.is_empty() {
+            metrics.journal_syncs.fetch_add(files.len() as u64, Relaxed);
             let synced = tokio::task::spawn_blocking(move || {
                 files.iter().try_for_each(std::fs::File::sync_data)
             })

@@ -7,13 +7,12 @@
 use std::time::{Duration, Instant};
 
 use std::sync::atomic::Ordering::Relaxed;
-use tokio::sync::mpsc;
 
 use super::decode::Decoder;
 use super::{WINDOWS_PER_SEND, send_windows};
 use crate::core::reading::Message;
 use crate::ops::metrics::Metrics;
-use crate::pipeline::{FeatureStage, InferenceMsg};
+use crate::pipeline::{FeatureStage, InferenceMsg, WindowSender};
 use crate::state::journal::Journal;
 
 /// Replays what an earlier run journaled, oldest first, through the
@@ -23,7 +22,7 @@ pub(super) async fn replay_journal(
     paths: Vec<std::path::PathBuf>,
     decoder: &Decoder,
     stage: &mut FeatureStage,
-    windows: &mpsc::Sender<InferenceMsg>,
+    windows: &WindowSender,
     metrics: &Metrics,
 ) -> bool {
     let mut msg = Message::default();
@@ -40,7 +39,11 @@ pub(super) async fn replay_journal(
             if !out.is_empty() && !send_windows(windows, &mut out, metrics).await {
                 return false;
             }
-            if windows.send(InferenceMsg::Rebuild(written)).await.is_err() {
+            if windows
+                .send_async(InferenceMsg::Rebuild(written))
+                .await
+                .is_err()
+            {
                 return false;
             }
             rebuilding = written;
@@ -84,11 +87,16 @@ pub(super) async fn replay_journal(
     if !out.is_empty() && !send_windows(windows, &mut out, metrics).await {
         return false;
     }
-    if rebuilding && windows.send(InferenceMsg::Rebuild(false)).await.is_err() {
+    if rebuilding
+        && windows
+            .send_async(InferenceMsg::Rebuild(false))
+            .await
+            .is_err()
+    {
         return false;
     }
     if let Some(seq) = journal.newest_closed() {
-        return windows.send(InferenceMsg::Barrier(seq)).await.is_ok();
+        return windows.send_async(InferenceMsg::Barrier(seq)).await.is_ok();
     }
     true
 }

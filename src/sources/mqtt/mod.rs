@@ -18,6 +18,7 @@ mod options;
 mod oversize;
 mod ratelimit;
 mod stall;
+mod sync_pacer;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -34,6 +35,7 @@ use crate::core::reading::{DropReason, Message};
 use crate::ops::metrics::Metrics;
 use crate::pipeline::{
     Binder, FeatureStage, InferenceMsg, ModelSlot, QualityRules, ScoreRequest, StageSettings,
+    WindowSender,
 };
 use crate::state::DeadLetters;
 use crate::state::journal::Journal;
@@ -43,6 +45,7 @@ pub use options::{MqttError, mqtt_options, qos};
 use oversize::OversizePolicy;
 use ratelimit::RateLimitedLog;
 use stall::JournalStall;
+use sync_pacer::SyncPacer;
 
 /// A connection that stays up this long resets the reconnect backoff.
 pub const STABLE_CONNECTION: Duration = Duration::from_secs(10);
@@ -58,29 +61,33 @@ pub struct SourceReload {
 }
 
 /// Most windows the source gathers before it hands them to the scoring
-/// thread in one channel message. It sends sooner whenever the broker has
-/// nothing more ready, so batching adds no waiting; it saves a channel
-/// operation (and often a thread wake-up) per window. The scoring channel's
-/// capacity is divided by this, so it still bounds queued windows.
+/// thread in one channel message; it sends sooner once the first of them
+/// has waited `runtime.max_wait_ms` (the micro-batching wait, held here so
+/// that the scoring thread is woken once per batch, not once per window:
+/// docs/low-rate.md §2). The scoring channel's capacity is divided by
+/// this, so it still bounds queued windows.
 pub const WINDOWS_PER_SEND: usize = 64;
 
 /// Hands the gathered windows to the scoring thread, waiting while its
 /// queue is full (backpressure, noted for readiness while it lasts); false
 /// once the scoring thread is gone.
 async fn send_windows(
-    windows: &mpsc::Sender<InferenceMsg>,
+    windows: &WindowSender,
     out: &mut Vec<ScoreRequest>,
     metrics: &Metrics,
 ) -> bool {
     let batch = std::mem::replace(out, Vec::with_capacity(WINDOWS_PER_SEND));
-    let full = windows.capacity() == 0;
+    let full = windows.is_full();
     if full {
         let now_s = u64::try_from(now_ns() / 1_000_000_000).unwrap_or(0);
         let _ = metrics
             .intake_waiting_since_unix_s
             .compare_exchange(0, now_s, Relaxed, Relaxed);
     }
-    let sent = windows.send(InferenceMsg::Windows(batch)).await.is_ok();
+    let sent = windows
+        .send_async(InferenceMsg::Windows(batch))
+        .await
+        .is_ok();
     if full {
         metrics.intake_waiting_since_unix_s.store(0, Relaxed);
     }
@@ -91,7 +98,7 @@ async fn send_windows(
 /// the windows gathered before them; false once the scoring thread is gone.
 async fn send_quality(
     stage: &mut FeatureStage,
-    windows: &mpsc::Sender<InferenceMsg>,
+    windows: &WindowSender,
     out: &mut Vec<ScoreRequest>,
     metrics: &Metrics,
 ) -> bool {
@@ -102,7 +109,7 @@ async fn send_quality(
     if !out.is_empty() && !send_windows(windows, out, metrics).await {
         return false;
     }
-    windows.send(InferenceMsg::Quality(q)).await.is_ok()
+    windows.send_async(InferenceMsg::Quality(q)).await.is_ok()
 }
 
 /// Everything the source task needs.
@@ -111,6 +118,8 @@ pub struct SourceParts {
     pub options: MqttOptions,
     pub qos: crate::config::Qos,
     pub max_payload: usize,
+    /// Longest a window waits here for others to share its inference call.
+    pub max_wait: Duration,
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
     pub decoder: Decoder,
@@ -129,6 +138,10 @@ pub struct JournalParts {
     pub journal: Journal,
     pub replay: Vec<std::path::PathBuf>,
     pub processed: watch::Receiver<Option<u64>>,
+    /// Commit (sync and acknowledge) at most once per this interval ...
+    pub sync_interval: Duration,
+    /// ... unless this many messages wait for their acknowledgement.
+    pub sync_max_pending: usize,
 }
 
 /// Runs until `shutdown`: polls the broker, decodes, aligns and windows,
@@ -136,7 +149,7 @@ pub struct JournalParts {
 /// broker has confirmed the subscriptions (systemd READY). `heartbeat` is touched every loop turn.
 pub async fn run_source(
     parts: SourceParts,
-    windows: mpsc::Sender<InferenceMsg>,
+    windows: WindowSender,
     mut reloads: mpsc::Receiver<SourceReload>,
     metrics: Arc<Metrics>,
     heartbeat: Arc<std::sync::atomic::AtomicU64>,
@@ -147,6 +160,7 @@ pub async fn run_source(
         options,
         qos: qos_level,
         max_payload,
+        max_wait,
         reconnect_min,
         reconnect_max,
         mut decoder,
@@ -155,14 +169,29 @@ pub async fn run_source(
         dead_letters,
     } = parts;
     let mut oversize = OversizePolicy::new(max_payload, dead_letters);
-    let (mut journal, mut processed, replay) = match journal {
+    let (mut journal, mut processed, replay, mut pacer) = match journal {
         Some(JournalParts {
             journal,
             replay,
             processed,
-        }) => (Some(journal), Some(processed), replay),
-        None => (None, None, Vec::new()),
+            sync_interval,
+            sync_max_pending,
+        }) => (
+            Some(journal),
+            Some(processed),
+            replay,
+            SyncPacer::new(sync_interval, sync_max_pending),
+        ),
+        None => (None, None, Vec::new(), SyncPacer::new(Duration::ZERO, 1)),
     };
+    // Wakes the loop when waiting acknowledgements are due; re-armed once
+    // per commit, not per message.
+    let commit_timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(commit_timer);
+    let mut commit_armed = false;
+    // Fires when the oldest gathered window has waited `max_wait`.
+    let handover_timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(handover_timer);
     let (client, mut eventloop) = AsyncClient::new(options, 256);
     // Journal first: what an earlier run received is scored before new data.
     if let Some(j) = journal.as_mut() {
@@ -264,12 +293,13 @@ pub async fn run_source(
                         stall = Some(JournalStall::begin(&e, &metrics));
                         continue;
                     }
+                    pacer.committed();
                     // Windows of the closed segment go first, then its barrier.
                     if !out.is_empty() && !send_windows(&windows, &mut out, &metrics).await {
                         break;
                     }
                     if let Some(seq) = j.rotate()
-                        && windows.send(InferenceMsg::Barrier(seq)).await.is_err()
+                        && windows.send_async(InferenceMsg::Barrier(seq)).await.is_err()
                     {
                         break;
                     }
@@ -296,7 +326,7 @@ pub async fn run_source(
                     break;
                 }
                 if let Some(seq) = j.rotate()
-                    && windows.send(InferenceMsg::Barrier(seq)).await.is_err()
+                    && windows.send_async(InferenceMsg::Barrier(seq)).await.is_err()
                 {
                     break;
                 }
@@ -315,17 +345,33 @@ pub async fn run_source(
             // While the journal cannot write, the broker is not polled:
             // it keeps what it has not delivered.
             ev = eventloop.poll(), if stall.is_none() => ev,
-            // Only when the broker has nothing more ready for us right now:
-            // windows gathered from a burst go to scoring in one message,
-            // and journaled messages are synced and acknowledged together.
-            () = std::future::ready(()), if !out.is_empty() || !unacked.is_empty() => {
-                if let Some(j) = journal.as_mut()
-                    && let Err(e) = commit_journal(j, &mut unacked, epoch.load(Relaxed), &ack_tx, &metrics)
-                {
-                    stall = Some(JournalStall::begin(&e, &metrics));
-                }
-                if !out.is_empty() && !send_windows(&windows, &mut out, &metrics).await {
+            () = &mut handover_timer, if !out.is_empty() => {
+                if !send_windows(&windows, &mut out, &metrics).await {
                     break;
+                }
+                continue;
+            }
+            () = &mut commit_timer, if commit_armed && stall.is_none() => {
+                commit_armed = false;
+                if let Some(j) = journal.as_mut() {
+                    match commit_journal(j, &mut unacked, epoch.load(Relaxed), &ack_tx, &metrics) {
+                        Ok(()) => pacer.committed(),
+                        Err(e) => stall = Some(JournalStall::begin(&e, &metrics)),
+                    }
+                }
+                continue;
+            }
+            // Only when the broker has nothing more ready for us right now:
+            // journaled messages are synced and acknowledged together once
+            // the pacer says so.
+            () = std::future::ready(()), if stall.is_none() && !unacked.is_empty()
+                && pacer.due(unacked.len(), tokio::time::Instant::now()) => {
+                if let Some(j) = journal.as_mut() {
+                    match commit_journal(j, &mut unacked, epoch.load(Relaxed), &ack_tx, &metrics) {
+                        Ok(()) => pacer.committed(),
+                        Err(e) => stall = Some(JournalStall::begin(&e, &metrics)),
+                    }
+                    commit_armed = false;
                 }
                 continue;
             }
@@ -335,6 +381,8 @@ pub async fn run_source(
                 // Acks still queued belong to the old connection.
                 epoch.fetch_add(1, Relaxed);
                 unacked.clear();
+                pacer.committed();
+                commit_armed = false;
                 metrics.mqtt_connects.fetch_add(1, Relaxed);
                 metrics.mqtt_connected.store(1, Relaxed);
                 // The backoff resets once the connection has held (tick).
@@ -401,16 +449,24 @@ pub async fn run_source(
                                 metrics.journal_records.fetch_add(1, Relaxed);
                             }
                             unacked.push((p.pkid, p.qos));
-                            if unacked.len() >= 1024
-                                && let Err(e) = commit_journal(
+                            if unacked.len() >= 1024 {
+                                match commit_journal(
                                     j,
                                     &mut unacked,
                                     epoch.load(Relaxed),
                                     &ack_tx,
                                     &metrics,
-                                )
-                            {
-                                stall = Some(JournalStall::begin(&e, &metrics));
+                                ) {
+                                    Ok(()) => pacer.committed(),
+                                    Err(e) => stall = Some(JournalStall::begin(&e, &metrics)),
+                                }
+                            } else if unacked.len() == 1 {
+                                let now = tokio::time::Instant::now();
+                                pacer.note(1, now);
+                                if let Some(at) = pacer.deadline(1) {
+                                    commit_timer.as_mut().reset(at);
+                                    commit_armed = true;
+                                }
                             }
                         }
                         Err(e) => {
@@ -426,11 +482,16 @@ pub async fn run_source(
                 }
                 match decoder.decode_into(&p.topic, &p.payload, &mut msg) {
                     Ok(()) => {
+                        let gathered = out.len();
                         stage.push_message(&msg, recv_ns, &mut out);
-                        if out.len() >= WINDOWS_PER_SEND
-                            && !send_windows(&windows, &mut out, &metrics).await
-                        {
-                            break;
+                        if out.len() >= WINDOWS_PER_SEND {
+                            if !send_windows(&windows, &mut out, &metrics).await {
+                                break;
+                            }
+                        } else if gathered == 0 && !out.is_empty() {
+                            handover_timer
+                                .as_mut()
+                                .reset(tokio::time::Instant::now() + max_wait);
                         }
                         if !send_quality(&mut stage, &windows, &mut out, &metrics).await {
                             break;
