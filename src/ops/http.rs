@@ -23,8 +23,14 @@ pub struct Health {
 }
 
 impl Health {
-    /// Healthy when every loop has beaten recently.
+    /// Healthy when every loop has beaten recently and the database
+    /// takes writes (a refusal keeps data but needs an operator).
     pub fn check(&self, now_ns: u64) -> Result<(), String> {
+        if let Some(why) = self.metrics.sink_refusal() {
+            return Err(format!(
+                "the database refuses writes ({why}); batches are kept and retried"
+            ));
+        }
         for (i, hb) in self.heartbeats.iter().enumerate() {
             let last = hb.load(Relaxed);
             if now_ns.saturating_sub(last) > self.stale_after.as_nanos() as u64 {
@@ -149,13 +155,15 @@ mod tests {
         metrics.windows_scored.store(42, Relaxed);
         let hb = Arc::new(AtomicU64::new(0));
         let health = Health {
-            metrics,
+            metrics: metrics.clone(),
             board: Arc::default(),
             heartbeats: vec![hb.clone()],
             stale_after: Duration::from_secs(5),
         };
         let stop = CancellationToken::new();
-        let addr = serve("127.0.0.1:0", health, stop.clone()).await.unwrap();
+        let addr = serve("127.0.0.1:0", health.clone(), stop.clone())
+            .await
+            .unwrap();
         let get = |path: &'static str| async move {
             let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
             s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
@@ -174,6 +182,17 @@ mod tests {
         assert!(get("/healthz").await.starts_with("HTTP/1.1 503"));
         let now = crate::core::timestamp::now_ns() as u64;
         hb.store(now, Relaxed);
+        assert!(get("/healthz").await.starts_with("HTTP/1.1 200"));
+        health
+            .metrics
+            .set_sink_refusal(Some("HTTP 401: authorization failed"));
+        let refused = get("/healthz").await;
+        assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+        assert!(
+            refused.contains("HTTP 401: authorization failed"),
+            "{refused}"
+        );
+        health.metrics.set_sink_refusal(None);
         assert!(get("/healthz").await.starts_with("HTTP/1.1 200"));
         assert!(get("/nope").await.starts_with("HTTP/1.1 404"));
         let status = get("/api/status").await;

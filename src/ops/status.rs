@@ -83,6 +83,8 @@ pub struct StatusDoc {
     pub sink_queue_points: u64,
     pub spool_points: u64,
     pub last_write_unix_s: u64,
+    /// Why the database refuses every write, while it does.
+    pub sink_refusal: Option<String>,
     pub models: Vec<ModelStatus>,
     pub assets: Vec<AssetStatus>,
     pub alerts: Vec<AlertStatus>,
@@ -173,6 +175,7 @@ impl StatusBoard {
             sink_queue_points: metrics.sink_queue_depth.load(Relaxed),
             spool_points: metrics.spool_points.load(Relaxed),
             last_write_unix_s: metrics.last_write_unix_s.load(Relaxed),
+            sink_refusal: metrics.sink_refusal(),
             models,
             assets,
             alerts,

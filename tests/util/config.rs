@@ -102,6 +102,16 @@ struct Influx {
     retry_max_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     queue_capacity: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    api: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    database: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    password_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gzip: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -188,6 +198,11 @@ impl DaemonConfig {
                 retry_min_ms: 50,
                 retry_max_ms: 500,
                 queue_capacity: None,
+                api: None,
+                database: None,
+                username: None,
+                password_file: None,
+                gzip: None,
             },
             spool: None,
             state: None,
@@ -290,6 +305,26 @@ impl DaemonConfig {
     /// `influx.queue_capacity`.
     pub fn influx_queue_capacity(mut self, points: usize) -> Self {
         self.influx.queue_capacity = Some(points);
+        self
+    }
+
+    /// Writes through the v1 API (`/write`) to `database`.
+    pub fn influx_v1(mut self, database: &str) -> Self {
+        self.influx.api = Some("v1");
+        self.influx.database = Some(database.to_string());
+        self
+    }
+
+    /// Logs in to the database as `user` with the password in `password_file`.
+    pub fn influx_credentials(mut self, user: &str, password_file: &Path) -> Self {
+        self.influx.username = Some(user.to_string());
+        self.influx.password_file = Some(password_file.to_path_buf());
+        self
+    }
+
+    /// `influx.gzip`.
+    pub fn influx_gzip(mut self, on: bool) -> Self {
+        self.influx.gzip = Some(on);
         self
     }
 

@@ -67,6 +67,8 @@ pub enum DaemonError {
     Spool(#[from] crate::state::spool::SpoolError),
     #[error(transparent)]
     Journal(#[from] crate::state::journal::JournalError),
+    #[error(transparent)]
+    DeadLetter(#[from] crate::state::DeadLetterError),
     #[error("the scoring thread could not be started: {0}")]
     Thread(std::io::Error),
 }
@@ -131,8 +133,10 @@ pub async fn run(
     let board = Arc::new(crate::ops::status::StatusBoard::default());
     board.set_models(model_status(&models));
 
-    let token = cfg.influx_token()?;
-    let writer = InfluxWriter::new(&cfg.influx, token.expose())?;
+    // A reload (SIGHUP) sends new credentials: a fixed password or token
+    // takes effect without a restart, and nothing kept meanwhile is lost.
+    let (auth_tx, auth_rx) = watch::channel(cfg.influx_auth()?);
+    let writer = InfluxWriter::new(&cfg.influx, auth_rx)?;
     let password = cfg.mqtt_password()?;
     let mut options = crate::sources::mqtt::mqtt_options(&cfg.mqtt, password.as_ref())?;
     // At-least-once through a crash: journal, then acknowledge.
@@ -258,6 +262,18 @@ pub async fn run(
             None
         }
     };
+    let dead_letter = match &state_dir {
+        Some(dir) => Some(crate::state::DeadLetter::open(
+            dir,
+            cfg.spool.max_mb * 1024 * 1024,
+        )?),
+        None => {
+            tracing::warn!(
+                "no state directory: points the database refuses one by one are logged and dropped"
+            );
+            None
+        }
+    };
     let sink_stop = CancellationToken::new();
     let sink = tokio::spawn(crate::sinks::influx::run_sink(
         writer,
@@ -265,7 +281,7 @@ pub async fn run(
         out_rx,
         metrics.clone(),
         sink_stop.clone(),
-        spool,
+        crate::sinks::SinkStore { spool, dead_letter },
         barriers,
     ));
 
@@ -348,6 +364,16 @@ pub async fn run(
                         metrics.set_models(info.clone());
                         metrics.reloads.fetch_add(1, Relaxed);
                         tracing::info!(old = ?old, new = ?info, "reloaded config and models");
+                        match new.config.influx_auth() {
+                            Ok(auth) => {
+                                auth_tx.send_if_modified(|a| {
+                                    let changed = *a != auth;
+                                    *a = auth;
+                                    changed
+                                });
+                            }
+                            Err(e) => tracing::error!(error = %e, "the database credentials could not be re-read; the old ones stay in use"),
+                        }
                         let (was, now) = (&current.config, &new.config);
                         if now.influx.url != was.influx.url || now.mqtt.host != was.mqtt.host || now.mqtt.port != was.mqtt.port {
                             tracing::warn!("connection settings changed: they take effect at the next restart");

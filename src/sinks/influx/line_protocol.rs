@@ -12,17 +12,20 @@ use crate::pipeline::{Output, ScoreRecord};
 pub struct Measurements {
     pub score: String,
     pub alert: String,
+    /// The `host` tag on every point (the gateway's name), if any.
+    pub host: Option<String>,
 }
 
 /// Appends one output as a line of line protocol.
 pub fn format_output(out: &Output, m: &Measurements, buf: &mut String) {
     match out {
         Output::Barrier(_) => {}
-        Output::Score(r) => format_score(r, &m.score, buf),
+        Output::Score(r) => format_score(r, m, buf),
         Output::Alert { binding, event } => {
             escape_key(&m.alert, buf);
             buf.push_str(",asset=");
             escape_tag(&binding.asset, buf);
+            push_host(m, buf);
             buf.push_str(",model=");
             escape_tag(&binding.model, buf);
             buf.push_str(",state=");
@@ -49,10 +52,20 @@ pub fn format_output(out: &Output, m: &Measurements, buf: &mut String) {
     }
 }
 
-fn format_score(r: &ScoreRecord, measurement: &str, buf: &mut String) {
-    escape_key(measurement, buf);
+/// Tags go in key order (asset, host, model, ...), the order the
+/// database sorts them into anyway.
+fn push_host(m: &Measurements, buf: &mut String) {
+    if let Some(host) = &m.host {
+        buf.push_str(",host=");
+        escape_tag(host, buf);
+    }
+}
+
+fn format_score(r: &ScoreRecord, m: &Measurements, buf: &mut String) {
+    escape_key(&m.score, buf);
     buf.push_str(",asset=");
     escape_tag(&r.binding.asset, buf);
+    push_host(m, buf);
     buf.push_str(",model=");
     escape_tag(&r.binding.model, buf);
     // One line per window, so this is the sink's hot path: numbers go
@@ -205,7 +218,34 @@ mod tests {
         Measurements {
             score: "anomaly_score".into(),
             alert: "anomaly_alert".into(),
+            host: None,
         }
+    }
+
+    #[test]
+    fn the_host_tag_goes_on_every_point_in_key_order() {
+        let mut buf = String::new();
+        let m = Measurements {
+            host: Some("gw 7".into()),
+            ..m()
+        };
+        format_output(
+            &Output::Score(ScoreRecord {
+                binding: binding(),
+                ts: 1,
+                score: 0.25,
+                threshold: 0.5,
+                anomalous: false,
+                probability: f64::NAN,
+                channel_error: vec![],
+            }),
+            &m,
+            &mut buf,
+        );
+        assert!(
+            buf.starts_with("anomaly_score,asset=pump\\ 1,host=gw\\ 7,model=pump score="),
+            "{buf}"
+        );
     }
 
     #[test]
