@@ -80,6 +80,7 @@ fn dashboard_schema_matches_the_sink_output() {
         score: "anomaly_score".into(),
         alert: "anomaly_alert".into(),
         host: None,
+        record: "anomalyd_frames".into(),
     };
     let mut buf = String::new();
     format_output(

@@ -3,6 +3,7 @@
 //! the database refuses writes loses nothing: an outage, a wrong password
 //! (fixed by SIGHUP), a missing database, a point whose field type
 //! conflicts (dead-lettered alone), a body over the server's limit (split).
+//! `[record]` writes the aligned frames back as training data.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -298,5 +299,35 @@ fn conflicting_points_are_dead_lettered_and_large_bodies_split() {
         .metric("anomalyd_write_errors_total")
         .unwrap_or(0.0);
     assert!(errors >= 2.0 * 8.0, "{errors} write errors");
+    run.finish();
+}
+
+/// `[record]`: every aligned frame is written as one point of its
+/// measured channels, the values the pump published (as f32, the frame's
+/// type), next to the scores.
+#[test]
+fn record_writes_the_aligned_frames_as_training_data() {
+    let influx = Influxd::start(DB);
+    let run = Run::start(&influx, |c, _| c.record("anomalyd_frames"));
+    let rows = 120;
+    let log = generate(rows, 51, START_NS, 1_000_000_000, None);
+    run.publish("pump-r", &log);
+    let q = format!(
+        "SELECT {} FROM anomalyd_frames WHERE asset = 'pump-r'",
+        anomalyd::core::synth::PUMP_CHANNELS.join(", ")
+    );
+    let got = influx.wait_for_rows(DB, &q, rows, Duration::from_secs(60));
+    assert_eq!(got.len(), rows);
+    for (k, (ts, values)) in got.iter().enumerate() {
+        assert_eq!(*ts, log.timestamps[k]);
+        let stored: Vec<f32> = values.iter().map(|v| v.as_f64().unwrap() as f32).collect();
+        let published: Vec<f32> = log.values[k].iter().map(|v| *v as f32).collect();
+        assert_eq!(stored, published, "row {k}");
+    }
+    assert_scores_exactly(&influx, "pump-r", rows);
+    assert_eq!(
+        run.daemon.metric("anomalyd_frames_not_recorded_total"),
+        Some(0.0)
+    );
     run.finish();
 }

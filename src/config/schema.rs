@@ -71,6 +71,37 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub shutdown: ShutdownConfig,
+    #[serde(default)]
+    pub record: RecordConfig,
+}
+
+/// `[record]`: the aligned frames the daemon sees, written to the same
+/// database as training data (docs/influxdb.md §6). Off by default.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    /// One point per asset and frame; tags `asset`, `host`; one field per channel.
+    #[serde(default = "default_record_measurement")]
+    pub measurement: String,
+    /// Frames waiting to be written; beyond it frames are counted and not recorded.
+    #[serde(default = "default_influx_queue")]
+    pub queue_capacity: usize,
+}
+
+impl Default for RecordConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            measurement: default_record_measurement(),
+            queue_capacity: default_influx_queue(),
+        }
+    }
+}
+
+fn default_record_measurement() -> String {
+    "anomalyd_frames".into()
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

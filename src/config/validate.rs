@@ -266,6 +266,12 @@ impl Config {
         if self.journal.max_mb == 0 {
             bad("journal.max_mb".into(), "must be >= 1".into());
         }
+        if self.record.enabled && self.record.measurement.is_empty() {
+            bad("record.measurement".into(), "is empty".into());
+        }
+        if self.record.queue_capacity == 0 {
+            bad("record.queue_capacity".into(), "must be >= 1".into());
+        }
         if self.shutdown.timeout_s == 0 {
             bad("shutdown.timeout_s".into(), "must be >= 1".into());
         }

@@ -94,6 +94,8 @@ pub struct Metrics {
     pub points_dead_lettered: AtomicU64,
     /// Why the database refuses every write (401/403/404...), while it does.
     sink_refusal: Mutex<Option<String>>,
+    /// `[record]`: frames not recorded because the record queue was full.
+    pub frames_not_recorded: AtomicU64,
 }
 
 impl Metrics {
@@ -258,6 +260,12 @@ impl Metrics {
             "points_dead_lettered_total",
             "Points the database refused one by one (400/422), kept in the dead-letter file.",
             &self.points_dead_lettered,
+        );
+        c(
+            &mut o,
+            "frames_not_recorded_total",
+            "[record]: aligned frames not recorded because the record queue was full.",
+            &self.frames_not_recorded,
         );
         g(
             &mut o,

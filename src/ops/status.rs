@@ -152,7 +152,7 @@ impl StatusBoard {
                         top_channel: event.top_channels.first().map(|c| c.0.clone()),
                     });
                 }
-                Output::Barrier(_) => {}
+                Output::Barrier(_) | Output::Frame(_) => {}
             }
         }
     }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::binding::{AssetBinding, Binder, ModelSlot};
+use super::output::{FrameRecord, Output};
 use crate::config::Config;
 use crate::core::align::{Aligner, AlignerConfig, Frame, PushOutcome};
 use crate::core::reading::{DropReason, Message};
@@ -76,6 +77,8 @@ pub struct FeatureStage {
     unbound: std::collections::HashSet<String>,
     metrics: Arc<Metrics>,
     frames: Vec<Frame>,
+    /// Where aligned frames go for `[record]`, if it is on.
+    record: Option<tokio::sync::mpsc::Sender<Output>>,
 }
 
 impl FeatureStage {
@@ -93,6 +96,36 @@ impl FeatureStage {
             unbound: Default::default(),
             metrics,
             frames: Vec::new(),
+            record: None,
+        }
+    }
+
+    /// Sends every aligned frame to `tx` too (`[record]`); a frame that
+    /// finds the queue full is counted, never waited for: recording must
+    /// not slow scoring down.
+    pub fn record_to(&mut self, tx: tokio::sync::mpsc::Sender<Output>) {
+        self.record = Some(tx);
+    }
+
+    fn record(
+        tx: Option<&tokio::sync::mpsc::Sender<Output>>,
+        metrics: &Metrics,
+        binding: &Arc<AssetBinding>,
+        frames: &[Frame],
+    ) {
+        let Some(tx) = tx else {
+            return;
+        };
+        for f in frames {
+            let frame = FrameRecord {
+                binding: binding.clone(),
+                ts: f.ts,
+                values: f.values.clone(),
+                imputed: f.imputed.clone(),
+            };
+            if tx.try_send(Output::Frame(frame)).is_err() {
+                metrics.frames_not_recorded.fetch_add(1, Relaxed);
+            }
         }
     }
 
@@ -157,7 +190,14 @@ impl FeatureStage {
         for first in [true, false] {
             if let Some(state) = self.assets.get_mut(msg.asset.as_str()) {
                 let slot = &self.slots[state.slot];
-                Self::feed_message(&self.metrics, slot, state, &mut self.frames, msg, ts, out);
+                Self::feed_message(&self.metrics, slot, state, &mut self.frames, msg, ts);
+                Self::record(
+                    self.record.as_ref(),
+                    &self.metrics,
+                    &state.binding,
+                    &self.frames,
+                );
+                Self::drain_frames(&self.metrics, slot, state, &mut self.frames, out);
                 return;
             }
             if !first || !self.ensure_asset(&msg.asset) {
@@ -173,7 +213,6 @@ impl FeatureStage {
         frames: &mut Vec<Frame>,
         msg: &Message,
         ts: i64,
-        out: &mut Vec<ScoreRequest>,
     ) {
         let mut used = 0u64;
         for (i, (channel, value)) in msg.values.iter().enumerate() {
@@ -195,7 +234,6 @@ impl FeatureStage {
             }
         }
         metrics.readings_used.fetch_add(used, Relaxed);
-        Self::drain_frames(metrics, slot, state, frames, out);
     }
 
     /// Feeds one row of a log (every channel at `ts`, in the model's
@@ -212,6 +250,7 @@ impl FeatureStage {
             slots,
             metrics,
             frames,
+            record,
             ..
         } = self;
         let Some(state) = assets.get_mut(asset) else {
@@ -229,6 +268,7 @@ impl FeatureStage {
         metrics
             .readings_used
             .fetch_add(after.readings.saturating_sub(before.readings), Relaxed);
+        Self::record(record.as_ref(), metrics, &state.binding, frames);
         Self::drain_frames(metrics, slot, state, frames, out);
     }
 
@@ -236,6 +276,12 @@ impl FeatureStage {
     pub fn flush(&mut self, out: &mut Vec<ScoreRequest>) {
         for state in self.assets.values_mut() {
             state.aligner.flush(&mut self.frames);
+            Self::record(
+                self.record.as_ref(),
+                &self.metrics,
+                &state.binding,
+                &self.frames,
+            );
             let slot = &self.slots[state.slot];
             Self::drain_frames(&self.metrics, slot, state, &mut self.frames, out);
         }

@@ -14,5 +14,5 @@ mod scorer;
 
 pub use binding::{AssetBinding, Binder, ModelSlot};
 pub use features::{FeatureStage, MAX_FUTURE_NS, ScoreRequest, StageSettings};
-pub use output::{Output, ScoreRecord};
+pub use output::{FrameRecord, Output, ScoreRecord};
 pub use scorer::{InferenceMsg, NamedModel, Scorer};

@@ -33,6 +33,14 @@ pub struct DaemonConfig {
     metrics: Metrics,
     log: Log,
     shutdown: Shutdown,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    record: Option<Record>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Record {
+    enabled: bool,
+    measurement: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -211,6 +219,7 @@ impl DaemonConfig {
             },
             log: Log { level: "info" },
             shutdown: Shutdown { timeout_s: 10 },
+            record: None,
         }
     }
 
@@ -325,6 +334,15 @@ impl DaemonConfig {
     /// `influx.gzip`.
     pub fn influx_gzip(mut self, on: bool) -> Self {
         self.influx.gzip = Some(on);
+        self
+    }
+
+    /// `[record]`: aligned frames written to `measurement`.
+    pub fn record(mut self, measurement: &str) -> Self {
+        self.record = Some(Record {
+            enabled: true,
+            measurement: measurement.to_string(),
+        });
         self
     }
 

@@ -185,7 +185,7 @@ pub fn replay(opts: &ReplayOptions) -> Result<(ReplaySummary, Vec<RowResult>), R
         .iter()
         .filter_map(|o| match o {
             Output::Score(r) => Some((r.ts, r.score, r.threshold, r.probability, r.anomalous)),
-            Output::Alert { .. } | Output::Barrier(_) => None,
+            Output::Alert { .. } | Output::Barrier(_) | Output::Frame(_) => None,
         })
         .collect();
     scored.sort_by_key(|s| s.0);

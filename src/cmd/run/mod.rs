@@ -199,7 +199,7 @@ pub async fn run(
         tracing::info!(%addr, "metrics at http://{addr}/metrics");
     }
 
-    let stage = FeatureStage::new(
+    let mut stage = FeatureStage::new(
         slots_of(&models),
         Binder::from_config(cfg),
         StageSettings::from_config(cfg),
@@ -275,6 +275,26 @@ pub async fn run(
         }
     };
     let sink_stop = CancellationToken::new();
+    // [record]: frames go to their own writer loop, so that recording
+    // never holds scores back; it ends when the source drops its sender.
+    let record_sink = if cfg.record.enabled {
+        let (tx, rx) = mpsc::channel::<Output>(cfg.record.queue_capacity);
+        stage.record_to(tx);
+        let mut settings = SinkSettings::from_config(&cfg.influx);
+        settings.measurements.record = cfg.record.measurement.clone();
+        tracing::info!(measurement = %cfg.record.measurement, "recording aligned frames");
+        Some(tokio::spawn(crate::sinks::influx::run_sink(
+            writer.clone(),
+            settings,
+            rx,
+            metrics.clone(),
+            sink_stop.clone(),
+            crate::sinks::SinkStore::default(),
+            None,
+        )))
+    } else {
+        None
+    };
     let sink = tokio::spawn(crate::sinks::influx::run_sink(
         writer,
         SinkSettings::from_config(&cfg.influx),
@@ -400,6 +420,9 @@ pub async fn run(
         let _ = source.await;
         let _ = tokio::task::spawn_blocking(move || scorer_thread.join()).await;
         let _ = sink.await;
+        if let Some(r) = record_sink {
+            let _ = r.await;
+        }
     };
     tokio::pin!(drain);
     if tokio::time::timeout(deadline, &mut drain).await.is_err() {

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use crate::pipeline::{Output, ScoreRecord};
+use crate::pipeline::{FrameRecord, Output, ScoreRecord};
 
 /// Measurement names.
 #[derive(Debug, Clone)]
@@ -14,6 +14,8 @@ pub struct Measurements {
     pub alert: String,
     /// The `host` tag on every point (the gateway's name), if any.
     pub host: Option<String>,
+    /// `[record]`'s measurement of aligned frames.
+    pub record: String,
 }
 
 /// Appends one output as a line of line protocol.
@@ -21,6 +23,7 @@ pub fn format_output(out: &Output, m: &Measurements, buf: &mut String) {
     match out {
         Output::Barrier(_) => {}
         Output::Score(r) => format_score(r, m, buf),
+        Output::Frame(f) => format_frame(f, m, buf),
         Output::Alert { binding, event } => {
             escape_key(&m.alert, buf);
             buf.push_str(",asset=");
@@ -50,6 +53,33 @@ pub fn format_output(out: &Output, m: &Measurements, buf: &mut String) {
             let _ = writeln!(buf, " {}", event.ts);
         }
     }
+}
+
+/// One line per frame: each channel measured at the tick is a field;
+/// values carried forward are left out (the trainer's aligner imputes
+/// them again the same way); a frame with none is not written.
+fn format_frame(f: &FrameRecord, m: &Measurements, buf: &mut String) {
+    let start = buf.len();
+    escape_key(&m.record, buf);
+    buf.push_str(",asset=");
+    escape_tag(&f.binding.asset, buf);
+    push_host(m, buf);
+    let mut sep = ' ';
+    for ((ch, v), imputed) in f.binding.channels.iter().zip(&f.values).zip(&f.imputed) {
+        if *imputed || !v.is_finite() {
+            continue;
+        }
+        buf.push(sep);
+        sep = ',';
+        escape_key(ch, buf);
+        buf.push('=');
+        push_f32(buf, *v);
+    }
+    if sep == ' ' {
+        buf.truncate(start);
+        return;
+    }
+    let _ = writeln!(buf, " {}", f.ts);
 }
 
 /// Tags go in key order (asset, host, model, ...), the order the
@@ -219,7 +249,35 @@ mod tests {
             score: "anomaly_score".into(),
             alert: "anomaly_alert".into(),
             host: None,
+            record: "anomalyd_frames".into(),
         }
+    }
+
+    #[test]
+    fn a_frame_is_one_line_of_its_measured_channels() {
+        let frame = |imputed: Vec<bool>| {
+            let mut buf = String::new();
+            format_output(
+                &Output::Frame(FrameRecord {
+                    binding: binding(),
+                    ts: 7,
+                    values: vec![1.5, 2.0],
+                    imputed,
+                }),
+                &m(),
+                &mut buf,
+            );
+            buf
+        };
+        assert_eq!(
+            frame(vec![false, false]),
+            "anomalyd_frames,asset=pump\\ 1 flow\\ rate=1.5,p\\,1=2 7\n"
+        );
+        assert_eq!(
+            frame(vec![true, false]),
+            "anomalyd_frames,asset=pump\\ 1 p\\,1=2 7\n"
+        );
+        assert_eq!(frame(vec![true, true]), "");
     }
 
     #[test]

@@ -49,6 +49,7 @@ impl SinkSettings {
                 score: c.score_measurement.clone(),
                 alert: c.alert_measurement.clone(),
                 host: c.host_tag_value(),
+                record: String::new(),
             },
         }
     }
