@@ -120,6 +120,8 @@ struct Influx {
     password_file: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     gzip: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -211,6 +213,7 @@ impl DaemonConfig {
                 username: None,
                 password_file: None,
                 gzip: None,
+                token_file: None,
             },
             spool: None,
             state: None,
@@ -328,6 +331,12 @@ impl DaemonConfig {
     pub fn influx_credentials(mut self, user: &str, password_file: &Path) -> Self {
         self.influx.username = Some(user.to_string());
         self.influx.password_file = Some(password_file.to_path_buf());
+        self
+    }
+
+    /// `influx.token_file`.
+    pub fn influx_token_file(mut self, path: &Path) -> Self {
+        self.influx.token_file = Some(path.to_path_buf());
         self
     }
 
