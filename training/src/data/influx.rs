@@ -3,10 +3,12 @@
 //! API; 3.x): one `SELECT` of a measurement (optionally one asset's tags
 //! and a time range), streamed in chunks (`chunked=true`) with a progress
 //! line, into the same [`LogTable`] a CSV log becomes. Fields are the
-//! channels; string fields and tags are left out. The aligner then puts
+//! channels, and series told apart by a tag (one per channel) are pivoted
+//! into channels; string fields are left out. The aligner then puts
 //! the rows on the data's sample period like any log's. A blocking client
 //! (ureq): the trainer has no async runtime.
 
+use std::collections::BTreeMap;
 use std::io::BufRead as _;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -110,6 +112,9 @@ impl InfluxSource {
             q.push_str(" WHERE ");
             q.push_str(&conds.join(" AND "));
         }
+        // One series per tag set: series that differ by a tag (one per
+        // channel) are pivoted into channels.
+        q.push_str(" GROUP BY *");
         Ok(q)
     }
 }
@@ -137,6 +142,8 @@ struct StatementResult {
 
 #[derive(Debug, Deserialize)]
 struct Series {
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
     columns: Vec<String>,
     #[serde(default)]
     values: Vec<Vec<serde_json::Value>>,
@@ -199,91 +206,117 @@ pub fn read_influx(
                 table.add(s)?;
             }
         }
-        progress(table.timestamps.len());
+        progress(table.rows);
     }
     table.finish(src)
 }
 
-/// Rows as they arrive; a column is numeric once a number is seen in it.
+/// Series as they arrive (a chunk may continue the previous one).
 #[derive(Debug, Default)]
 struct Table {
-    columns: Vec<String>,
-    numeric: Vec<bool>,
-    text: Vec<bool>,
-    timestamps: Vec<i64>,
-    rows: Vec<Vec<f64>>,
+    series: Vec<Series>,
+    rows: usize,
 }
 
 impl Table {
     fn add(&mut self, s: Series) -> Result<(), String> {
-        if self.columns.is_empty() {
-            if s.columns.first().map(String::as_str) != Some("time") {
-                return Err(format!("answer without a time column: {:?}", s.columns));
-            }
-            self.columns = s.columns[1..].to_vec();
-            self.numeric = vec![false; self.columns.len()];
-            self.text = vec![false; self.columns.len()];
-        } else if s.columns[1..] != self.columns[..] {
-            return Err(format!(
-                "series with other columns ({:?} after {:?}): filter one asset with --tag",
-                s.columns, self.columns
-            ));
+        if s.columns.first().map(String::as_str) != Some("time") {
+            return Err(format!("answer without a time column: {:?}", s.columns));
         }
-        for v in s.values {
-            let ts = v
-                .first()
-                .and_then(serde_json::Value::as_i64)
-                .ok_or("a row without an epoch-ns time")?;
-            let mut row = Vec::with_capacity(self.columns.len());
-            for (j, cell) in v.iter().skip(1).enumerate() {
-                let x = match cell {
-                    serde_json::Value::Number(n) => {
-                        self.numeric[j] = true;
-                        n.as_f64().unwrap_or(f64::NAN)
-                    }
-                    serde_json::Value::Bool(b) => {
-                        self.numeric[j] = true;
-                        f64::from(u8::from(*b))
-                    }
-                    serde_json::Value::String(_) => {
-                        self.text[j] = true;
-                        f64::NAN
-                    }
-                    _ => f64::NAN,
-                };
-                row.push(x);
-            }
-            self.timestamps.push(ts);
-            self.rows.push(row);
+        self.rows += s.values.len();
+        match self
+            .series
+            .iter_mut()
+            .find(|t| t.tags == s.tags && t.columns == s.columns)
+        {
+            Some(t) => t.values.extend(s.values),
+            None => self.series.push(s),
         }
         Ok(())
     }
 
+    /// Pivots the series into one row per timestamp: each numeric field of
+    /// each series is a channel, named by the field when there is one
+    /// series, by the tag values that tell the series apart when each has
+    /// one field (`GROUP BY channel`), by both otherwise.
     fn finish(self, src: &InfluxSource) -> Result<LogTable, String> {
-        let keep: Vec<usize> = (0..self.columns.len())
-            .filter(|&j| self.numeric[j] && !self.text[j])
-            .collect();
-        if self.timestamps.is_empty() {
+        let varying: Vec<&String> = self
+            .series
+            .first()
+            .map(|f| {
+                f.tags
+                    .keys()
+                    .filter(|k| self.series.iter().any(|s| s.tags.get(*k) != f.tags.get(*k)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut columns: Vec<String> = Vec::new();
+        let mut skipped: Vec<String> = Vec::new();
+        let mut rows: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
+        for s in &self.series {
+            let fields = s.columns.len() - 1;
+            let prefix: Vec<&str> = varying
+                .iter()
+                .filter_map(|k| s.tags.get(*k).map(String::as_str))
+                .collect();
+            for j in 1..s.columns.len() {
+                let cells = s.values.iter().filter_map(|v| v.get(j));
+                let numeric = cells.clone().any(|c| c.is_number() || c.is_boolean());
+                let name = match (prefix.is_empty(), fields) {
+                    (true, _) => s.columns[j].clone(),
+                    (false, 1) => prefix.join("."),
+                    (false, _) => format!("{}.{}", prefix.join("."), s.columns[j]),
+                };
+                if !numeric || cells.clone().any(serde_json::Value::is_string) {
+                    if !skipped.contains(&name) {
+                        skipped.push(name);
+                    }
+                    continue;
+                }
+                let k = columns.iter().position(|c| *c == name).unwrap_or_else(|| {
+                    columns.push(name);
+                    columns.len() - 1
+                });
+                for v in &s.values {
+                    let ts = v
+                        .first()
+                        .and_then(serde_json::Value::as_i64)
+                        .ok_or("a row without an epoch-ns time")?;
+                    let x = match v.get(j) {
+                        Some(serde_json::Value::Number(n)) => n.as_f64().unwrap_or(f64::NAN),
+                        Some(serde_json::Value::Bool(b)) => f64::from(u8::from(*b)),
+                        _ => f64::NAN,
+                    };
+                    let row = rows.entry(ts).or_default();
+                    if row.len() <= k {
+                        row.resize(k + 1, f64::NAN);
+                    }
+                    row[k] = x;
+                }
+            }
+        }
+        if rows.is_empty() {
             return Err(format!("{}: no rows ({})", src.describe(), src.query()?));
         }
-        if keep.is_empty() {
+        if columns.is_empty() {
             return Err(format!("{}: no numeric field", src.describe()));
         }
+        let width = columns.len();
+        let (timestamps, values) = rows
+            .into_iter()
+            .map(|(ts, mut r)| {
+                r.resize(width, f64::NAN);
+                (ts, r)
+            })
+            .unzip();
         Ok(LogTable {
             source: PathBuf::from(src.describe()),
             timestamp_column: "time".into(),
-            columns: keep.iter().map(|&j| self.columns[j].clone()).collect(),
-            timestamps: self.timestamps,
-            values: self
-                .rows
-                .into_iter()
-                .map(|r| keep.iter().map(|&j| r[j]).collect())
-                .collect(),
+            columns,
+            timestamps,
+            values,
             first_row: 0,
-            skipped_columns: (0..self.columns.len())
-                .filter(|j| !keep.contains(j))
-                .map(|j| self.columns[j].clone())
-                .collect(),
+            skipped_columns: skipped,
         })
     }
 }
@@ -303,7 +336,7 @@ mod tests {
         };
         assert_eq!(
             src.query().unwrap(),
-            "SELECT \"Current\", \"Temp\\\"C\" FROM \"anomalyd frames\" WHERE \"asset\" = 'pump-7' AND time >= 1767225600000000000"
+            "SELECT \"Current\", \"Temp\\\"C\" FROM \"anomalyd frames\" WHERE \"asset\" = 'pump-7' AND time >= 1767225600000000000 GROUP BY *"
         );
         let bad = InfluxSource {
             range: Some(("yesterday".into(), String::new())),
@@ -312,22 +345,47 @@ mod tests {
         assert!(bad.query().unwrap_err().contains("yesterday"));
     }
 
+    fn series(json: serde_json::Value) -> Series {
+        serde_json::from_value(json).unwrap()
+    }
+
     #[test]
-    fn tags_and_string_fields_are_not_channels() {
+    fn string_fields_are_not_channels() {
         let mut t = Table::default();
-        t.add(
-            serde_json::from_value(serde_json::json!({
-                "columns": ["time", "a", "asset", "b"],
-                "values": [[1, 1.5, "p", null], [2, 2.5, "p", 3]]
-            }))
-            .unwrap(),
-        )
+        t.add(series(serde_json::json!({
+            "tags": {"asset": "p"},
+            "columns": ["time", "a", "note", "b"],
+            "values": [[1, 1.5, "x", null], [2, 2.5, "y", 3]]
+        })))
         .unwrap();
         let table = t.finish(&InfluxSource::default()).unwrap();
         assert_eq!(table.columns, ["a", "b"]);
         assert_eq!(table.timestamps, [1, 2]);
         assert!(table.values[0][1].is_nan());
         assert_eq!(table.values[1], [2.5, 3.0]);
-        assert_eq!(table.skipped_columns, ["asset"]);
+        assert_eq!(table.skipped_columns, ["note"]);
+    }
+
+    #[test]
+    fn series_per_channel_are_pivoted_and_chunks_merged() {
+        let mut t = Table::default();
+        for (ch, rows) in [
+            ("flow", serde_json::json!([[1, 1.0], [2, 2.0]])),
+            ("temp", serde_json::json!([[2, 20.0]])),
+            ("flow", serde_json::json!([[3, 3.0]])),
+        ] {
+            t.add(series(serde_json::json!({
+                "tags": {"asset": "p", "channel": ch},
+                "columns": ["time", "value"],
+                "values": rows
+            })))
+            .unwrap();
+        }
+        let table = t.finish(&InfluxSource::default()).unwrap();
+        assert_eq!(table.columns, ["flow", "temp"]);
+        assert_eq!(table.timestamps, [1, 2, 3]);
+        assert!(table.values[0][1].is_nan());
+        assert_eq!(table.values[1], [2.0, 20.0]);
+        assert_eq!(table.values[2][0], 3.0);
     }
 }
