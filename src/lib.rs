@@ -15,7 +15,8 @@
 //!   contract and pin checks, `inspect-model`.
 //! - [`pipeline`] — features per asset, asset-to-model binding, the scorer
 //!   and its output types. Synchronous, no I/O.
-//! - [`state`]    — the state directory: intake journal, spool, open alerts.
+//! - [`state`]    — the state directory: intake journal, spool, dead-letter
+//!   file, open alerts.
 //! - [`sinks`]    — where results go: InfluxDB, `replay`'s CSV.
 //! - [`ops`]      — metrics, the HTTP listener and status page, systemd.
 //! - [`cmd`]      — one module per subcommand; the only place that wires
