@@ -256,6 +256,8 @@ fn sink(c: &mut Criterion) {
     let m = Measurements {
         score: "anomaly_score".into(),
         alert: "anomaly_alert".into(),
+        host: None,
+        record: "anomalyd_frames".into(),
     };
     let mut g = c.benchmark_group("sink");
     g.throughput(Throughput::Elements(1));

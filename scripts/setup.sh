@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 ORT_VERSION=1.31.1
 # shellcheck source=scripts/apt-need.sh
 . scripts/apt-need.sh
-apt_need setup mosquitto mosquitto-clients victoria-metrics fonts-dejavu-core \
+apt_need setup mosquitto mosquitto-clients victoria-metrics influxdb fonts-dejavu-core \
   unzip python3-pip curl chromium shellcheck
 
 if [ ! -f ".ort/libonnxruntime.so.${ORT_VERSION}" ]; then

@@ -15,8 +15,8 @@
 //!   contract and pin checks, `inspect-model`.
 //! - [`pipeline`] — features per asset, asset-to-model binding, the scorer
 //!   and its output types. Synchronous, no I/O.
-//! - [`state`]    — the state directory: intake journal, spool, open alerts,
-//!   alert outbox.
+//! - [`state`]    — the state directory: intake journal, spool, dead
+//!   letters, refused points, open alerts, alert outbox.
 //! - [`sinks`]    — where results go: InfluxDB, alert outputs (MQTT,
 //!   webhook), `replay`'s CSV.
 //! - [`ops`]      — metrics, the HTTP listener and status page, systemd.

@@ -119,3 +119,51 @@ fn inspect_model_prints_metadata_and_io() {
         assert!(text.contains(needle), "{needle} missing:\n{text}");
     }
 }
+
+/// check-config reads a `/run/credentials/...` secret from
+/// `$CREDENTIALS_DIRECTORY` (where systemd puts it for the service) and
+/// says so; an empty one is a config error naming its key.
+#[test]
+fn check_config_reads_unit_credentials_and_refuses_an_empty_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("creds");
+    std::fs::create_dir(&creds).unwrap();
+    std::fs::write(creds.join("influx-token"), "s3cret\n").unwrap();
+    let path = dir.path().join("c.toml");
+    let unit_path = Path::new("/run/credentials/anomalyd.service/influx-token");
+    std::fs::write(
+        &path,
+        offline_config().influx_token_file(unit_path).to_toml(),
+    )
+    .unwrap();
+    let out = with_config("check-config", &path)
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("influx.token_file"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        line.contains(&creds.join("influx-token").display().to_string())
+            && line.contains("$CREDENTIALS_DIRECTORY"),
+        "{line}"
+    );
+    std::fs::write(creds.join("influx-token"), "").unwrap();
+    let out = with_config("check-config", &path)
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    assert!(
+        err.contains("influx.token_file") && err.contains("is empty"),
+        "{err}"
+    );
+}

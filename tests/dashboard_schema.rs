@@ -79,6 +79,8 @@ fn dashboard_schema_matches_the_sink_output() {
     let m = Measurements {
         score: "anomaly_score".into(),
         alert: "anomaly_alert".into(),
+        host: None,
+        record: "anomalyd_frames".into(),
     };
     let mut buf = String::new();
     format_output(

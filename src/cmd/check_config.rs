@@ -1,5 +1,6 @@
-//! `anomalyd check-config`: validates the configuration and loads every
-//! model without connecting anywhere.
+//! `anomalyd check-config`: validates the configuration, reads the
+//! credentials (saying from where) and loads every model without
+//! connecting anywhere.
 
 use std::path::Path;
 
@@ -17,8 +18,11 @@ pub fn check_config(path: &Path) -> Result<String, DaemonError> {
     crate::model::init_runtime(cfg.runtime.library_path.as_deref())?;
     let models = load_models(cfg)?;
     let _ = cfg.mqtt_password()?;
-    let _ = cfg.influx_token()?;
+    let _ = cfg.influx_auth()?;
     let mut s = format!("config {} is valid\n", path.display());
+    for (key, file, source) in cfg.credential_files() {
+        s.push_str(&format!("  {key}: read {} ({source})\n", file.display()));
+    }
     for m in &models {
         s.push_str(&format!(
             "  model {:?}: {} v{} ({} channels, window {}, threshold {}, provider {})\n",

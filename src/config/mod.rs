@@ -164,37 +164,156 @@ impl Config {
     /// The MQTT password, from the config or its file.
     ///
     /// # Errors
-    /// The password file cannot be read.
+    /// The password file cannot be read, or is empty.
     pub fn mqtt_password(&self) -> Result<Option<Secret>, ConfigError> {
         read_secret(
             self.mqtt.password.as_ref(),
             self.mqtt.password_file.as_deref(),
+            "mqtt.password_file",
         )
     }
 
-    /// The InfluxDB token, from the config or its file (empty when neither).
+    /// How the InfluxDB sink authenticates: a token (config or file), a
+    /// username and password (v1), or nothing.
     ///
     /// # Errors
-    /// The token file cannot be read.
-    pub fn influx_token(&self) -> Result<Secret, ConfigError> {
-        Ok(read_secret(
-            self.influx.token.as_ref(),
-            self.influx.token_file.as_deref(),
-        )?
-        .unwrap_or_default())
+    /// A token or password file cannot be read, or is empty.
+    pub fn influx_auth(&self) -> Result<InfluxAuth, ConfigError> {
+        let ix = &self.influx;
+        if let Some(username) = &ix.username {
+            let password = read_secret(
+                ix.password.as_ref(),
+                ix.password_file.as_deref(),
+                "influx.password_file",
+            )?
+            .unwrap_or_default();
+            return Ok(InfluxAuth::Basic {
+                username: username.clone(),
+                password,
+            });
+        }
+        Ok(
+            match read_secret(
+                ix.token.as_ref(),
+                ix.token_file.as_deref(),
+                "influx.token_file",
+            )? {
+                Some(t) if !t.is_empty() => InfluxAuth::Token(t),
+                _ => InfluxAuth::None,
+            },
+        )
     }
+
+    /// The secret files this configuration reads, with their key and the
+    /// path actually read (see [`credential_path`]).
+    pub fn credential_files(&self) -> Vec<(&'static str, PathBuf, CredentialSource)> {
+        [
+            ("mqtt.password_file", &self.mqtt.password_file),
+            ("influx.token_file", &self.influx.token_file),
+            ("influx.password_file", &self.influx.password_file),
+        ]
+        .into_iter()
+        .filter_map(|(key, p)| {
+            let (path, source) = credential_path(p.as_deref()?);
+            Some((key, path, source))
+        })
+        .collect()
+    }
+}
+
+/// How the InfluxDB sink authenticates.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum InfluxAuth {
+    #[default]
+    None,
+    /// `Authorization: Token ...` (v2; v1 on InfluxDB 1.8+).
+    Token(Secret),
+    /// HTTP basic auth (InfluxDB 1.x users).
+    Basic { username: String, password: Secret },
+}
+
+/// The systemd unit's `LoadCredential=` sources (`systemd/anomalyd.service`).
+pub const UNIT_CREDENTIALS_DIR: &str = "/etc/anomalyd/credentials";
+
+/// Where a secret file is read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialSource {
+    /// The configured path itself.
+    Configured,
+    /// `$CREDENTIALS_DIRECTORY` (systemd sets it for the service).
+    CredentialsDirectory,
+    /// The file the unit loads the credential from ([`UNIT_CREDENTIALS_DIR`]),
+    /// for a `/run/credentials/...` path read outside the service.
+    UnitSource,
+}
+
+impl fmt::Display for CredentialSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Configured => "as configured",
+            Self::CredentialsDirectory => "from $CREDENTIALS_DIRECTORY",
+            Self::UnitSource => {
+                "from the unit's LoadCredential source, as the service is not running"
+            }
+        })
+    }
+}
+
+/// The file to read for a configured secret path. A path under
+/// `/run/credentials/<unit>/` exists only while the service runs: it is
+/// read from `$CREDENTIALS_DIRECTORY` when set, else from the file the
+/// unit loads it from in [`UNIT_CREDENTIALS_DIR`], so `check-config` and a
+/// daemon started by hand read the same secret the service will.
+pub fn credential_path(configured: &Path) -> (PathBuf, CredentialSource) {
+    let name = configured
+        .strip_prefix("/run/credentials")
+        .ok()
+        .and_then(|rest| {
+            let mut parts = rest.components();
+            parts.next()?;
+            let name = parts.as_path();
+            (!name.as_os_str().is_empty()).then(|| name.to_path_buf())
+        });
+    let Some(name) = name else {
+        return (configured.to_path_buf(), CredentialSource::Configured);
+    };
+    if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY").filter(|d| !d.is_empty()) {
+        return (
+            PathBuf::from(dir).join(name),
+            CredentialSource::CredentialsDirectory,
+        );
+    }
+    if configured.exists() {
+        return (configured.to_path_buf(), CredentialSource::Configured);
+    }
+    (
+        Path::new(UNIT_CREDENTIALS_DIR).join(name),
+        CredentialSource::UnitSource,
+    )
 }
 
 fn read_secret(
     inline: Option<&Secret>,
     file: Option<&Path>,
+    key: &str,
 ) -> Result<Option<Secret>, ConfigError> {
-    if let Some(path) = file {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
+    if let Some(configured) = file {
+        let (path, _) = credential_path(configured);
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
             source,
         })?;
-        return Ok(Some(Secret::new(text.trim_end_matches(['\r', '\n']))));
+        let secret = text.trim_end_matches(['\r', '\n']);
+        if secret.trim().is_empty() {
+            return Err(ConfigError::Invalid {
+                origin: path.display().to_string(),
+                problems: vec![Problem {
+                    key: key.to_string(),
+                    message: format!("{} is empty: write the secret into it", path.display()),
+                }],
+            });
+        }
+        return Ok(Some(Secret::new(secret)));
     }
     Ok(inline.cloned())
 }

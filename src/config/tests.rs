@@ -119,7 +119,88 @@ fn secret_from_file_strips_newline() {
         &format!("bucket = \"b\"\ntoken_file = {:?}", f),
     );
     let c = parse(&text, &[]).unwrap();
-    assert_eq!(c.influx_token().unwrap().expose(), "s3cret");
+    assert_eq!(
+        c.influx_auth().unwrap(),
+        InfluxAuth::Token(Secret::new("s3cret"))
+    );
+}
+
+#[test]
+fn an_empty_secret_file_is_a_config_error_with_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("password");
+    std::fs::write(&f, "\n").unwrap();
+    let text = MINIMAL.replace(
+        "bucket = \"b\"",
+        &format!("api = \"v1\"\ndatabase = \"plant\"\nusername = \"gw\"\npassword_file = {f:?}"),
+    );
+    let c = parse(&text, &[]).unwrap();
+    let err = c.influx_auth().unwrap_err().to_string();
+    assert!(
+        err.contains("influx.password_file") && err.contains("is empty"),
+        "{err}"
+    );
+    std::fs::write(&f, "pw\n").unwrap();
+    assert_eq!(
+        c.influx_auth().unwrap(),
+        InfluxAuth::Basic {
+            username: "gw".into(),
+            password: Secret::new("pw")
+        }
+    );
+}
+
+#[test]
+fn v1_needs_a_database_and_takes_user_and_password_not_both_kinds() {
+    let v1 = MINIMAL.replace("bucket = \"b\"", "api = \"v1\"");
+    let err = parse(&v1, &[]).unwrap_err().to_string();
+    assert!(err.contains("influx.database"), "{err}");
+    let both = MINIMAL.replace(
+        "bucket = \"b\"",
+        "api = \"v1\"\ndatabase = \"d\"\nusername = \"u\"\npassword = \"p\"\ntoken = \"t\"",
+    );
+    let err = parse(&both, &[]).unwrap_err().to_string();
+    assert!(
+        err.contains("influx.username") && err.contains("not both"),
+        "{err}"
+    );
+    let no_password = MINIMAL.replace(
+        "bucket = \"b\"",
+        "api = \"v1\"\ndatabase = \"d\"\nusername = \"u\"",
+    );
+    let err = parse(&no_password, &[]).unwrap_err().to_string();
+    assert!(err.contains("influx.username"), "{err}");
+    let v2_user = MINIMAL.replace(
+        "bucket = \"b\"",
+        "bucket = \"b\"\nusername = \"u\"\npassword = \"p\"",
+    );
+    let err = parse(&v2_user, &[]).unwrap_err().to_string();
+    assert!(err.contains("takes a token"), "{err}");
+    let ok = MINIMAL.replace(
+        "bucket = \"b\"",
+        "api = \"v1\"\ndatabase = \"d\"\nusername = \"u\"\npassword = \"p\"",
+    );
+    assert_eq!(parse(&ok, &[]).unwrap().influx.api, InfluxApi::V1);
+}
+
+#[test]
+fn a_run_credentials_path_is_read_where_the_unit_loads_it_from() {
+    let unit = Path::new("/run/credentials/anomalyd.service/influx-token");
+    // Only tests that do not set CREDENTIALS_DIRECTORY run in this process.
+    if std::env::var_os("CREDENTIALS_DIRECTORY").is_none() && !unit.exists() {
+        assert_eq!(
+            credential_path(unit),
+            (
+                Path::new("/etc/anomalyd/credentials/influx-token").to_path_buf(),
+                CredentialSource::UnitSource
+            )
+        );
+    }
+    let other = Path::new("/etc/anomalyd/token");
+    assert_eq!(
+        credential_path(other),
+        (other.to_path_buf(), CredentialSource::Configured)
+    );
 }
 
 #[test]
@@ -157,4 +238,15 @@ fn journal_sync_pacing_has_defaults_and_bounds() {
     let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
     assert!(keys.contains(&"journal.sync_max_pending"), "{keys:?}");
     assert!(keys.contains(&"journal.sync_interval_ms"), "{keys:?}");
+}
+
+#[test]
+fn the_default_client_id_names_the_host() {
+    let c = parse(MINIMAL, &[]).unwrap();
+    assert_eq!(c.mqtt.client_id, format!("anomalyd-{}", host_name()));
+    assert_ne!(host_name(), "");
+    // The host tag defaults to the same name; "" turns it off.
+    assert_eq!(c.influx.host_tag_value(), Some(host_name()));
+    let off = MINIMAL.replace("bucket = \"b\"", "bucket = \"b\"\nhost_tag = \"\"");
+    assert_eq!(parse(&off, &[]).unwrap().influx.host_tag_value(), None);
 }

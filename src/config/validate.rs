@@ -3,7 +3,7 @@
 //! topic filters parsed on the way.
 
 use super::Problem;
-use super::schema::Config;
+use super::schema::{Config, InfluxApi};
 use super::topics::{TopicMapping, parse_topics};
 
 impl Config {
@@ -173,8 +173,43 @@ impl Config {
                 format!("{:?} is not a URL: {e}", ix.url),
             ),
         }
-        if ix.bucket.is_empty() {
-            bad("influx.bucket".into(), "is empty".into());
+        match ix.api {
+            InfluxApi::V2 if ix.bucket.is_empty() => {
+                bad("influx.bucket".into(), "is empty".into());
+            }
+            InfluxApi::V1 if ix.database.is_empty() => {
+                bad(
+                    "influx.database".into(),
+                    "api = \"v1\" writes to a database: name it".into(),
+                );
+            }
+            _ => {}
+        }
+        if ix.password.is_some() && ix.password_file.is_some() {
+            bad(
+                "influx.password_file".into(),
+                "set password or password_file, not both".into(),
+            );
+        }
+        let has_password = ix.password.is_some() || ix.password_file.is_some();
+        if has_password != ix.username.is_some() {
+            bad(
+                "influx.username".into(),
+                "username and a password (password or password_file) go together".into(),
+            );
+        }
+        if ix.username.is_some() && (ix.token.is_some() || ix.token_file.is_some()) {
+            bad(
+                "influx.username".into(),
+                "set a token or a username and password, not both".into(),
+            );
+        }
+        if ix.username.is_some() && ix.api == InfluxApi::V2 {
+            bad(
+                "influx.username".into(),
+                "the v2 write API takes a token: set api = \"v1\" for a username and password"
+                    .into(),
+            );
         }
         if ix.token.is_some() && ix.token_file.is_some() {
             bad(
@@ -239,6 +274,12 @@ impl Config {
         }
         if self.journal.max_mb == 0 {
             bad("journal.max_mb".into(), "must be >= 1".into());
+        }
+        if self.record.enabled && self.record.measurement.is_empty() {
+            bad("record.measurement".into(), "is empty".into());
+        }
+        if self.record.queue_capacity == 0 {
+            bad("record.queue_capacity".into(), "must be >= 1".into());
         }
         if self.shutdown.timeout_s == 0 {
             bad("shutdown.timeout_s".into(), "must be >= 1".into());

@@ -180,7 +180,9 @@ mod tests {
             degraded_after: Duration::from_secs(60),
         };
         let stop = CancellationToken::new();
-        let addr = serve("127.0.0.1:0", health, stop.clone()).await.unwrap();
+        let addr = serve("127.0.0.1:0", health.clone(), stop.clone())
+            .await
+            .unwrap();
         let get = |path: &'static str| async move {
             let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
             s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())

@@ -2,7 +2,8 @@
 //! alive (docs/durability.md §5). `/healthz` (liveness, for the watchdog)
 //! only asks whether the pipeline's loops beat; `/readyz`, the status page
 //! and systemd's `STATUS=` line ask this module, which reads the metrics:
-//! degraded while the journal cannot write, while the broker keeps dropping
+//! degraded while the journal cannot write, while the database refuses
+//! writes (401/403/404...), while the broker keeps dropping
 //! the connection or is not connected, once database writes have failed
 //! for longer than `metrics.degraded_after_s`, or once intake has waited
 //! on a full queue that long.
@@ -31,6 +32,12 @@ pub fn degraded(metrics: &Metrics, now_s: u64, after: Duration) -> Vec<String> {
         ));
     } else if metrics.mqtt_connected.load(Relaxed) == 0 {
         why.push("not connected to the MQTT broker".into());
+    }
+    if let Some(refusal) = metrics.sink_refusal() {
+        // Data is kept and retried, but only an operator can fix this.
+        why.push(format!(
+            "the database refuses writes ({refusal}); batches are kept and retried"
+        ));
     }
     let lasting = |since: u64| since > 0 && now_s.saturating_sub(since) >= after.as_secs();
     let failing = metrics.sink_failing_since_unix_s.load(Relaxed);

@@ -90,6 +90,8 @@ pub struct StatusDoc {
     /// Why the daemon is not ready (`/readyz`); empty when it is. Filled in
     /// by the listener, which knows the configured limits.
     pub degraded: Vec<String>,
+    /// Why the database refuses every write, while it does.
+    pub sink_refusal: Option<String>,
     pub models: Vec<ModelStatus>,
     pub assets: Vec<AssetStatus>,
     pub alerts: Vec<AlertStatus>,
@@ -179,7 +181,7 @@ impl StatusBoard {
                         channel: q.event.channel.clone(),
                     });
                 }
-                Output::Barrier(_) => {}
+                Output::Barrier(_) | Output::Frame(_) => {}
             }
         }
     }
@@ -203,6 +205,7 @@ impl StatusBoard {
             spool_points: metrics.spool_points.load(Relaxed),
             last_write_unix_s: metrics.last_write_unix_s.load(Relaxed),
             degraded: Vec::new(),
+            sink_refusal: metrics.sink_refusal(),
             models,
             assets,
             alerts,

@@ -1,5 +1,6 @@
 //! What leaves the scorer for the sinks: one record per scored window,
-//! alert transitions and data-quality alarm transitions (docs/architecture.md §6 for how they are written).
+//! alert transitions, data-quality alarm transitions and, with `[record]`,
+//! the aligned frames (docs/architecture.md §6 for how they are written).
 
 use std::sync::Arc;
 
@@ -33,6 +34,19 @@ pub enum Output {
     /// Everything before this came from journal segments up to this
     /// sequence; the sink confirms it once that is written or spooled.
     Barrier(u64),
+    /// An aligned frame, for `[record]` (docs/influxdb.md §6).
+    Frame(FrameRecord),
+}
+
+/// One aligned frame of an asset, as the model sees it before windowing.
+#[derive(Debug, Clone)]
+pub struct FrameRecord {
+    pub binding: Arc<AssetBinding>,
+    pub ts: i64,
+    /// One value per channel of the binding, in its order.
+    pub values: Vec<f32>,
+    /// True where the value was carried forward (not measured at this tick).
+    pub imputed: Vec<bool>,
 }
 
 /// A data-quality alarm transition of one asset (docs/alerts.md §1).

@@ -8,4 +8,4 @@ pub mod csv;
 pub mod influx;
 pub mod runner;
 
-pub use runner::{BatchSettings, BatchWriter, Runner, WriteFailure};
+pub use runner::{BatchSettings, BatchWriter, Runner, SinkStore, WriteFailure};

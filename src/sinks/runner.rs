@@ -1,9 +1,14 @@
 //! The batch/retry/spool runner every database sink shares
-//! (docs/architecture.md §6): outputs are encoded into a batch body, sent
-//! by size and by time through a [`BatchWriter`], retried with capped
-//! exponential backoff, spooled to disk when a spool is configured,
-//! drained in the background, and flushed on shutdown. It knows nothing
-//! of the database behind the writer nor of the body's format.
+//! (docs/architecture.md §6, docs/influxdb.md §2): outputs are encoded into
+//! a batch body of one point per line, sent by size and by time through a
+//! [`BatchWriter`], retried with capped exponential backoff, spooled to
+//! disk when a spool is configured, drained in the background, and flushed
+//! on shutdown. A body the database finds too large is split; one it
+//! refuses in part is bisected down to the refused points, which go to the
+//! dead-letter file. Nothing is dropped while the database refuses every
+//! write (bad credentials, missing database): the sink reports itself
+//! unhealthy and keeps everything until it is fixed. It knows nothing of
+//! the database behind the writer.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -15,26 +20,34 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ops::metrics::Metrics;
 use crate::pipeline::Output;
+use crate::state::refused_points::RefusedPoints;
 use crate::state::spool::Spool;
 
-/// How a failed write is handled.
+/// How a failed write is handled (docs/influxdb.md §2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteFailure {
-    /// Try again later (connection error, timeout, 5xx, 429).
+    /// The database may recover by itself (connection error, timeout, 5xx,
+    /// 429, 408): kept and retried.
     Retry(String),
-    /// The server refused the data itself (4xx): retrying cannot help.
+    /// The database refuses every write until an operator acts (401, 403,
+    /// 404): kept and retried; the sink is unhealthy meanwhile.
+    Refused(String),
+    /// The body is too large (413): split in two and sent again.
+    TooLarge(String),
+    /// Some points are refused (400, 422): the batch is bisected until the
+    /// refused points are alone, and those go to the dead-letter file.
     Reject(String),
 }
 
 /// Sends one batch body to a database.
 ///
-/// The runner owns batching, retries and the spool; an implementation only
-/// sends and says whether a failure is worth retrying.
+/// The runner owns batching, retries, splitting and the spool; an
+/// implementation only sends and sorts its failures.
 pub trait BatchWriter: Send + Sync {
     /// Writes one batch.
     ///
     /// # Errors
-    /// [`WriteFailure`] says whether retrying can help.
+    /// [`WriteFailure`] says what the runner should do.
     fn write(&self, body: String) -> impl Future<Output = Result<(), WriteFailure>> + Send;
 }
 
@@ -47,6 +60,14 @@ pub struct BatchSettings {
     pub retry_max: Duration,
 }
 
+/// Where the runner keeps what the database cannot take now (the spool)
+/// or will never take as it is (the dead-letter file).
+#[derive(Debug, Default)]
+pub struct SinkStore {
+    pub spool: Option<Spool>,
+    pub dead_letter: Option<RefusedPoints>,
+}
+
 /// One writer with its batching, retry and spool state.
 pub struct Runner<W> {
     writer: W,
@@ -54,8 +75,12 @@ pub struct Runner<W> {
     metrics: Arc<Metrics>,
     stop: CancellationToken,
     spool: Option<Spool>,
+    dead_letter: Option<RefusedPoints>,
     delay: Duration,
     next_drain: tokio::time::Instant,
+    /// Whether the database refuses every write (logged once per change).
+    refusing: bool,
+    last_dead_letter_log: Option<tokio::time::Instant>,
 }
 
 impl<W: BatchWriter> Runner<W> {
@@ -66,7 +91,7 @@ impl<W: BatchWriter> Runner<W> {
         settings: BatchSettings,
         metrics: Arc<Metrics>,
         stop: CancellationToken,
-        spool: Option<Spool>,
+        store: SinkStore,
     ) -> Self {
         Self {
             writer,
@@ -74,13 +99,16 @@ impl<W: BatchWriter> Runner<W> {
             settings,
             metrics,
             stop,
-            spool,
+            spool: store.spool,
+            dead_letter: store.dead_letter,
             next_drain: tokio::time::Instant::now(),
+            refusing: false,
+            last_dead_letter_log: None,
         }
     }
 
     /// Receives outputs until the channel closes, appending each to the
-    /// batch with `encode` and writing batches.
+    /// batch with `encode` (one line per point) and writing batches.
     ///
     /// With a spool, a batch the database cannot take right now goes to
     /// disk and later batches follow it there (order is kept); the spool
@@ -88,8 +116,8 @@ impl<W: BatchWriter> Runner<W> {
     /// arriving. Without one, a failing batch is retried in memory and the
     /// bounded channel in front holds the pipeline back. Each barrier is
     /// acknowledged on `barriers` once everything before it is written,
-    /// spooled or counted as dropped: a `watch` of the highest barrier, as
-    /// a later one covers every earlier one.
+    /// spooled, dead-lettered or counted as dropped: a `watch` of the
+    /// highest barrier, as a later one covers every earlier one.
     pub async fn run(
         mut self,
         mut rx: mpsc::Receiver<Output>,
@@ -145,13 +173,18 @@ impl<W: BatchWriter> Runner<W> {
         self.drain().await;
     }
 
-    fn written(&self, n: u64) {
+    fn written(&mut self, n: u64) {
         self.metrics.points_written.fetch_add(n, Relaxed);
         self.metrics.sink_failing_since_unix_s.store(0, Relaxed);
         let now_s = crate::core::timestamp::now_ns() / 1_000_000_000;
         self.metrics
             .last_write_unix_s
             .store(u64::try_from(now_s).unwrap_or(0), Relaxed);
+        if self.refusing {
+            self.refusing = false;
+            self.metrics.set_sink_refusal(None);
+            tracing::info!("the database accepts writes again");
+        }
     }
 
     /// A write failed in a way worth retrying: counted, and the start of
@@ -167,10 +200,58 @@ impl<W: BatchWriter> Runner<W> {
         );
     }
 
-    fn rejected(&self, n: u64, msg: &str) {
-        self.metrics.write_errors.fetch_add(1, Relaxed);
-        self.metrics.points_dropped.fetch_add(n, Relaxed);
-        tracing::error!(points = n, error = %msg, "database rejected a batch; it is dropped");
+    /// Counts a failed write that must wait; a refusal marks the sink
+    /// unhealthy (logged once until the database accepts writes again).
+    fn must_wait(&mut self, failure: &WriteFailure) -> String {
+        self.failing();
+        match failure {
+            WriteFailure::Refused(msg) => {
+                if !self.refusing {
+                    tracing::error!(error = %msg, "the database refuses every write: batches are kept and retried until it accepts them (check the credentials and the database)");
+                }
+                self.refusing = true;
+                self.metrics.set_sink_refusal(Some(msg));
+                msg.clone()
+            }
+            WriteFailure::Retry(msg) | WriteFailure::TooLarge(msg) | WriteFailure::Reject(msg) => {
+                msg.clone()
+            }
+        }
+    }
+
+    /// Puts points the database refuses one by one into the dead-letter
+    /// file (or counts them as dropped when there is none or it is full).
+    fn dead_letter(&mut self, lines: &str, msg: &str) {
+        let n = points_in(lines);
+        let kept = match self.dead_letter.as_mut() {
+            Some(dl) => {
+                let now = crate::core::timestamp::format_rfc3339(crate::core::timestamp::now_ns());
+                dl.append(lines, msg, &now)
+                    .map_err(|e| tracing::error!(error = %e, "cannot keep refused points"))
+                    .is_ok()
+            }
+            None => false,
+        };
+        if kept {
+            self.metrics.points_dead_lettered.fetch_add(n, Relaxed);
+        } else {
+            self.metrics.points_dropped.fetch_add(n, Relaxed);
+        }
+        // Bisection may isolate many points in a row: one line per 10 s.
+        let now = tokio::time::Instant::now();
+        if self
+            .last_dead_letter_log
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10))
+        {
+            self.last_dead_letter_log = Some(now);
+            tracing::error!(
+                error = %msg,
+                file = ?self.dead_letter.as_ref().map(RefusedPoints::path),
+                kept,
+                dead_lettered_total = self.metrics.points_dead_lettered.load(Relaxed),
+                "the database refused points; they are isolated and kept in the dead-letter file"
+            );
+        }
     }
 
     fn publish_spool_depth(&self) {
@@ -208,6 +289,43 @@ impl<W: BatchWriter> Runner<W> {
         self.delay = (self.delay * 2).min(self.settings.retry_max);
     }
 
+    /// Writes `body`, splitting it on 413 and bisecting it on 400/422 down
+    /// to the single points the database refuses (dead-lettered). When a
+    /// write must wait (retry, refusal), returns the lines not yet written,
+    /// in order, with that failure.
+    async fn deliver(&mut self, body: String) -> Result<(), (String, WriteFailure)> {
+        let mut pending = vec![body];
+        while let Some(piece) = pending.pop() {
+            let failure = match self.writer.write(piece.clone()).await {
+                Ok(()) => {
+                    self.written(points_in(&piece));
+                    continue;
+                }
+                Err(f) => f,
+            };
+            match failure {
+                WriteFailure::TooLarge(msg) | WriteFailure::Reject(msg) => {
+                    self.metrics.write_errors.fetch_add(1, Relaxed);
+                    match split_lines(&piece) {
+                        Some((first, second)) => {
+                            pending.push(second);
+                            pending.push(first);
+                        }
+                        None => self.dead_letter(&piece, &msg),
+                    }
+                }
+                wait => {
+                    let mut rest = piece;
+                    while let Some(p) = pending.pop() {
+                        rest.push_str(&p);
+                    }
+                    return Err((rest, wait));
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn flush(&mut self, buf: &mut String, points: &mut usize) {
         let n = std::mem::take(points) as u64;
         // Keep order: while older batches wait on disk, new ones queue behind them.
@@ -215,46 +333,41 @@ impl<W: BatchWriter> Runner<W> {
             buf.clear();
             return;
         }
-        let body = std::mem::take(buf);
+        let mut body = std::mem::take(buf);
         loop {
-            match self.writer.write(body.clone()).await {
+            let (rest, failure) = match self.deliver(body).await {
                 Ok(()) => {
-                    self.written(n);
                     self.delay = self.settings.retry_min;
                     break;
                 }
-                Err(WriteFailure::Reject(msg)) => {
-                    self.rejected(n, &msg);
-                    break;
-                }
-                Err(WriteFailure::Retry(msg)) => {
-                    self.failing();
-                    if self.spool(&body, n) {
-                        tracing::warn!(points = n, error = %msg, "write failed; batch spooled to disk");
-                        self.backoff();
-                        break;
-                    }
-                    if self.stop.is_cancelled() {
-                        self.metrics.points_dropped.fetch_add(n, Relaxed);
-                        tracing::error!(points = n, error = %msg, "shutdown deadline reached while the database is unreachable; batch dropped");
-                        break;
-                    }
-                    self.metrics.write_retries.fetch_add(1, Relaxed);
-                    tracing::warn!(points = n, error = %msg, retry_in_ms = self.delay.as_millis() as u64, "write failed; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(self.delay) => {}
-                        _ = self.stop.cancelled() => {}
-                    }
-                    self.delay = (self.delay * 2).min(self.settings.retry_max);
-                }
+                Err(e) => e,
+            };
+            let msg = self.must_wait(&failure);
+            let n = points_in(&rest);
+            if self.spool(&rest, n) {
+                tracing::warn!(points = n, error = %msg, "write failed; batch spooled to disk");
+                self.backoff();
+                break;
             }
+            if self.stop.is_cancelled() {
+                self.metrics.points_dropped.fetch_add(n, Relaxed);
+                tracing::error!(points = n, error = %msg, "shutdown deadline reached while the database does not take writes; batch dropped");
+                break;
+            }
+            self.metrics.write_retries.fetch_add(1, Relaxed);
+            tracing::warn!(points = n, error = %msg, retry_in_ms = self.delay.as_millis() as u64, "write failed; retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(self.delay) => {}
+                _ = self.stop.cancelled() => {}
+            }
+            self.delay = (self.delay * 2).min(self.settings.retry_max);
+            body = rest;
         }
-        *buf = body;
-        buf.clear();
+        buf.reserve(self.settings.batch_size * 200);
     }
 
     /// Sends spooled batches, oldest first, until the spool is empty, a
-    /// write fails (then backs off), or a round's budget is used.
+    /// write must wait (then backs off), or a round's budget is used.
     async fn drain(&mut self) {
         const ROUND: usize = 64;
         if self.spool.as_ref().is_none_or(|s| s.is_empty())
@@ -275,9 +388,9 @@ impl<W: BatchWriter> Runner<W> {
                     break;
                 }
             };
-            match self.writer.write(batch.body).await {
+            let len = batch.body.len();
+            match self.deliver(batch.body).await {
                 Ok(()) => {
-                    self.written(batch.points);
                     self.delay = self.settings.retry_min;
                     if let Some(sp) = self.spool.as_mut()
                         && let Err(e) = sp.remove(batch.seq)
@@ -285,15 +398,16 @@ impl<W: BatchWriter> Runner<W> {
                         tracing::error!(error = %e, "cannot remove a drained spool segment");
                     }
                 }
-                Err(WriteFailure::Reject(msg)) => {
-                    self.rejected(batch.points, &msg);
-                    if let Some(sp) = self.spool.as_mut() {
-                        let _ = sp.remove(batch.seq);
+                Err((rest, failure)) => {
+                    let msg = self.must_wait(&failure);
+                    // Part of the batch went through: keep only the rest, in its place.
+                    if rest.len() < len
+                        && let Some(sp) = self.spool.as_mut()
+                        && let Err(e) = sp.replace_oldest(batch.seq, &rest, points_in(&rest))
+                    {
+                        tracing::error!(error = %e, "cannot rewrite a partly drained spool segment; it is kept whole");
                     }
-                }
-                Err(WriteFailure::Retry(msg)) => {
-                    self.failing();
-                    tracing::warn!(error = %msg, spooled = self.spool.as_ref().map_or(0, |s| s.points()), retry_in_ms = self.delay.as_millis() as u64, "database still unreachable; spool kept");
+                    tracing::warn!(error = %msg, spooled = self.spool.as_ref().map_or(0, |s| s.points()), retry_in_ms = self.delay.as_millis() as u64, "the database does not take writes yet; spool kept");
                     self.backoff();
                     break;
                 }
@@ -301,6 +415,27 @@ impl<W: BatchWriter> Runner<W> {
         }
         self.publish_spool_depth();
     }
+}
+
+/// Points in a body: its non-empty lines that are not comments.
+fn points_in(body: &str) -> u64 {
+    body.lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .count() as u64
+}
+
+/// Cuts a body of two lines or more into two halves at a line end.
+fn split_lines(body: &str) -> Option<(String, String)> {
+    let lines = body.split_inclusive('\n').count();
+    if lines < 2 {
+        return None;
+    }
+    let cut: usize = body
+        .split_inclusive('\n')
+        .take(lines / 2)
+        .map(str::len)
+        .sum();
+    Some((body[..cut].to_string(), body[cut..].to_string()))
 }
 
 #[cfg(test)]
@@ -312,17 +447,29 @@ mod tests {
     use crate::core::detect::DetectorSettings;
     use crate::pipeline::{AssetBinding, ScoreRecord};
 
-    /// Records what it is sent; answers with the scripted failures first.
+    /// Records what it is sent; answers with the scripted failures first,
+    /// then refuses (400) any body holding the line `refuse`, and (413)
+    /// any body of more than `max_lines` lines.
     #[derive(Default)]
     struct Recorder {
         sent: Arc<Mutex<Vec<String>>>,
         failures: Mutex<VecDeque<WriteFailure>>,
+        refuse: Option<&'static str>,
+        max_lines: Option<usize>,
     }
 
     impl BatchWriter for Recorder {
         async fn write(&self, body: String) -> Result<(), WriteFailure> {
             if let Some(f) = self.failures.lock().unwrap().pop_front() {
                 return Err(f);
+            }
+            if self.max_lines.is_some_and(|m| body.lines().count() > m) {
+                return Err(WriteFailure::TooLarge("413".into()));
+            }
+            if let Some(bad) = self.refuse
+                && body.lines().any(|l| l == bad)
+            {
+                return Err(WriteFailure::Reject("400: type conflict".into()));
             }
             self.sent.lock().unwrap().push(body);
             Ok(())
@@ -351,21 +498,19 @@ mod tests {
         })
     }
 
-    /// Runs `outputs` through a runner (batches of 2) to the end of the
-    /// channel; returns what was sent, the metrics and the highest barrier
-    /// acknowledged.
-    async fn run(
+    /// Runs `outputs` through a runner (batches of `batch`) to the end of
+    /// the channel; returns what was sent, the metrics and the highest
+    /// barrier acknowledged.
+    async fn run_with(
         outputs: Vec<Output>,
-        failures: Vec<WriteFailure>,
+        writer: Recorder,
+        batch: usize,
+        store: SinkStore,
     ) -> (Vec<String>, Arc<Metrics>, Option<u64>) {
-        let writer = Recorder {
-            failures: Mutex::new(failures.into()),
-            ..Recorder::default()
-        };
         let sent = writer.sent.clone();
         let metrics = Arc::new(Metrics::default());
         let settings = BatchSettings {
-            batch_size: 2,
+            batch_size: batch,
             flush_interval: Duration::from_secs(3600),
             retry_min: Duration::from_millis(1),
             retry_max: Duration::from_millis(2),
@@ -375,7 +520,7 @@ mod tests {
             settings,
             metrics.clone(),
             CancellationToken::new(),
-            None,
+            store,
         );
         let (tx, rx) = mpsc::channel(outputs.len());
         let (btx, brx) = watch::channel(None);
@@ -392,6 +537,17 @@ mod tests {
         let acks = *brx.borrow();
         let sent = sent.lock().unwrap().clone();
         (sent, metrics, acks)
+    }
+
+    async fn run(
+        outputs: Vec<Output>,
+        failures: Vec<WriteFailure>,
+    ) -> (Vec<String>, Arc<Metrics>, Option<u64>) {
+        let writer = Recorder {
+            failures: Mutex::new(failures.into()),
+            ..Recorder::default()
+        };
+        run_with(outputs, writer, 2, SinkStore::default()).await
     }
 
     fn lines(ts: std::ops::RangeInclusive<i64>) -> String {
@@ -418,18 +574,110 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn retry_keeps_the_batch_and_reject_drops_it() {
+    async fn retry_and_refusal_keep_the_batch_until_it_is_written() {
         let failures = vec![
             WriteFailure::Retry("503".into()),
-            WriteFailure::Reject("400".into()),
+            WriteFailure::Refused("401".into()),
+            WriteFailure::Refused("404".into()),
         ];
         let (sent, metrics, _) = run((1..=4).map(score).collect(), failures).await;
-        // The first batch is retried and then rejected; the rest goes through.
-        let dropped = metrics.points_dropped.load(Relaxed);
-        assert!((1..=2).contains(&dropped), "{dropped}");
-        assert_eq!(sent.concat(), lines(dropped as i64 + 1..=4));
-        assert_eq!(metrics.write_retries.load(Relaxed), 1);
-        assert_eq!(metrics.write_errors.load(Relaxed), 2);
-        assert_eq!(metrics.points_written.load(Relaxed), 4 - dropped);
+        assert_eq!(sent.concat(), lines(1..=4));
+        assert_eq!(metrics.points_dropped.load(Relaxed), 0);
+        assert_eq!(metrics.write_retries.load(Relaxed), 3);
+        assert_eq!(metrics.write_errors.load(Relaxed), 3);
+        assert_eq!(metrics.points_written.load(Relaxed), 4);
+        // Written at last: the sink is healthy again.
+        assert_eq!(metrics.sink_refusal(), None);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_marks_the_sink_unhealthy_while_it_lasts() {
+        let metrics = Arc::new(Metrics::default());
+        let writer = Recorder {
+            failures: Mutex::new(
+                vec![WriteFailure::Refused("HTTP 401: bad password".into())].into(),
+            ),
+            ..Recorder::default()
+        };
+        let mut runner = Runner::new(
+            writer,
+            BatchSettings {
+                batch_size: 1,
+                flush_interval: Duration::from_secs(3600),
+                retry_min: Duration::from_millis(1),
+                retry_max: Duration::from_millis(1),
+            },
+            metrics.clone(),
+            CancellationToken::new(),
+            SinkStore::default(),
+        );
+        let failed = runner.deliver("1\n".into()).await.unwrap_err();
+        assert_eq!(failed.0, "1\n");
+        runner.must_wait(&failed.1);
+        assert_eq!(
+            metrics.sink_refusal().as_deref(),
+            Some("HTTP 401: bad password")
+        );
+        assert!(metrics.render().contains("anomalyd_sink_refusing 1"));
+        runner.deliver("1\n".into()).await.unwrap();
+        assert_eq!(metrics.sink_refusal(), None);
+        assert!(metrics.render().contains("anomalyd_sink_refusing 0"));
+    }
+
+    #[tokio::test]
+    async fn a_refused_point_is_bisected_out_to_the_dead_letter_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SinkStore {
+            spool: None,
+            dead_letter: Some(RefusedPoints::open(dir.path(), 1 << 20).unwrap()),
+        };
+        let writer = Recorder {
+            refuse: Some("6"),
+            ..Recorder::default()
+        };
+        let (sent, metrics, _) = run_with((1..=8).map(score).collect(), writer, 8, store).await;
+        let mut written: Vec<i64> = sent
+            .iter()
+            .flat_map(|b| b.lines())
+            .map(|l| l.parse().unwrap())
+            .collect();
+        written.sort();
+        assert_eq!(written, [1, 2, 3, 4, 5, 7, 8]);
+        assert_eq!(metrics.points_written.load(Relaxed), 7);
+        assert_eq!(metrics.points_dead_lettered.load(Relaxed), 1);
+        assert_eq!(metrics.points_dropped.load(Relaxed), 0);
+        let dead = std::fs::read_to_string(dir.path().join("dead-letter.lp")).unwrap();
+        let body: Vec<&str> = dead.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(body, ["6"], "{dead}");
+        assert!(dead.contains("400: type conflict"), "{dead}");
+    }
+
+    #[tokio::test]
+    async fn a_body_too_large_is_split_until_it_fits() {
+        let writer = Recorder {
+            max_lines: Some(3),
+            ..Recorder::default()
+        };
+        let (sent, metrics, _) = run_with(
+            (1..=10).map(score).collect(),
+            writer,
+            10,
+            SinkStore::default(),
+        )
+        .await;
+        assert_eq!(sent.concat(), lines(1..=10));
+        assert!(sent.iter().all(|b| b.lines().count() <= 3), "{sent:?}");
+        assert_eq!(metrics.points_written.load(Relaxed), 10);
+        assert_eq!(metrics.points_dropped.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn split_lines_cuts_at_a_line_end() {
+        assert_eq!(split_lines("1\n"), None);
+        assert_eq!(
+            split_lines("1\n2\n3\n"),
+            Some(("1\n".to_string(), "2\n3\n".to_string()))
+        );
+        assert_eq!(points_in("# why\n1\n2\n"), 2);
     }
 }

@@ -187,6 +187,20 @@ impl Spool {
             tracing::error!(points = old.points, "spool full: dropped its oldest batch");
         }
         let seq = self.next_seq;
+        self.write_segment(seq, body, points)?;
+        self.next_seq += 1;
+        self.segments.push_back(Segment {
+            seq,
+            bytes: size,
+            points,
+        });
+        self.bytes += size;
+        self.points += points;
+        Ok(())
+    }
+
+    /// Writes segment `seq` atomically (temporary file, fsync, rename).
+    fn write_segment(&self, seq: u64, body: &str, points: u64) -> Result<(), SpoolError> {
         let path = self.path_of(seq);
         let tmp = self.dir.join(format!("{seq:020}.tmp"));
         let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
@@ -211,14 +225,26 @@ impl Spool {
         if let Ok(d) = fs::File::open(&self.dir) {
             let _ = d.sync_all();
         }
-        self.next_seq += 1;
-        self.segments.push_back(Segment {
-            seq,
-            bytes: size,
-            points,
-        });
-        self.bytes += size;
-        self.points += points;
+        Ok(())
+    }
+
+    /// Replaces the oldest batch (the one `oldest` returned) with what is
+    /// left of it after part was delivered, keeping its place in line.
+    ///
+    /// # Errors
+    /// The new segment cannot be written; the old one then stays whole.
+    pub fn replace_oldest(&mut self, seq: u64, body: &str, points: u64) -> Result<(), SpoolError> {
+        let Some(front) = self.segments.front().copied().filter(|s| s.seq == seq) else {
+            return Ok(());
+        };
+        self.write_segment(seq, body, points)?;
+        let size = (HEADER + body.len()) as u64;
+        self.bytes = self.bytes - front.bytes + size;
+        self.points = self.points - front.points + points;
+        if let Some(f) = self.segments.front_mut() {
+            f.bytes = size;
+            f.points = points;
+        }
         Ok(())
     }
 

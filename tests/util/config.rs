@@ -35,6 +35,8 @@ pub struct DaemonConfig {
     shutdown: Shutdown,
     #[serde(skip_serializing_if = "Option::is_none")]
     alerts: Option<Alerts>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    record: Option<Record>,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -60,6 +62,12 @@ struct AlertOutput {
     port: Option<u16>,
     retry_min_ms: u64,
     retry_max_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Record {
+    enabled: bool,
+    measurement: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -129,6 +137,18 @@ struct Influx {
     retry_max_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     queue_capacity: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    api: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    database: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    password_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gzip: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -215,6 +235,12 @@ impl DaemonConfig {
                 retry_min_ms: 50,
                 retry_max_ms: 500,
                 queue_capacity: None,
+                api: None,
+                database: None,
+                username: None,
+                password_file: None,
+                gzip: None,
+                token_file: None,
             },
             spool: None,
             state: None,
@@ -224,6 +250,7 @@ impl DaemonConfig {
             log: Log { level: "info" },
             shutdown: Shutdown { timeout_s: 10 },
             alerts: None,
+            record: None,
         }
     }
 
@@ -318,6 +345,41 @@ impl DaemonConfig {
     /// `influx.queue_capacity`.
     pub fn influx_queue_capacity(mut self, points: usize) -> Self {
         self.influx.queue_capacity = Some(points);
+        self
+    }
+
+    /// Writes through the v1 API (`/write`) to `database`.
+    pub fn influx_v1(mut self, database: &str) -> Self {
+        self.influx.api = Some("v1");
+        self.influx.database = Some(database.to_string());
+        self
+    }
+
+    /// Logs in to the database as `user` with the password in `password_file`.
+    pub fn influx_credentials(mut self, user: &str, password_file: &Path) -> Self {
+        self.influx.username = Some(user.to_string());
+        self.influx.password_file = Some(password_file.to_path_buf());
+        self
+    }
+
+    /// `influx.token_file`.
+    pub fn influx_token_file(mut self, path: &Path) -> Self {
+        self.influx.token_file = Some(path.to_path_buf());
+        self
+    }
+
+    /// `influx.gzip`.
+    pub fn influx_gzip(mut self, on: bool) -> Self {
+        self.influx.gzip = Some(on);
+        self
+    }
+
+    /// `[record]`: aligned frames written to `measurement`.
+    pub fn record(mut self, measurement: &str) -> Self {
+        self.record = Some(Record {
+            enabled: true,
+            measurement: measurement.to_string(),
+        });
         self
     }
 

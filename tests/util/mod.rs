@@ -18,6 +18,7 @@
 mod config;
 mod daemon;
 mod http;
+mod influxd;
 mod model;
 mod mosquitto;
 mod mqtt;
@@ -33,6 +34,7 @@ mod webhook;
 pub use config::DaemonConfig;
 pub use daemon::Daemon;
 pub use http::{http_get, http_post, url_encode};
+pub use influxd::{Influxd, InfluxdOptions};
 pub use model::{START_NS, WINDOW, shipped_model, synth_rows, windows_for};
 pub use mosquitto::Mosquitto;
 pub use mqtt::{

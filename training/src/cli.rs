@@ -8,7 +8,7 @@ use clap::{Parser, ValueEnum};
 
 use crate::calibrate::ChannelWeighting;
 use crate::centering::{self, Centering};
-use crate::data::{DataOptions, InputSource};
+use crate::data::{DataOptions, InfluxAuth, InfluxSource, InputSource};
 use crate::model::autoencoder::Architecture;
 use crate::model::network::{Aggregation, ChannelError};
 use crate::model::train::TrainConfig;
@@ -43,9 +43,28 @@ pub struct Args {
     #[arg(
         long = "input",
         value_name = "FILE",
-        required_unless_present = "synthetic_pump"
+        required_unless_present_any = ["synthetic_pump", "influx_url"]
     )]
     pub inputs: Vec<PathBuf>,
+    /// Read the training data from InfluxDB at URL through InfluxQL
+    /// (`/query`: 1.x, 2.x's v1 compatibility API, 3.x); credentials from
+    /// INFLUX_TOKEN, or INFLUX_USERNAME and INFLUX_PASSWORD.
+    #[arg(long, value_name = "URL", requires_all = ["database", "measurement"])]
+    pub influx_url: Option<String>,
+    /// Database (1.x) or bucket (2.x, 3.x) to read with --influx-url.
+    #[arg(long, visible_alias = "bucket", value_name = "NAME")]
+    pub database: Option<String>,
+    /// Measurement to read with --influx-url; its numeric fields are the
+    /// channels (e.g. the daemon's [record] measurement).
+    #[arg(long, value_name = "M")]
+    pub measurement: Option<String>,
+    /// Only points with this tag, e.g. asset=pump-7; repeatable.
+    #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = parse_tag)]
+    pub tags: Vec<(String, String)>,
+    /// Time range to read with --influx-url, START..END (RFC 3339 or epoch;
+    /// END exclusive; either side may be left empty).
+    #[arg(long, value_name = "START..END", value_parser = parse_range)]
+    pub range: Option<(String, String)>,
     /// Also train on ROWS seconds of the built-in pump simulator (no fault),
     /// channels vibration_1 .. flow_rate.
     #[arg(long, value_name = "ROWS")]
@@ -210,6 +229,20 @@ pub struct Args {
 }
 
 /// Parses `A..B`, `A..` or `..B`.
+fn parse_tag(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not KEY=VALUE (e.g. asset=pump-7)")),
+    }
+}
+
+fn parse_range(s: &str) -> Result<(String, String), String> {
+    let (a, b) = s
+        .split_once("..")
+        .ok_or_else(|| format!("{s:?} is not a time range START..END"))?;
+    Ok((a.trim().to_string(), b.trim().to_string()))
+}
+
 fn parse_rows(s: &str) -> Result<Range<usize>, String> {
     let (a, b) = s
         .split_once("..")
@@ -303,6 +336,17 @@ impl Args {
             return bad("--name must not be empty".into());
         }
         let mut inputs: Vec<InputSource> = self.inputs.into_iter().map(InputSource::File).collect();
+        if let Some(url) = self.influx_url {
+            inputs.push(InputSource::Influx(InfluxSource {
+                url,
+                database: self.database.unwrap_or_default(),
+                measurement: self.measurement.unwrap_or_default(),
+                tags: self.tags,
+                range: self.range,
+                channels: self.channels.clone(),
+                auth: InfluxAuth::from_env(),
+            }));
+        }
         if let Some(rows) = self.synthetic_pump {
             inputs.push(InputSource::SyntheticPump {
                 rows,

@@ -185,7 +185,9 @@ pub fn replay(opts: &ReplayOptions) -> Result<(ReplaySummary, Vec<RowResult>), R
         .iter()
         .filter_map(|o| match o {
             Output::Score(r) => Some((r.ts, r.score, r.threshold, r.probability, r.anomalous)),
-            Output::Alert { .. } | Output::Quality(_) | Output::Barrier(_) => None,
+            Output::Alert { .. } | Output::Quality(_) | Output::Barrier(_) | Output::Frame(_) => {
+                None
+            }
         })
         .collect();
     scored.sort_by_key(|s| s.0);
@@ -242,8 +244,8 @@ fn send_to_influx(
     outputs: Vec<Output>,
     metrics: Arc<Metrics>,
 ) -> Result<(), ReplayError> {
-    let token = cfg.influx_token()?;
-    let writer = InfluxWriter::new(&cfg.influx, token.expose())?;
+    let (_auth, auth_rx) = tokio::sync::watch::channel(cfg.influx_auth()?);
+    let writer = InfluxWriter::new(&cfg.influx, auth_rx)?;
     let settings = SinkSettings::from_config(&cfg.influx);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -259,9 +261,21 @@ fn send_to_influx(
             rx,
             metrics.clone(),
             stop.clone(),
-            None,
+            crate::sinks::SinkStore::default(),
             None,
         ));
+        // Nobody fixes credentials during a backfill: stop at the first
+        // refusal instead of retrying forever, and report what was written.
+        let refused = {
+            let (metrics, stop) = (metrics.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+                while metrics.sink_refusal().is_none() {
+                    tick.tick().await;
+                }
+                stop.cancel();
+            })
+        };
         for o in outputs {
             if tx.send(o).await.is_err() {
                 break;
@@ -269,13 +283,18 @@ fn send_to_influx(
         }
         drop(tx);
         let _ = sink.await;
+        refused.abort();
     });
     let written = metrics
         .points_written
         .load(std::sync::atomic::Ordering::Relaxed);
     if written < n {
+        let why = metrics
+            .sink_refusal()
+            .map(|r| format!(": the database refuses writes ({r})"))
+            .unwrap_or_default();
         return Err(ReplayError::Other(format!(
-            "only {written} of {n} points reached the database"
+            "only {written} of {n} points reached the database{why}"
         )));
     }
     Ok(())

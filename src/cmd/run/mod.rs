@@ -68,6 +68,8 @@ pub enum DaemonError {
     Spool(#[from] crate::state::spool::SpoolError),
     #[error(transparent)]
     Journal(#[from] crate::state::journal::JournalError),
+    #[error(transparent)]
+    RefusedPoints(#[from] crate::state::RefusedPointsError),
     #[error("the scoring thread could not be started: {0}")]
     Thread(std::io::Error),
     #[error(transparent)]
@@ -174,8 +176,10 @@ pub async fn run(
     let board = Arc::new(crate::ops::status::StatusBoard::default());
     board.set_models(model_status(&models));
 
-    let token = cfg.influx_token()?;
-    let writer = InfluxWriter::new(&cfg.influx, token.expose())?;
+    // A reload (SIGHUP) sends new credentials: a fixed password or token
+    // takes effect without a restart, and nothing kept meanwhile is lost.
+    let (auth_tx, auth_rx) = watch::channel(cfg.influx_auth()?);
+    let writer = InfluxWriter::new(&cfg.influx, auth_rx)?;
     let password = cfg.mqtt_password()?;
     let mut options = crate::sources::mqtt::mqtt_options(&cfg.mqtt, password.as_ref())?;
     // At-least-once through a crash: journal, then acknowledge.
@@ -317,14 +321,46 @@ pub async fn run(
             None
         }
     };
+    let dead_letter = match &state_dir {
+        Some(dir) => Some(crate::state::RefusedPoints::open(
+            dir,
+            cfg.spool.max_mb * 1024 * 1024,
+        )?),
+        None => {
+            tracing::warn!(
+                "no state directory: points the database refuses one by one are logged and dropped"
+            );
+            None
+        }
+    };
     let sink_stop = CancellationToken::new();
+    // [record]: frames go to their own writer loop, so that recording
+    // never holds scores back; it ends when the source drops its sender.
+    let record_sink = if cfg.record.enabled {
+        let (tx, rx) = mpsc::channel::<Output>(cfg.record.queue_capacity);
+        stage.record_to(tx);
+        let mut settings = SinkSettings::from_config(&cfg.influx);
+        settings.measurements.record = cfg.record.measurement.clone();
+        tracing::info!(measurement = %cfg.record.measurement, "recording aligned frames");
+        Some(tokio::spawn(crate::sinks::influx::run_sink(
+            writer.clone(),
+            settings,
+            rx,
+            metrics.clone(),
+            sink_stop.clone(),
+            crate::sinks::SinkStore::default(),
+            None,
+        )))
+    } else {
+        None
+    };
     let sink = tokio::spawn(crate::sinks::influx::run_sink(
         writer,
         SinkSettings::from_config(&cfg.influx),
         out_rx,
         metrics.clone(),
         sink_stop.clone(),
-        spool,
+        crate::sinks::SinkStore { spool, dead_letter },
         barriers,
     ));
 
@@ -419,6 +455,16 @@ pub async fn run(
                         metrics.set_models(info.clone());
                         metrics.reloads.fetch_add(1, Relaxed);
                         tracing::info!(old = ?old, new = ?info, "reloaded config and models");
+                        match new.config.influx_auth() {
+                            Ok(auth) => {
+                                auth_tx.send_if_modified(|a| {
+                                    let changed = *a != auth;
+                                    *a = auth;
+                                    changed
+                                });
+                            }
+                            Err(e) => tracing::error!(error = %e, "the database credentials could not be re-read; the old ones stay in use"),
+                        }
                         let (was, now) = (&current.config, &new.config);
                         if now.influx.url != was.influx.url || now.mqtt.host != was.mqtt.host || now.mqtt.port != was.mqtt.port {
                             tracing::warn!("connection settings changed: they take effect at the next restart");
@@ -449,6 +495,9 @@ pub async fn run(
         let _ = source.await;
         let _ = tokio::task::spawn_blocking(move || scorer_thread.join()).await;
         let _ = sink.await;
+        if let Some(r) = record_sink {
+            let _ = r.await;
+        }
     };
     tokio::pin!(drain);
     if tokio::time::timeout(deadline, &mut drain).await.is_err() {

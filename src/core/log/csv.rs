@@ -1,5 +1,7 @@
 //! CSV logs as a historian exports them: `,` `;` or tab delimited, quoted
-//! fields, a header row, one timestamp column and one column per channel.
+//! fields, a header row, one timestamp column and one column per channel;
+//! pandas' `to_csv` (an unnamed index column first) and InfluxDB's
+//! annotated CSV (converted by `annotated.rs`) too.
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -27,8 +29,15 @@ use crate::core::timestamp::parse_timestamp;
 /// [`LoadError::BadTimestamp`], [`LoadError::BadCell`] (text in a numeric
 /// column), [`LoadError::NoRows`] (nothing kept), [`LoadError::NoColumns`].
 pub fn parse_csv(text: &str, source: &Path, opts: &LoadOptions) -> Result<LogTable, LoadError> {
-    let path = || source.to_path_buf();
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if let Some(wide) = super::annotated::annotated_to_wide(text, source)? {
+        return parse_plain_csv(&wide, source, opts);
+    }
+    parse_plain_csv(text, source, opts)
+}
+
+fn parse_plain_csv(text: &str, source: &Path, opts: &LoadOptions) -> Result<LogTable, LoadError> {
+    let path = || source.to_path_buf();
     if text.trim().is_empty() {
         return Err(LoadError::Empty { path: path() });
     }
@@ -54,9 +63,23 @@ pub fn parse_csv(text: &str, source: &Path, opts: &LoadOptions) -> Result<LogTab
         names.pop();
     }
     let width = names.len();
+    // pandas' `to_csv` writes its index first, under an empty name: a
+    // DatetimeIndex is the timestamp; a RangeIndex (0, 1, 2, ...) is left
+    // out when another column names the time.
+    let pandas_index = width > 1 && names[0].is_empty();
+    if pandas_index {
+        names[0] = PANDAS_INDEX.to_string();
+    }
     check_header(&names, source, header_line)?;
+    let time_named = names.iter().position(|n| {
+        ["time", "timestamp", "datetime", "date", "_time"]
+            .iter()
+            .any(|t| n.eq_ignore_ascii_case(t))
+    });
+    let skip_index = pandas_index && (opts.timestamp_column.is_some() || time_named.is_some());
 
     let ts_col = match &opts.timestamp_column {
+        None if skip_index => time_named.unwrap_or(0),
         None => 0,
         Some(name) => names
             .iter()
@@ -68,7 +91,9 @@ pub fn parse_csv(text: &str, source: &Path, opts: &LoadOptions) -> Result<LogTab
                 available: names.clone(),
             })?,
     };
-    let candidates: Vec<usize> = (0..width).filter(|&i| i != ts_col).collect();
+    let candidates: Vec<usize> = (0..width)
+        .filter(|&i| i != ts_col && !(skip_index && i == 0))
+        .collect();
     let mut kinds = vec![ColumnKind::Unknown; candidates.len()];
 
     let (lo, hi) = opts
@@ -183,6 +208,9 @@ pub fn parse_csv(text: &str, source: &Path, opts: &LoadOptions) -> Result<LogTab
         skipped_columns,
     })
 }
+
+/// The name given to pandas' unnamed index column.
+pub const PANDAS_INDEX: &str = "(index)";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ColumnKind {

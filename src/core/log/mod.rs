@@ -1,19 +1,22 @@
 //! Loading sensor logs into a [`LogTable`]: CSV exported from a historian
-//! (`,` `;` or tab delimited, one timestamp column, one column per channel)
-//! and InfluxDB line protocol. The trainer and `replay` both read logs here,
+//! (`,` `;` or tab delimited, one timestamp column, one column per channel;
+//! pandas-style with an unnamed index; InfluxDB annotated CSV) and InfluxDB
+//! line protocol. The trainer and `replay` both read logs here,
 //! so both see the same rows.
 //!
 //! Parsing works on text and has no I/O; only [`load_log`] touches the file
 //! system. Every error names the file and, where there is one, the line and
 //! the column.
 
+mod annotated;
 mod csv;
 mod line_protocol;
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-pub use self::csv::parse_csv;
+pub use self::annotated::annotated_to_wide;
+pub use self::csv::{PANDAS_INDEX, parse_csv};
 pub use self::line_protocol::{LINE_PROTOCOL_TIME, looks_like_line_protocol, parse_line_protocol};
 
 /// Column names that hold labels rather than sensor values (compared

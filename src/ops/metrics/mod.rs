@@ -121,6 +121,12 @@ pub struct Metrics {
     alert_outputs: Mutex<Vec<(String, Arc<AlertOutputCounters>)>>,
     /// Why assets get no scores: drops per asset and reason, with names.
     asset_drops: Mutex<HashMap<(String, &'static str), DropEntry>>,
+    /// Points the database refused one by one, moved to the dead-letter file.
+    pub points_dead_lettered: AtomicU64,
+    /// Why the database refuses every write (401/403/404...), while it does.
+    sink_refusal: Mutex<Option<String>>,
+    /// `[record]`: frames not recorded because the record queue was full.
+    pub frames_not_recorded: AtomicU64,
 }
 
 impl Metrics {
@@ -141,6 +147,19 @@ impl Metrics {
         if let Ok(mut p) = self.providers.lock() {
             *p = models;
         }
+    }
+
+    /// Records that the database refuses every write (`Some(why)`) or
+    /// accepts writes again (`None`).
+    pub fn set_sink_refusal(&self, why: Option<&str>) {
+        if let Ok(mut r) = self.sink_refusal.lock() {
+            *r = why.map(str::to_string);
+        }
+    }
+
+    /// Why the database refuses every write, while it does.
+    pub fn sink_refusal(&self) -> Option<String> {
+        self.sink_refusal.lock().ok().and_then(|r| r.clone())
     }
 
     /// Prometheus text exposition format.
@@ -252,7 +271,7 @@ impl Metrics {
         c(
             &mut o,
             "points_dropped_total",
-            "Points dropped (rejected by the database or queue overflow).",
+            "Points dropped (shutdown deadline with the database away, dead-letter file full).",
             &self.points_dropped,
         );
         c(
@@ -266,6 +285,24 @@ impl Metrics {
             "write_retries_total",
             "Write attempts retried.",
             &self.write_retries,
+        );
+        c(
+            &mut o,
+            "points_dead_lettered_total",
+            "Points the database refused one by one (400/422), kept in the dead-letter file.",
+            &self.points_dead_lettered,
+        );
+        c(
+            &mut o,
+            "frames_not_recorded_total",
+            "[record]: aligned frames not recorded because the record queue was full.",
+            &self.frames_not_recorded,
+        );
+        g(
+            &mut o,
+            "sink_refusing",
+            "1 while the database refuses every write (401, 403, 404): batches are kept and retried.",
+            u64::from(self.sink_refusal().is_some()),
         );
         g(
             &mut o,

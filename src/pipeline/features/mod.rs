@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::binding::{AssetBinding, Binder, ModelSlot, QualityRules};
-use super::output::QualityRecord;
+use super::output::{FrameRecord, Output, QualityRecord};
 use crate::config::Config;
 use crate::core::align::{Aligner, AlignerConfig, Frame, PushOutcome};
 use crate::core::quality::{
@@ -92,6 +92,8 @@ pub struct FeatureStage {
     /// Data-quality alarms open before a restart, per asset not seen since:
     /// (alarm, channel, start ns).
     restore: HashMap<String, Vec<(QualityKind, Option<String>, i64)>>,
+    /// Where aligned frames go for `[record]`, if it is on.
+    record: Option<tokio::sync::mpsc::Sender<Output>>,
 }
 
 impl FeatureStage {
@@ -112,6 +114,36 @@ impl FeatureStage {
             quality_rules: QualityRules::default(),
             quality: Vec::new(),
             restore: HashMap::new(),
+            record: None,
+        }
+    }
+
+    /// Sends every aligned frame to `tx` too (`[record]`); a frame that
+    /// finds the queue full is counted, never waited for: recording must
+    /// not slow scoring down.
+    pub fn record_to(&mut self, tx: tokio::sync::mpsc::Sender<Output>) {
+        self.record = Some(tx);
+    }
+
+    fn record(
+        tx: Option<&tokio::sync::mpsc::Sender<Output>>,
+        metrics: &Metrics,
+        binding: &Arc<AssetBinding>,
+        frames: &[Frame],
+    ) {
+        let Some(tx) = tx else {
+            return;
+        };
+        for f in frames {
+            let frame = FrameRecord {
+                binding: binding.clone(),
+                ts: f.ts,
+                values: f.values.clone(),
+                imputed: f.imputed.clone(),
+            };
+            if tx.try_send(Output::Frame(frame)).is_err() {
+                metrics.frames_not_recorded.fetch_add(1, Relaxed);
+            }
         }
     }
 
@@ -164,6 +196,12 @@ impl FeatureStage {
         for state in self.assets.values_mut() {
             if state.stale.silent_for(now, since) > lateness {
                 state.aligner.flush(&mut self.frames);
+                Self::record(
+                    self.record.as_ref(),
+                    &self.metrics,
+                    &state.binding,
+                    &self.frames,
+                );
                 let slot = &self.slots[state.slot];
                 Self::drain_frames(&self.metrics, slot, state, &mut self.frames, out);
             }
@@ -251,7 +289,6 @@ impl FeatureStage {
             if let Some(state) = self.assets.get_mut(msg.asset.as_str()) {
                 let slot = &self.slots[state.slot];
                 let times = (ts, recv_ts);
-                let outs = (&mut *out, &mut self.quality);
                 Self::feed_message(
                     &self.metrics,
                     slot,
@@ -259,8 +296,15 @@ impl FeatureStage {
                     &mut self.frames,
                     msg,
                     times,
-                    outs,
+                    &mut self.quality,
                 );
+                Self::record(
+                    self.record.as_ref(),
+                    &self.metrics,
+                    &state.binding,
+                    &self.frames,
+                );
+                Self::drain_frames(&self.metrics, slot, state, &mut self.frames, out);
                 return;
             }
             if !first || !self.ensure_asset(&msg.asset, recv_ts) {
@@ -276,7 +320,7 @@ impl FeatureStage {
         frames: &mut Vec<Frame>,
         msg: &Message,
         (ts, recv_ts): (i64, i64),
-        (out, quality): (&mut Vec<ScoreRequest>, &mut Vec<QualityRecord>),
+        quality: &mut Vec<QualityRecord>,
     ) {
         let mut used = 0u64;
         let mut events = Vec::new();
@@ -319,7 +363,6 @@ impl FeatureStage {
         }
         metrics.readings_used.fetch_add(used, Relaxed);
         Self::collect(&state.binding, &mut events, quality);
-        Self::drain_frames(metrics, slot, state, frames, out);
     }
 
     /// Feeds one row of a log (every channel at `ts`, in the model's
@@ -336,6 +379,7 @@ impl FeatureStage {
             slots,
             metrics,
             frames,
+            record,
             ..
         } = self;
         let Some(state) = assets.get_mut(asset) else {
@@ -353,6 +397,7 @@ impl FeatureStage {
         metrics
             .readings_used
             .fetch_add(after.readings.saturating_sub(before.readings), Relaxed);
+        Self::record(record.as_ref(), metrics, &state.binding, frames);
         Self::drain_frames(metrics, slot, state, frames, out);
     }
 
@@ -360,6 +405,12 @@ impl FeatureStage {
     pub fn flush(&mut self, out: &mut Vec<ScoreRequest>) {
         for state in self.assets.values_mut() {
             state.aligner.flush(&mut self.frames);
+            Self::record(
+                self.record.as_ref(),
+                &self.metrics,
+                &state.binding,
+                &self.frames,
+            );
             let slot = &self.slots[state.slot];
             Self::drain_frames(&self.metrics, slot, state, &mut self.frames, out);
         }

@@ -129,12 +129,12 @@ impl OutputLoop {
                     }
                     self.done(&outbox, seq);
                 }
-                Err(WriteFailure::Reject(why)) => {
+                Err(WriteFailure::Reject(why) | WriteFailure::TooLarge(why)) => {
                     counters.rejected.fetch_add(1, Relaxed);
                     tracing::error!(output = %self.name, asset = %msg.asset, alarm = %msg.alarm, error = %why, "alert refused by the endpoint; skipped");
                     self.done(&outbox, seq);
                 }
-                Err(WriteFailure::Retry(why)) => {
+                Err(WriteFailure::Retry(why) | WriteFailure::Refused(why)) => {
                     counters.failed.fetch_add(1, Relaxed);
                     // One line per 10 s while the endpoint stays away.
                     if last_error.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {

@@ -134,7 +134,7 @@ impl ActiveAlarms {
                     probability.insert(&r.binding.asset, r.probability);
                     continue;
                 }
-                Output::Barrier(_) => continue,
+                Output::Barrier(_) | Output::Frame(_) => continue,
                 Output::Alert { binding, event } => {
                     let m = AlertMessage {
                         asset: binding.asset.to_string(),

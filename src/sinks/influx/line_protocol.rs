@@ -5,24 +5,30 @@
 
 use std::fmt::Write as _;
 
-use crate::pipeline::{Output, ScoreRecord};
+use crate::pipeline::{FrameRecord, Output, ScoreRecord};
 
 /// Measurement names.
 #[derive(Debug, Clone)]
 pub struct Measurements {
     pub score: String,
     pub alert: String,
+    /// The `host` tag on every point (the gateway's name), if any.
+    pub host: Option<String>,
+    /// `[record]`'s measurement of aligned frames.
+    pub record: String,
 }
 
 /// Appends one output as a line of line protocol.
 pub fn format_output(out: &Output, m: &Measurements, buf: &mut String) {
     match out {
         Output::Barrier(_) => {}
-        Output::Score(r) => format_score(r, &m.score, buf),
+        Output::Score(r) => format_score(r, m, buf),
+        Output::Frame(f) => format_frame(f, m, buf),
         Output::Alert { binding, event } => {
             escape_key(&m.alert, buf);
             buf.push_str(",asset=");
             escape_tag(&binding.asset, buf);
+            push_host(m, buf);
             buf.push_str(",model=");
             escape_tag(&binding.model, buf);
             buf.push_str(",state=");
@@ -72,10 +78,47 @@ pub fn format_output(out: &Output, m: &Measurements, buf: &mut String) {
     }
 }
 
-fn format_score(r: &ScoreRecord, measurement: &str, buf: &mut String) {
-    escape_key(measurement, buf);
+/// One line per frame: each channel measured at the tick is a field;
+/// values carried forward are left out (the trainer's aligner imputes
+/// them again the same way); a frame with none is not written.
+fn format_frame(f: &FrameRecord, m: &Measurements, buf: &mut String) {
+    let start = buf.len();
+    escape_key(&m.record, buf);
+    buf.push_str(",asset=");
+    escape_tag(&f.binding.asset, buf);
+    push_host(m, buf);
+    let mut sep = ' ';
+    for ((ch, v), imputed) in f.binding.channels.iter().zip(&f.values).zip(&f.imputed) {
+        if *imputed || !v.is_finite() {
+            continue;
+        }
+        buf.push(sep);
+        sep = ',';
+        escape_key(ch, buf);
+        buf.push('=');
+        push_f32(buf, *v);
+    }
+    if sep == ' ' {
+        buf.truncate(start);
+        return;
+    }
+    let _ = writeln!(buf, " {}", f.ts);
+}
+
+/// Tags go in key order (asset, host, model, ...), the order the
+/// database sorts them into anyway.
+fn push_host(m: &Measurements, buf: &mut String) {
+    if let Some(host) = &m.host {
+        buf.push_str(",host=");
+        escape_tag(host, buf);
+    }
+}
+
+fn format_score(r: &ScoreRecord, m: &Measurements, buf: &mut String) {
+    escape_key(&m.score, buf);
     buf.push_str(",asset=");
     escape_tag(&r.binding.asset, buf);
+    push_host(m, buf);
     buf.push_str(",model=");
     escape_tag(&r.binding.model, buf);
     // One line per window, so this is the sink's hot path: numbers go
@@ -228,7 +271,62 @@ mod tests {
         Measurements {
             score: "anomaly_score".into(),
             alert: "anomaly_alert".into(),
+            host: None,
+            record: "anomalyd_frames".into(),
         }
+    }
+
+    #[test]
+    fn a_frame_is_one_line_of_its_measured_channels() {
+        let frame = |imputed: Vec<bool>| {
+            let mut buf = String::new();
+            format_output(
+                &Output::Frame(FrameRecord {
+                    binding: binding(),
+                    ts: 7,
+                    values: vec![1.5, 2.0],
+                    imputed,
+                }),
+                &m(),
+                &mut buf,
+            );
+            buf
+        };
+        assert_eq!(
+            frame(vec![false, false]),
+            "anomalyd_frames,asset=pump\\ 1 flow\\ rate=1.5,p\\,1=2 7\n"
+        );
+        assert_eq!(
+            frame(vec![true, false]),
+            "anomalyd_frames,asset=pump\\ 1 p\\,1=2 7\n"
+        );
+        assert_eq!(frame(vec![true, true]), "");
+    }
+
+    #[test]
+    fn the_host_tag_goes_on_every_point_in_key_order() {
+        let mut buf = String::new();
+        let m = Measurements {
+            host: Some("gw 7".into()),
+            ..m()
+        };
+        format_output(
+            &Output::Score(ScoreRecord {
+                binding: binding(),
+                ts: 1,
+                score: 0.25,
+                threshold: 0.5,
+                anomalous: false,
+                probability: f64::NAN,
+                channel_error: vec![],
+            }),
+            &m,
+            &mut buf,
+        );
+        assert!(
+            buf.starts_with("anomaly_score,asset=pump\\ 1,host=gw\\ 7,model=pump score="),
+            "{buf}"
+        );
     }
 
     #[test]

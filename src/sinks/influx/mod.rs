@@ -1,10 +1,12 @@
-//! The InfluxDB sink (docs/architecture.md §6): scores and alerts become
-//! line protocol ([`line_protocol`]) and go through the shared
-//! [`runner`](crate::sinks::runner) to the v2 write API ([`writer`]).
-//! Connection errors, 5xx and 429 are retried with capped exponential
-//! backoff while the bounded channel in front of the sink holds the
-//! pipeline back; a batch the server rejects as malformed is dropped,
-//! counted and logged.
+//! The InfluxDB sink (docs/architecture.md §6, docs/influxdb.md): scores
+//! and alerts become line protocol ([`line_protocol`]) and go through the
+//! shared [`runner`](crate::sinks::runner) to the v2 or v1 write API
+//! ([`writer`]). Connection errors, 5xx and 429 are retried with capped
+//! exponential backoff while the bounded channel in front of the sink
+//! holds the pipeline back (or the spool takes the batches); refused
+//! credentials or a missing database keep every batch and mark the sink
+//! unhealthy; points the database refuses one by one go to the
+//! dead-letter file.
 
 pub mod line_protocol;
 pub mod writer;
@@ -18,11 +20,11 @@ use tokio_util::sync::CancellationToken;
 use crate::config::InfluxConfig;
 use crate::ops::metrics::Metrics;
 use crate::pipeline::Output;
-use crate::sinks::runner::{BatchSettings, BatchWriter, Runner};
-use crate::state::spool::Spool;
+use crate::sinks::runner::{BatchSettings, BatchWriter, Runner, SinkStore};
 
 pub use crate::sinks::runner::WriteFailure;
 pub use line_protocol::{Measurements, format_output};
+pub use writer::classify;
 pub use writer::{InfluxWriter, SinkError};
 
 /// Settings of the InfluxDB writer loop: when to send, and the measurement
@@ -46,6 +48,8 @@ impl SinkSettings {
             measurements: Measurements {
                 score: c.score_measurement.clone(),
                 alert: c.alert_measurement.clone(),
+                host: c.host_tag_value(),
+                record: String::new(),
             },
         }
     }
@@ -53,7 +57,7 @@ impl SinkSettings {
 
 /// Receives outputs until the channel closes, writing them as line
 /// protocol through `writer` (see [`Runner::run`] for batching, the spool
-/// and barriers). On `stop` (the shutdown deadline) a batch still being
+/// the dead-letter file and barriers). On `stop` (the shutdown deadline) a batch still being
 /// retried in memory is dropped and counted.
 pub async fn run_sink(
     writer: impl BatchWriter,
@@ -61,14 +65,14 @@ pub async fn run_sink(
     rx: mpsc::Receiver<Output>,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
-    spool: Option<Spool>,
+    store: SinkStore,
     barriers: Option<watch::Sender<Option<u64>>>,
 ) {
     let SinkSettings {
         batch,
         measurements,
     } = settings;
-    Runner::new(writer, batch, metrics, stop, spool)
+    Runner::new(writer, batch, metrics, stop, store)
         .run(
             rx,
             |out, buf| format_output(out, &measurements, buf),

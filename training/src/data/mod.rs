@@ -19,6 +19,9 @@ use anomalyd::core::{Window, windows_from_frames};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+pub mod influx;
+pub use influx::{InfluxAuth, InfluxSource};
+
 /// Start of the synthetic pump log: 2026-01-01T00:00:00Z.
 const SYNTHETIC_START_NS: i64 = 1_767_225_600 * 1_000_000_000;
 /// Row spacing of the synthetic pump log (the simulator steps once a second).
@@ -77,6 +80,8 @@ pub enum DataError {
     },
     #[error("--synthetic-pump needs at least 1 row")]
     EmptySynthetic,
+    #[error("InfluxDB: {0}")]
+    Influx(String),
 }
 
 impl From<LoadError> for DataError {
@@ -93,6 +98,8 @@ pub enum InputSource {
     /// `rows` seconds of the library's pump simulator, no fault
     /// ([`anomalyd::core::synth::generate`]), channels [`PUMP_CHANNELS`].
     SyntheticPump { rows: usize, seed: u64 },
+    /// A measurement read from InfluxDB through InfluxQL ([`influx`]).
+    Influx(InfluxSource),
 }
 
 impl InputSource {
@@ -103,6 +110,7 @@ impl InputSource {
             InputSource::SyntheticPump { rows, seed } => {
                 format!("synthetic-pump(rows={rows},seed={seed})")
             }
+            InputSource::Influx(src) => src.describe(),
         }
     }
 }
@@ -420,6 +428,37 @@ pub fn load_dataset(opts: &DataOptions) -> Result<Dataset, DataError> {
 fn load_input(input: &InputSource, opts: &LoadOptions) -> Result<LogTable, DataError> {
     match input {
         InputSource::File(path) => Ok(load_log(path, opts)?),
+        InputSource::Influx(src) => {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.set_message(format!("reading {}", src.describe()));
+            let started = std::time::Instant::now();
+            let mut table = influx::read_influx(src, |rows| {
+                bar.set_message(format!("{rows} rows from {}", src.describe()));
+                bar.tick();
+            })
+            .map_err(DataError::Influx)?;
+            let n = table.len();
+            bar.finish_and_clear();
+            eprintln!(
+                "read {n} rows of {} ({:.0} rows/s)",
+                src.describe(),
+                n as f64 / started.elapsed().as_secs_f64().max(1e-9)
+            );
+            if let Some(r) = &opts.rows {
+                let keep = r.start.min(n)..r.end.min(n);
+                table.timestamps = table.timestamps[keep.clone()].to_vec();
+                table.values = table.values[keep.clone()].to_vec();
+                table.first_row = keep.start;
+                if keep.is_empty() {
+                    return Err(LoadError::NoRows {
+                        path: table.source,
+                        detail: format!("rows {}..{} of {n}", r.start, r.end),
+                    }
+                    .into());
+                }
+            }
+            Ok(table)
+        }
         InputSource::SyntheticPump { rows, seed } => {
             if *rows == 0 {
                 return Err(DataError::EmptySynthetic);

@@ -289,3 +289,17 @@ fn csv_never_panics_on_odd_input() {
         let _ = looks_like_line_protocol(text);
     }
 }
+
+#[test]
+fn csv_pandas_index_is_the_timestamp_or_left_out() {
+    // DatetimeIndex: the unnamed first column is the time.
+    let t = csv(",a,b\n2020-03-09 10:14:33,1,2\n2020-03-09 10:14:34,3,4\n").unwrap();
+    assert_eq!(t.timestamp_column, PANDAS_INDEX);
+    assert_eq!(t.columns, ["a", "b"]);
+    assert_eq!(t.timestamps, [T0, T0 + NANOS_PER_SEC]);
+    // RangeIndex beside a time column: the index is not a channel.
+    let t = csv(",datetime,a\n0,2020-03-09 10:14:33,1\n1,2020-03-09 10:14:34,3\n").unwrap();
+    assert_eq!(t.timestamp_column, "datetime");
+    assert_eq!(t.columns, ["a"]);
+    assert_eq!(t.values, [vec![1.0], vec![3.0]]);
+}
