@@ -72,7 +72,7 @@ mkdir -p packaging/build/ort packaging/build/doc
 bash scripts/packaged-config.sh > packaging/build/anomalyd.toml
 cp "$ORT_DIR/libonnxruntime.so.1.31.1" "$ORT_DIR/libonnxruntime_providers_shared.so" packaging/build/ort/
 "${RUN[@]}" "$BIN" generate-docs --out packaging/build/doc >/dev/null
-gzip -9n packaging/build/doc/anomalyd.8
+gzip -9n packaging/build/doc/*.8
 
 out=$(cargo deb -p anomalyd --locked --no-build --profile "$PROFILE" "${TARGET_ARGS[@]}")
 deb=$(printf '%s\n' "$out" | grep '\.deb$' | tail -n 1)
@@ -97,6 +97,8 @@ for want in \
   /usr/share/doc/anomalyd/README.md \
   /usr/share/doc/anomalyd/CHANGELOG.md \
   /usr/share/man/man8/anomalyd.8.gz \
+  /usr/share/man/man8/anomalyd-run.8.gz \
+  /usr/share/man/man8/anomalyd-check-config.8.gz \
   /usr/share/bash-completion/completions/anomalyd \
   /usr/share/zsh/vendor-completions/_anomalyd \
   /usr/share/fish/vendor_completions.d/anomalyd.fish; do

@@ -15,8 +15,6 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
 # The Debian package: built, unpacked, installed and purged in a scratch root.
-# Its checks do not need the fat-LTO build that ships: the demo profile
-# builds in a fraction of the time (docs/distribution.md §1).
 cargo deb --version >/dev/null 2>&1 || cargo install cargo-deb --locked --version 3.8.0
-bash scripts/build-deb.sh --profile demo
+bash scripts/build-deb.sh
 echo "tests: passed in $(( $(date +%s) - start )) s"

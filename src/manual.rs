@@ -8,31 +8,44 @@ use std::path::{Path, PathBuf};
 
 use clap_complete::Shell;
 
-/// Writes into `dir` (created if missing) the man page `NAME.SECTION` and
-/// the completions `NAME.bash`, `_NAME` (zsh) and `NAME.fish` of `cmd`,
-/// where NAME is the command's name. Returns the files written.
+/// Writes into `dir` (created if missing) the man page `NAME.SECTION` of
+/// `cmd`, one `NAME-SUB.SECTION` per visible subcommand (the main page
+/// refers to them), and the completions `NAME.bash`, `_NAME` (zsh) and
+/// `NAME.fish`, where NAME is the command's name. Returns the files
+/// written.
 ///
 /// # Errors
 /// When `dir` cannot be created or a file cannot be written.
 pub fn write(cmd: clap::Command, section: &str, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
     let name = cmd.get_name().to_string();
-    let mut cmd = cmd.bin_name(&name);
+    let mut cmd = cmd.bin_name(&name).disable_help_subcommand(true);
+    cmd.build();
     let mut written = Vec::new();
-
-    let page = dir.join(format!("{name}.{section}"));
-    let mut buf = Vec::new();
-    clap_mangen::Man::new(cmd.clone())
-        .section(section)
-        .render(&mut buf)?;
-    std::fs::write(&page, buf)?;
-    written.push(page);
-
+    pages(&cmd, section, dir, &mut written)?;
     for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
-        let path = clap_complete::generate_to(shell, &mut cmd, &name, dir)?;
-        written.push(path);
+        written.push(clap_complete::generate_to(shell, &mut cmd, &name, dir)?);
     }
     Ok(written)
+}
+
+/// The page of `cmd`, then those of its visible subcommands.
+fn pages(
+    cmd: &clap::Command,
+    section: &str,
+    dir: &Path,
+    written: &mut Vec<PathBuf>,
+) -> std::io::Result<()> {
+    let page = clap_mangen::Man::new(cmd.clone()).section(section);
+    let path = dir.join(page.get_filename());
+    let mut buf = Vec::new();
+    page.render(&mut buf)?;
+    std::fs::write(&path, buf)?;
+    written.push(path);
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        pages(sub, section, dir, written)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -46,7 +59,8 @@ mod tests {
             .about("Does one thing")
             .after_help("Exit status (sysexits.h):\n  78  a configuration problem")
             .arg(clap::Arg::new("config").long("config").help("Config file"))
-            .subcommand(clap::Command::new("check-config").about("Validates"));
+            .subcommand(clap::Command::new("check-config").about("Validates"))
+            .subcommand(clap::Command::new("secret").hide(true));
         let files = write(cmd, "8", dir.path()).unwrap();
         let names: Vec<String> = files
             .iter()
@@ -56,6 +70,7 @@ mod tests {
             names,
             [
                 "demo-tool.8",
+                "demo-tool-check-config.8",
                 "demo-tool.bash",
                 "_demo-tool",
                 "demo-tool.fish"
@@ -65,6 +80,9 @@ mod tests {
         assert!(page.starts_with(".ie"), "roff: {}", &page[..40]);
         assert!(page.contains(".TH demo-tool 8"), "{page}");
         assert!(page.contains("Config file"));
+        assert!(page.contains("demo\\-tool\\-check\\-config(8)"), "{page}");
+        let sub = std::fs::read_to_string(dir.path().join("demo-tool-check-config.8")).unwrap();
+        assert!(sub.contains("Validates"), "{sub}");
         assert!(page.contains("78"), "exit status missing: {page}");
         let bash = std::fs::read_to_string(dir.path().join("demo-tool.bash")).unwrap();
         assert!(bash.contains("--config") && bash.contains("check-config"));
