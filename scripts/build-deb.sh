@@ -114,6 +114,9 @@ grep -qxF /etc/anomalyd/anomalyd.toml "$SCRATCH/control/conffiles" || fail "anom
 grep -q 'install -m 0600 /dev/null' "$SCRATCH/control/postinst" || fail "postinst does not create the credential files"
 grep -q 'deb-systemd-helper' "$SCRATCH/control/postinst" || fail "postinst lacks the systemd enable snippet"
 grep -q 'deb-systemd-helper purge' "$SCRATCH/control/postrm" || fail "postrm lacks the systemd purge snippet"
+# Upgrades restart a running daemon, and only a running one (README, "Upgrading").
+grep -q 'deb-systemd-invoke try-restart anomalyd.service' "$SCRATCH/control/postinst" ||
+  fail "postinst does not try-restart the unit on upgrade"
 if grep -q 'deb-systemd-invoke start' "$SCRATCH/control/postinst"; then
   fail "postinst starts the unit on first install; it must only be enabled"
 fi
