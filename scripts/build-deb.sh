@@ -5,7 +5,7 @@
 #      config, the target's ONNX Runtime library (.ort/ or .ort/aarch64/),
 #      the man page anomalyd(8) and the bash/zsh/fish completions (from the
 #      built binary's hidden `generate-docs`; under qemu-user for arm64);
-#   2. `cargo deb --no-build` -> target/[TRIPLE/]debian/*.deb;
+#   2. `cargo deb --no-build` -> target/debian/*.deb (named for the architecture);
 #   3. checks the file list (dpkg-deb -c), the control data (conffiles,
 #      maintainer scripts with the systemd snippets, the architecture) and,
 #      unpacked with dpkg -x into a scratch root, that the packaged config,

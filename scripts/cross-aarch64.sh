@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The package for 64-bit ARM gateways: cross-compiles `anomalyd` for
 # aarch64-unknown-linux-gnu (glibc 2.28 or newer) and builds and checks
-# target/aarch64-unknown-linux-gnu/debian/anomalyd_VERSION-1_arm64.deb with
+# target/debian/anomalyd_VERSION-1_arm64.deb with
 # scripts/build-deb.sh, the same package checks as the amd64 one (file
 # list, control data, the unpacked config, model and library through
 # `check-config` and a `replay` under qemu-aarch64, the unit, dpkg install
@@ -48,6 +48,6 @@ file "$ORT_DIR/libonnxruntime.so.$ORT_VERSION" | grep -q 'ARM aarch64' ||
 
 cargo deb --version >/dev/null 2>&1 || cargo install cargo-deb --locked --version 3.8.0
 bash scripts/build-deb.sh --target "$TARGET" --profile "$PROFILE"
-BIN="target/$TARGET/$PROFILE/anomalyd"
+BIN="${CARGO_TARGET_DIR:-target}/$TARGET/$PROFILE/anomalyd"
 file "$BIN" | grep -q 'ARM aarch64' || { echo "cross: $BIN is not an aarch64 binary" >&2; exit 1; }
 echo "cross: binary $(stat -c %s "$BIN") bytes"
