@@ -20,7 +20,9 @@
 # The Python stack's packages, pinned in scripts/bench_load/requirements.txt,
 # go into target/bench-venv (from PyPI, once, and again when the pins change).
 # ANOMALYD_BIN=PATH runs that binary instead of building the release one
-# (a quick check of the bench itself; its figures are not the product's).
+# (a quick check of the bench itself; its figures are not the product's);
+# PROFILE=demo builds and measures the demo profile's binary instead
+# (docs/distribution.md §1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -35,8 +37,9 @@ bash scripts/setup.sh >/dev/null
 export ORT_DYLIB_PATH="$ROOT/.ort/libonnxruntime.so.1.31.1"
 BIN=${ANOMALYD_BIN:-}
 if [ -z "$BIN" ]; then
-  cargo build --release --locked -p anomalyd 2>&1 | tail -1
-  BIN="$ROOT/target/release/anomalyd"
+  PROFILE=${PROFILE:-release}
+  cargo build --profile "$PROFILE" --locked -p anomalyd --bin anomalyd 2>&1 | tail -1
+  BIN="$ROOT/target/$PROFILE/anomalyd"
 fi
 
 VENV="$ROOT/target/bench-venv"

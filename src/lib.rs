@@ -22,6 +22,8 @@
 //! - [`ops`]      — metrics, the HTTP listener and status page, systemd.
 //! - [`cmd`]      — one module per subcommand; the only place that wires
 //!   components together.
+//! - [`manual`]   — man pages and shell completions from a clap definition
+//!   (feature `docs`; the binaries' hidden option for the package build).
 //!
 //! # Layer rules
 //!
@@ -37,6 +39,7 @@
 //! | `sources`, `sinks` | `core`, `config`, `pipeline`, `state`, `ops::metrics` |
 //! | `ops` | `core`, `config`, `model`, `pipeline` |
 //! | `cmd` | everything: only `cmd` wires components together |
+//! | `manual` | nothing |
 //!
 //! Without the default `daemon` feature only `core` and `model` are built:
 //! that is what the trainer links, so the compiler keeps the core free of
@@ -50,6 +53,8 @@ pub mod cmd;
 #[cfg(feature = "daemon")]
 pub mod config;
 pub mod core;
+#[cfg(feature = "docs")]
+pub mod manual;
 pub mod model;
 #[cfg(feature = "daemon")]
 pub mod ops;

@@ -6,17 +6,19 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 use anomalyd::cmd::exit;
 use anomalyd::config::{Config, LogFormat};
 use anomalyd::model::RuntimeOptions;
+use anomalyd::ops::init_logging;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "anomalyd",
     version,
-    about = "Streaming anomaly detection for industrial sensors"
+    about = "Streaming anomaly detection for industrial sensors",
+    after_help = exit::HELP
 )]
 struct Cli {
     #[command(subcommand)]
@@ -56,6 +58,13 @@ enum Command {
         #[arg(long, default_value_t = 30.0)]
         seconds: f64,
     },
+    /// Write the man page anomalyd.8 and the bash, zsh and fish completions
+    /// into DIR (the package build runs this).
+    #[command(hide = true)]
+    GenerateDocs {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 fn default_config() -> PathBuf {
@@ -63,23 +72,6 @@ fn default_config() -> PathBuf {
         Some(dir) => PathBuf::from(dir).join("anomalyd.toml"),
         None => PathBuf::from("/etc/anomalyd/anomalyd.toml"),
     }
-}
-
-fn init_logging(format: LogFormat, level: &str) {
-    // ONNX Runtime logs ~100 lines per model load at info level.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(format!("{level},ort=warn")))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal as _;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    // journald adds its own timestamps; plain output stays short.
-    let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Plain => builder.try_init(),
-    };
 }
 
 fn print_error(err: &anyhow::Error) {
@@ -160,6 +152,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .context("cannot start the async runtime")?;
             let report = rt.block_on(anomalyd::cmd::tap::tap(&path, seconds))?;
             print!("{report}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::GenerateDocs { out } => {
+            for file in anomalyd::manual::write(Cli::command(), "8", &out)
+                .with_context(|| format!("cannot write the manual into {}", out.display()))?
+            {
+                println!("{}", file.display());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Simulate(args) => {

@@ -167,3 +167,54 @@ fn check_config_reads_unit_credentials_and_refuses_an_empty_one() {
         "{err}"
     );
 }
+
+/// `--help` lists the exit codes, and the hidden `generate-docs` writes the
+/// man page (subcommands, exit status) and the three shell completions that
+/// the package installs.
+#[test]
+fn help_and_man_page_list_the_exit_codes() {
+    let out = Command::new(anomalyd_bin()).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{help}");
+    assert!(
+        help.contains("78  a configuration problem (EX_CONFIG)"),
+        "{help}"
+    );
+    assert!(
+        !help.contains("generate-docs"),
+        "hidden subcommand shown: {help}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(anomalyd_bin())
+        .args(["generate-docs", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // roff escapes hyphens.
+    let page = std::fs::read_to_string(dir.path().join("anomalyd.8"))
+        .unwrap()
+        .replace("\\-", "-");
+    assert!(page.contains(".TH anomalyd 8"), "{page}");
+    for needle in [
+        "anomalyd-check-config(8)",
+        "anomalyd-replay(8)",
+        "EX_CONFIG",
+    ] {
+        assert!(page.contains(needle), "man page lacks {needle}: {page}");
+    }
+    for sub in ["run", "check-config", "inspect-model", "replay", "simulate"] {
+        let p = dir.path().join(format!("anomalyd-{sub}.8"));
+        assert!(p.exists(), "no page for {sub}");
+    }
+    assert!(!dir.path().join("anomalyd-generate-docs.8").exists());
+    let bash = std::fs::read_to_string(dir.path().join("anomalyd.bash")).unwrap();
+    assert!(bash.contains("check-config") && bash.contains("--config"));
+    assert!(dir.path().join("_anomalyd").exists());
+    assert!(dir.path().join("anomalyd.fish").exists());
+}

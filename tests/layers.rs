@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 /// `crate::` path is allowed when it starts with one of these prefixes.
 const RULES: &[(&str, &[&str])] = &[
     ("core", &[]),
+    ("manual", &[]),
     ("model", &["core"]),
     ("config", &["core"]),
     ("ops::metrics", &["core"]),

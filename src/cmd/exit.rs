@@ -7,6 +7,16 @@ use crate::cmd::run::DaemonError;
 use crate::config::ConfigError;
 use crate::model::RuntimeError;
 
+/// The exit codes as `--help` and the man page list them.
+pub const HELP: &str = "\
+Exit status (sysexits.h):
+  0   success
+  1   a runtime failure (a lost thread, an I/O fault after start-up)
+  2   a command-line usage error
+  78  a configuration problem (EX_CONFIG): the config, a model file, the ONNX
+      Runtime library, the state directory or a credential file; systemd does
+      not restart the service on it";
+
 /// Any failure not listed below (a runtime fault, a lost thread).
 pub const FAILURE: i32 = 1;
 /// Configuration problem: the config, a model file, the ONNX Runtime

@@ -36,8 +36,18 @@ pub enum ScoreArg {
 /// Trains the anomalyd autoencoder on normal-operation logs and writes the
 /// one ONNX model file the daemon loads (network + metadata).
 #[derive(Debug, Clone, Parser)]
-#[command(name = "anomalyd-train", version, about, max_term_width = 100)]
+#[command(
+    name = "anomalyd-train",
+    version,
+    about,
+    max_term_width = 100,
+    after_help = crate::run::EXIT_HELP
+)]
 pub struct Args {
+    /// Write the man page anomalyd-train.1 and the bash, zsh and fish
+    /// completions into DIR, and nothing else (the package build runs this).
+    #[arg(long, value_name = "DIR", hide = true, exclusive = true)]
+    pub generate_docs: Option<PathBuf>,
     /// CSV or InfluxDB line-protocol log of normal operation; repeat for
     /// several files (windows never span two files).
     #[arg(

@@ -5,10 +5,24 @@ use std::process::ExitCode;
 
 use anomalyd_train::cli::Args;
 use anomalyd_train::run::{RunError, run};
-use clap::Parser;
+use clap::{CommandFactory as _, FromArgMatches as _};
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let matches = Args::command().get_matches();
+    // Exclusive: clap has skipped the required options, so this comes first.
+    if let Some(dir) = matches.get_one::<std::path::PathBuf>("generate_docs") {
+        return match anomalyd::manual::write(Args::command(), "1", dir) {
+            Ok(files) => {
+                files.iter().for_each(|f| println!("{}", f.display()));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: cannot write the manual into {}: {e}", dir.display());
+                ExitCode::from(73)
+            }
+        };
+    }
+    let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = args
         .into_options()
         .and_then(|opts| run(&opts))

@@ -561,3 +561,41 @@ fn skab_valve1_first_400_rows() {
     assert_eq!(m.training.rows, 400);
     assert!(m.threshold.value > 0.0);
 }
+
+/// `--help` lists the exit codes; the hidden `--generate-docs DIR` needs
+/// none of the required options and writes the man page and completions.
+#[test]
+fn help_and_man_page_list_the_exit_codes() {
+    let help = assert_ok(&trainer(&["--help"]));
+    assert!(
+        help.contains("65  unusable input data (EX_DATAERR)"),
+        "{help}"
+    );
+    assert!(
+        !help.contains("generate-docs"),
+        "hidden option shown: {help}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    assert_ok(&trainer(&["--generate-docs", d]));
+    let page = std::fs::read_to_string(dir.path().join("anomalyd-train.1"))
+        .unwrap()
+        .replace("\\-", "-");
+    assert!(page.contains(".TH anomalyd-train 1"), "{page}");
+    assert!(page.contains("synthetic") && page.contains("EX_CANTCREAT"));
+    for f in [
+        "anomalyd-train.bash",
+        "_anomalyd-train",
+        "anomalyd-train.fish",
+    ] {
+        assert!(dir.path().join(f).exists(), "{f} missing");
+    }
+    // With another option it is a usage error, not a silent training run.
+    assert_eq!(
+        trainer(&["--generate-docs", d, "--epochs", "1"])
+            .status
+            .code(),
+        Some(2)
+    );
+}

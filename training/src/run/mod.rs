@@ -81,6 +81,20 @@ pub struct TrainOptions {
     pub ort_library: Option<PathBuf>,
 }
 
+/// The exit codes of [`RunError::exit_code`] as `--help` and the man page
+/// list them.
+pub const EXIT_HELP: &str = "\
+Exit status (sysexits.h):
+  0   the model file was written
+  1   any other failure
+  2   a command-line usage error (unknown or malformed option)
+  64  invalid options (EX_USAGE)
+  65  unusable input data (EX_DATAERR): too few rows or windows, bad values
+  66  an input file is missing or unreadable (EX_NOINPUT)
+  69  ONNX Runtime cannot be loaded (EX_UNAVAILABLE)
+  70  the exported model failed its parity check (EX_SOFTWARE)
+  73  the model or report cannot be written (EX_CANTCREAT)";
+
 /// Why a run failed. [`RunError::exit_code`] maps it to a process exit code.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
