@@ -156,7 +156,8 @@ pub fn alarm_statistic(smoothed: &[f32], sources: &[usize], span: usize) -> Vec<
                 .enumerate()
                 .filter(|(k, _)| sources.get(from + k).copied().unwrap_or(0) == source)
                 .map(|(_, v)| f64::from(*v))
-                .fold(f64::MIN, f64::max)
+                // NaN when every score is NaN (f64::max skips NaN).
+                .fold(f64::NAN, f64::max)
         })
         .collect()
 }

@@ -42,7 +42,7 @@ fn tail_fit_recovers_exponential_and_pareto_tails() {
     assert!(t.shape.abs() < 0.05, "{t:?}");
     assert!((t.scale - 1.0).abs() < 0.05, "{t:?}");
     let z = t.quantile_above(1e-3);
-    assert!((z - 1e3f64.ln()).abs() < 0.2, "{z}");
+    assert!((z / 1e3f64.ln() - 1.0).abs() < 0.1, "{z}");
     assert!((t.exceedance(z) - 1e-3).abs() < 1e-9);
     // Pareto with tail index 4 (shape 0.25): P(X > z) = z^-4 for z >= 1.
     let par = sorted((0..20_000).map(|_| u.next().powf(-0.25)).collect());
@@ -51,11 +51,14 @@ fn tail_fit_recovers_exponential_and_pareto_tails() {
     let z = t.quantile_above(1e-3);
     let truth = 1e-3f64.powf(-0.25);
     assert!((z / truth - 1.0).abs() < 0.1, "{z} vs {truth}");
-    // Bounded (uniform): negative shape, clamped at -0.5 at most.
+    // Bounded (uniform, shape -1): the shape is clamped at -0.5, which
+    // puts the tail's end a little beyond the true one (1.0): on the safe
+    // side.
     let uni = sorted((0..20_000).map(|_| u.next()).collect());
     let t = TailFit::fit(&uni, 0.8).unwrap();
-    assert!(t.shape < -0.4 && t.shape >= -SHAPE_LIMIT, "{t:?}");
-    assert!(t.quantile_above(1e-4) <= 1.0 + 1e-3);
+    assert_eq!(t.shape, -SHAPE_LIMIT, "{t:?}");
+    let z = t.quantile_above(1e-4);
+    assert!(z > 0.99 && z < 1.15, "{z}");
 }
 
 #[test]
@@ -104,8 +107,14 @@ fn correlated_scores(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+fn smooth_max(scores: &[f32], alpha: f32) -> f32 {
+    crate::calibrate::smooth(scores, &vec![0; scores.len()], alpha)
+        .into_iter()
+        .fold(f32::MIN, f32::max)
+}
+
 #[test]
-fn calibrated_threshold_holds_its_rate_on_fresh_data() {
+fn threshold_holds_its_rate_with_many_windows_not_with_few() {
     let d = defaults(3, 5, 0.8, 0.1);
     // 2,000 held-out windows: the target is inside the data (conformal).
     let cal = correlated_scores(2_000, 11);
@@ -117,16 +126,26 @@ fn calibrated_threshold_holds_its_rate_on_fresh_data() {
     let fresh = correlated_scores(200_000, 12);
     let far = simulate_far(&fresh, &vec![0; fresh.len()], c.threshold as f32, &d);
     assert!(far < 0.02 && far > 0.0005, "fresh FAR {far}, {c:?}");
-    // 100 windows: the target is beyond the data, the tail fit extrapolates.
-    let few = correlated_scores(100, 13);
+    // 60 windows: the target is beyond the conformal rank, the tail fit
+    // extrapolates.
+    let few = correlated_scores(60, 13);
     let c = threshold_for_far(&few, &vec![0; few.len()], &d, 0.01).unwrap();
     assert!(
         matches!(c.source, QuantileSource::TailFit | QuantileSource::Largest),
         "{c:?}"
     );
     assert!(c.expected_far >= 0.01 - 1e-12);
+    assert!(
+        c.threshold * 0.8 > f64::from(smooth_max(&few, 0.1)),
+        "{c:?}"
+    );
+    // What 60 correlated windows cannot promise: they are a handful of
+    // independent looks, their tail is too short, and fresh data of the
+    // same process alarms far more often than the target (about 17 %
+    // here). This is why the trainer also scores its training windows out
+    // of fold (docs/far-calibration.md §2-3).
     let far = simulate_far(&fresh, &vec![0; fresh.len()], c.threshold as f32, &d);
-    assert!(far < 0.05, "fresh FAR {far}, {c:?}");
+    assert!(far > 0.01, "fresh FAR {far}, {c:?}");
 }
 
 #[test]
