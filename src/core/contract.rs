@@ -420,6 +420,19 @@ mod tests {
     }
 
     #[test]
+    fn target_far_is_written_only_when_set_and_checked() {
+        let mut m = sample_metadata();
+        assert!(!m.to_json().contains("target_far"));
+        m.threshold.method = "target-far".into();
+        m.threshold.target_far = Some(0.01);
+        let back = ModelMetadata::from_json(&m.to_json()).unwrap();
+        assert_eq!(back.threshold.target_far, Some(0.01));
+        m.threshold.target_far = Some(1.5);
+        let e = ModelMetadata::from_json(&m.to_json()).unwrap_err();
+        assert!(e.to_string().contains("threshold.target_far"), "{e}");
+    }
+
+    #[test]
     fn refuses_unknown_fields_and_mismatched_lengths() {
         let mut v: serde_json::Value = serde_json::to_value(sample_metadata()).unwrap();
         v["surprise"] = 1.into();
