@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --for tests
 export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$(pwd)/.ort/libonnxruntime.so.1.31.1}"
 export SKAB_DIR="${SKAB_DIR:-$(pwd)/../shared/data/skab}"
+export TEP_DIR="${TEP_DIR:-$(pwd)/../shared/data/tep}"
 start=$(date +%s)
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -89,6 +89,7 @@ pub struct ScoreDefinition {
     /// reconstruction, `channel_error[c]` is, by error:
     /// `mse`: `mean_t (x[c,t] - r[c,t])^2`;
     /// `recent_bias`: `(mean over the last recent_frames t of x[c,t] - r[c,t])^2`;
+    /// `recent_mse`: `mean over the last recent_frames t of (x[c,t] - r[c,t])^2`;
     /// and `score`, by aggregation:
     /// `weighted`: `sum_c w[c] * channel_error[c] / sum_c w[c]`;
     /// `weighted_max`: `max_c w[c] * channel_error[c]`
@@ -96,7 +97,8 @@ pub struct ScoreDefinition {
     /// existed all say `weighted_mse`.
     pub kind: String,
     pub channel_weights: Vec<f32>,
-    /// `recent_bias`: how many of the window's last frames it averages.
+    /// `recent_bias`, `recent_mse`: how many of the window's last frames
+    /// they average.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recent_frames: Option<usize>,
     /// Channels the graph centers (subtracts their mean over the window)
@@ -111,10 +113,15 @@ pub struct ScoreDefinition {
 #[serde(deny_unknown_fields)]
 pub struct ThresholdSpec {
     pub value: f32,
-    /// e.g. `quantile*factor`.
+    /// `quantile*factor` (a quantile of the smoothed validation scores
+    /// times a factor) or `target-far` (docs/far-calibration.md §2).
     pub method: String,
     pub quantile: f64,
     pub factor: f64,
+    /// `target-far`: the share of normal rows the detector is meant to
+    /// flag, which the threshold was calibrated to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_far: Option<f64>,
 }
 
 /// Distribution fitted to the validation scores (with `statrs`), used to turn
@@ -268,6 +275,11 @@ impl ModelMetadata {
         if !self.threshold.value.is_finite() || self.threshold.value <= 0.0 {
             return bad(format!("threshold.value is {}", self.threshold.value));
         }
+        if let Some(a) = self.threshold.target_far
+            && !(a > 0.0 && a < 1.0)
+        {
+            return bad(format!("threshold.target_far is {a}, must be in (0, 1)"));
+        }
         let d = &self.detector;
         if d.raise_after == 0 || d.clear_after == 0 {
             return bad("detector.raise_after and clear_after must be at least 1".into());
@@ -353,6 +365,7 @@ pub(crate) fn sample_metadata() -> ModelMetadata {
             method: "quantile*factor".into(),
             quantile: 0.99,
             factor: 1.5,
+            target_far: None,
         },
         error_distribution: ErrorDistribution::Gamma {
             shape: 2.0,
@@ -421,6 +434,19 @@ mod tests {
         bad.detector.smoothing = 0.0;
         let err = ModelMetadata::from_json(&bad.to_json()).unwrap_err();
         assert!(err.to_string().contains("detector.smoothing"), "{err}");
+    }
+
+    #[test]
+    fn target_far_is_written_only_when_set_and_checked() {
+        let mut m = sample_metadata();
+        assert!(!m.to_json().contains("target_far"));
+        m.threshold.method = "target-far".into();
+        m.threshold.target_far = Some(0.01);
+        let back = ModelMetadata::from_json(&m.to_json()).unwrap();
+        assert_eq!(back.threshold.target_far, Some(0.01));
+        m.threshold.target_far = Some(1.5);
+        let e = ModelMetadata::from_json(&m.to_json()).unwrap_err();
+        assert!(e.to_string().contains("threshold.target_far"), "{e}");
     }
 
     #[test]

@@ -76,8 +76,14 @@ pub fn describe_model(path: &Path, opts: &RuntimeOptions) -> Result<String, Runt
         join_f32(&m.score.channel_weights)
     ));
     line(format!(
-        "threshold:   {} ({}, quantile {}, factor {})",
-        m.threshold.value, m.threshold.method, m.threshold.quantile, m.threshold.factor
+        "threshold:   {} ({}, quantile {}, factor {}{})",
+        m.threshold.value,
+        m.threshold.method,
+        m.threshold.quantile,
+        m.threshold.factor,
+        m.threshold
+            .target_far
+            .map_or_else(String::new, |a| format!(", target FAR {a}"))
     ));
     line(format!(
         "errors:      {}",

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 
-use crate::calibrate::ChannelWeighting;
+use crate::calibrate::{self, ChannelWeighting, ThresholdRule};
 use crate::centering::{self, Centering};
 use crate::data::{DataOptions, InfluxAuth, InfluxSource, InputSource};
 use crate::model::autoencoder::Architecture;
@@ -31,6 +31,10 @@ pub enum ScoreArg {
     /// Squared mean reconstruction error over the window's last
     /// --score-frames frames: reacts to a change as soon as it starts.
     RecentBias,
+    /// Mean squared reconstruction error over the window's last
+    /// --score-frames frames: the recent bias plus the residual's spread,
+    /// so a change in how a channel moves counts too.
+    RecentMse,
 }
 
 /// Trains the anomalyd autoencoder on normal-operation logs and writes the
@@ -163,12 +167,29 @@ pub struct Args {
     /// early stopping and calibration.
     #[arg(long, default_value_t = 0.2)]
     pub validation_fraction: f64,
-    /// Quantile of the validation scores the threshold starts from.
-    #[arg(long, default_value_t = 0.99)]
+    /// Share of normal rows the detector may flag: the threshold is
+    /// calibrated to it on the held-out validation windows, the detector's
+    /// smoothing, raise and clear rules included (docs/far-calibration.md).
+    #[arg(long, value_name = "RATE", default_value_t = calibrate::target::DEFAULT_TARGET_FAR)]
+    pub target_far: f64,
+    /// --target-far: besides the validation windows, calibrate on the
+    /// training windows scored out of fold: cut each input's training
+    /// windows into this many stretches and train one more model per
+    /// stretch on the others (0: validation windows only).
+    #[arg(long, value_name = "K", default_value_t = 2)]
+    pub calibration_folds: usize,
+    /// Instead of --target-far: threshold = this factor x the
+    /// --threshold-quantile of the smoothed validation scores.
+    #[arg(long, value_name = "F", conflicts_with = "target_far")]
+    pub threshold_factor: Option<f64>,
+    /// With --threshold-factor: the quantile it multiplies.
+    #[arg(
+        long,
+        value_name = "Q",
+        default_value_t = 0.99,
+        requires = "threshold_factor"
+    )]
     pub threshold_quantile: f64,
-    /// Threshold = quantile * factor.
-    #[arg(long, default_value_t = 8.0)]
-    pub threshold_factor: f64,
     /// Channels scored on their shape within each window instead of their
     /// level (the graph subtracts their window mean): `auto` takes those
     /// whose level wanders more between training windows than they vary
@@ -191,8 +212,8 @@ pub struct Args {
     /// What each channel's error measures.
     #[arg(long, value_enum, default_value_t = ScoreArg::RecentBias)]
     pub score: ScoreArg,
-    /// `--score recent-bias`: frames at the end of the window it averages
-    /// [default: window / 4].
+    /// `--score recent-bias`/`recent-mse`: frames at the end of the window
+    /// it averages [default: window / 4].
     #[arg(long, value_name = "K")]
     pub score_frames: Option<usize>,
     /// How the weighted channel errors make the score.
@@ -314,12 +335,18 @@ impl Args {
                 self.centering_ratio
             ));
         }
+        if !(self.target_far > 0.0 && self.target_far < 1.0) {
+            return bad(format!(
+                "--target-far must be in (0, 1), got {}",
+                self.target_far
+            ));
+        }
         if self.stride == 0 {
             return bad("--stride must be at least 1".into());
         }
         let channel_error = match self.score {
             ScoreArg::Mse => ChannelError::Mse,
-            ScoreArg::RecentBias => {
+            ScoreArg::RecentBias | ScoreArg::RecentMse => {
                 let frames = self.score_frames.unwrap_or((self.window / 4).max(1));
                 if frames == 0 || frames > self.window {
                     return bad(format!(
@@ -327,7 +354,11 @@ impl Args {
                         self.window
                     ));
                 }
-                ChannelError::RecentBias { frames }
+                if self.score == ScoreArg::RecentMse {
+                    ChannelError::RecentMse { frames }
+                } else {
+                    ChannelError::RecentBias { frames }
+                }
             }
         };
         if self.sample_period_ms == Some(0) {
@@ -393,8 +424,14 @@ impl Args {
             centering: self.centering,
             centering_ratio: self.centering_ratio,
             centering_drift: self.centering_drift,
-            threshold_quantile: self.threshold_quantile,
-            threshold_factor: self.threshold_factor,
+            threshold: match self.threshold_factor {
+                Some(factor) => ThresholdRule::QuantileFactor {
+                    quantile: self.threshold_quantile,
+                    factor,
+                },
+                None => ThresholdRule::TargetFar(self.target_far),
+            },
+            calibration_folds: self.calibration_folds,
             channel_weighting: self.channel_weighting,
             channel_error,
             aggregation: self.score_aggregation,
@@ -439,7 +476,24 @@ mod tests {
         assert_eq!(o.aggregation, Aggregation::Max);
         assert_eq!(o.centering, Centering::Auto);
         assert_eq!(o.smoothing, 0.1);
+        assert_eq!(o.threshold, ThresholdRule::TargetFar(0.01));
         assert_eq!(o.name, "m");
+        let a = Args::parse_from([
+            "anomalyd-train",
+            "--input",
+            "x.csv",
+            "--out",
+            "m.onnx",
+            "--threshold-factor",
+            "8",
+        ]);
+        assert_eq!(
+            a.into_options().unwrap().threshold,
+            ThresholdRule::QuantileFactor {
+                quantile: 0.99,
+                factor: 8.0
+            }
+        );
         assert_eq!(
             o.arch,
             Architecture::Conv {

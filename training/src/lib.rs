@@ -11,14 +11,16 @@
 //!   window, decided from the training data.
 //! - [`model`]     — the network: the exported description (`network`), the
 //!   burn autoencoder (`autoencoder`) and the training loop (`train`).
-//! - [`calibrate`] — validation scores -> threshold, error distribution and
-//!   detector defaults, with the daemon's own smoother.
+//! - [`calibrate`] — validation scores -> threshold (to a target
+//!   false-alarm rate), error distribution and detector defaults, with the
+//!   daemon's own smoother and detector.
 //! - [`export`]    — network + metadata -> the ONNX model file, and the
 //!   plain-loop reference forward pass it is checked against.
 //! - [`report`]    — `report.json` and the plots of `--report DIR`, and the
 //!   replay plot of the benchmark.
 //! - [`eval`]      — detection quality of `anomalyd replay` outputs against
-//!   labelled logs (the SKAB scorer, `src/bin/anomalyd-skab-score.rs`).
+//!   labelled logs (the scorers `src/bin/anomalyd-skab-score.rs` and
+//!   `src/bin/anomalyd-tep-score.rs`).
 //!
 //! Wiring:
 //!

@@ -135,7 +135,8 @@ fn conv_model_loads_with_its_metadata_parity_and_report() {
     assert_eq!(m.arch, "conv");
     assert_eq!(m.name, "pump-test");
     assert!(m.threshold.value > 0.0);
-    assert_eq!(m.threshold.method, "quantile*factor");
+    assert_eq!(m.threshold.method, "target-far");
+    assert_eq!(m.threshold.target_far, Some(0.01));
     assert_eq!(m.detector.raise_after, 3);
     assert_eq!(m.training.epochs_run, 4);
     assert_eq!(m.training.train_loss.len(), 4);
@@ -156,6 +157,7 @@ fn conv_model_loads_with_its_metadata_parity_and_report() {
         "validation_fraction",
         "threshold_quantile",
         "threshold_factor",
+        "target_far",
         "raise_after",
         "clear_after",
         "clear_ratio",
@@ -183,7 +185,14 @@ fn conv_model_loads_with_its_metadata_parity_and_report() {
     assert_eq!(m.score.kind, "weighted_max_recent_bias");
     assert_eq!(m.score.recent_frames, Some(4));
     assert_eq!(m.detector.smoothing, 0.1);
-    assert_eq!((m.threshold.quantile, m.threshold.factor), (0.99, 8.0));
+    // Calibrated to 1 % false alarms: the 0.99 quantile of the alarm
+    // statistic, divided by the clear ratio 0.8.
+    assert!((m.threshold.quantile - 0.99).abs() < 1e-12);
+    assert!((m.threshold.factor - 1.25).abs() < 1e-6);
+    assert!(
+        stdout.contains("false alarms on the calibration windows: expected"),
+        "{stdout}"
+    );
     // The model scores through the daemon's wrapper.
     let windows = vec![0.0f32; 2 * 8 * 16];
     let scored = model.run(&windows, 2).unwrap();
@@ -267,6 +276,8 @@ fn dense_model_with_the_toolbox_flags() {
     assert_eq!(m.version, "7.1");
     assert_eq!(m.threshold.quantile, 0.95);
     assert_eq!(m.threshold.factor, 2.0);
+    assert_eq!(m.threshold.method, "quantile*factor");
+    assert_eq!(m.threshold.target_far, None);
     assert_eq!(m.detector.raise_after, 2);
     assert_eq!(m.detector.clear_after, 4);
     assert_eq!(m.detector.clear_ratio, 0.5);

@@ -160,8 +160,10 @@ fn train_replay_and_score_two_skab_files() {
         "{stdout}"
     );
     // Sane, with room for other CPUs' arithmetic: on the development
-    // machine these two files give F1 0.90, FAR 3 %.
-    assert!(f1 > 0.75, "F1 {f1}:\n{stdout}");
+    // machine these two files give F1 0.69, FAR 2.2 % (valve1/1 is caught
+    // late under the threshold calibrated to 1 % false alarms: F1 0.26;
+    // other/3 F1 0.95).
+    assert!(f1 > 0.6, "F1 {f1}:\n{stdout}");
     assert!(far < 0.2, "FAR {far}:\n{stdout}");
     let png = std::fs::read(&plot).unwrap();
     assert!(png.starts_with(b"\x89PNG"), "plot is a PNG");

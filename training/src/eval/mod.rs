@@ -2,7 +2,8 @@
 //! benchmark): per-row labels and per-row predictions -> confusion matrix
 //! -> F1, false-alarm rate (FAR) and missed-alarm rate (MAR), with SKAB's
 //! own definitions, and the readers that pair a labelled log with the
-//! output of `anomalyd replay`.
+//! output of `anomalyd replay`; [`tep`] holds the Tennessee Eastman
+//! protocol's figures (per-fault detection rate, FAR).
 //!
 //! Rows are matched by position (the replay writes one row per input row)
 //! and the pairing is checked by timestamp, so a replay of another file, or
@@ -10,6 +11,7 @@
 
 mod read;
 mod table;
+pub mod tep;
 
 use std::path::PathBuf;
 

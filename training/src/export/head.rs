@@ -80,21 +80,7 @@ pub(super) fn emit_score(
             );
         }
         ChannelError::RecentBias { frames } => {
-            g.init_i64("score.recent.starts", &[1], &[t - dim(frames)]);
-            g.init_i64("score.recent.ends", &[1], &[t]);
-            g.init_i64("score.recent.axes", &[1], &[2]);
-            g.node(
-                "Slice",
-                "score.recent",
-                &[
-                    "score.diff",
-                    "score.recent.starts",
-                    "score.recent.ends",
-                    "score.recent.axes",
-                ],
-                "score.recent",
-                vec![],
-            );
+            slice_recent(g, frames, t);
             g.node(
                 "ReduceMean",
                 "score.bias",
@@ -108,6 +94,23 @@ pub(super) fn emit_score(
                 &["score.bias", "score.bias"],
                 OUTPUT_CHANNEL_ERROR,
                 vec![],
+            );
+        }
+        ChannelError::RecentMse { frames } => {
+            slice_recent(g, frames, t);
+            g.node(
+                "Mul",
+                "score.squared",
+                &["score.recent", "score.recent"],
+                "score.squared",
+                vec![],
+            );
+            g.node(
+                "ReduceMean",
+                "score.channel_error",
+                &["score.squared"],
+                OUTPUT_CHANNEL_ERROR,
+                vec![attr_ints("axes", vec![2]), attr_int("keepdims", 0)],
             );
         }
     }
@@ -141,6 +144,25 @@ pub(super) fn emit_score(
             );
         }
     }
+}
+
+/// `score.recent`: the residual's last `frames` frames.
+fn slice_recent(g: &mut GraphBuilder, frames: usize, t: i64) {
+    g.init_i64("score.recent.starts", &[1], &[t - dim(frames)]);
+    g.init_i64("score.recent.ends", &[1], &[t]);
+    g.init_i64("score.recent.axes", &[1], &[2]);
+    g.node(
+        "Slice",
+        "score.recent",
+        &[
+            "score.diff",
+            "score.recent.starts",
+            "score.recent.ends",
+            "score.recent.axes",
+        ],
+        "score.recent",
+        vec![],
+    );
 }
 
 /// `channel_weights / sum(channel_weights)`, the vector the graph's `score`

@@ -3,7 +3,7 @@
 //! each layer with its input and output activation ([`Step`]). The graph
 //! builder and the reference forward pass both walk this plan.
 
-use crate::model::network::{ChannelError, Layer, NetworkSpec};
+use crate::model::network::{Layer, NetworkSpec};
 
 use super::ExportError;
 
@@ -60,11 +60,12 @@ pub(super) fn plan(spec: &NetworkSpec) -> Result<Vec<Step<'_>>, ExportError> {
         return Err(ExportError::Network("the network has no layers".into()));
     }
     check_channel_weights(&spec.channel_weights, c).map_err(ExportError::Network)?;
-    if let ChannelError::RecentBias { frames } = spec.channel_error
+    if let Some(frames) = spec.channel_error.recent_frames()
         && (frames == 0 || frames > t)
     {
         return Err(ExportError::Network(format!(
-            "the recent-bias error averages {frames} frames; the window has {t}"
+            "the {} error averages {frames} frames; the window has {t}",
+            spec.channel_error.name()
         )));
     }
     if !spec.centered.is_empty() && spec.centered.len() != c {

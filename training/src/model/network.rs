@@ -50,14 +50,30 @@ pub enum ChannelError {
     /// single frames averaged out. A change that has just started shows
     /// here before it can move an error averaged over the whole window.
     RecentBias { frames: usize },
+    /// `mean_t (x - r)^2` over the window's last frames: the recent bias
+    /// squared plus the spread of the residual around it, so a channel
+    /// that starts to fluctuate more (a process whose dynamics changed, a
+    /// loop that oscillates) counts as well as one that moved.
+    RecentMse { frames: usize },
 }
 
 impl ChannelError {
+    /// The window's last frames the error looks at (`None`: all of them).
+    pub fn recent_frames(self) -> Option<usize> {
+        match self {
+            ChannelError::Mse => None,
+            ChannelError::RecentBias { frames } | ChannelError::RecentMse { frames } => {
+                Some(frames)
+            }
+        }
+    }
+
     /// The `<error>` part of `ScoreDefinition::kind`.
     pub fn name(self) -> &'static str {
         match self {
             ChannelError::Mse => "mse",
             ChannelError::RecentBias { .. } => "recent_bias",
+            ChannelError::RecentMse { .. } => "recent_mse",
         }
     }
 }

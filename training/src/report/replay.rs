@@ -15,7 +15,7 @@ use crate::eval::{LabelledLog, ReplayOutput};
 /// Draws a replayed log over time (`path`, PNG): the score on a log scale,
 /// the threshold, the rows labelled anomalous (shaded) and the rows the
 /// detector flagged (a band under the plot), with a line where scoring
-/// starts (`first_row`). `labels` and `replay` must describe the same rows
+/// starts (`first_row`; none for 0). `labels` and `replay` must describe the same rows
 /// (see [`crate::eval::score_rows`]). Returns warnings (e.g. no font).
 ///
 /// # Errors
@@ -39,6 +39,19 @@ pub fn plot_replay(
         replay_plot(area, title, labels, replay, first_row, text)
     })?;
     Ok(warnings)
+}
+
+/// The spacing of the first two rows, for the axis label: `1 s`, `3 min`.
+fn row_spacing(timestamps: &[i64]) -> String {
+    let s = match timestamps {
+        [a, b, ..] => (b - a) as f64 / 1e9,
+        _ => return "?".into(),
+    };
+    if s >= 60.0 && (s / 60.0).fract() == 0.0 {
+        format!("{} min", s / 60.0)
+    } else {
+        format!("{s} s")
+    }
 }
 
 const LABEL_COLOUR: RGBColor = RGBColor(255, 127, 14);
@@ -84,8 +97,9 @@ fn replay_plot(
         )
         .map_err(boxed)?;
     let mut mesh = chart.configure_mesh();
+    let x_desc = format!("row ({} apart)", row_spacing(&labels.timestamps));
     if text {
-        mesh.x_desc("row (1 s apart)")
+        mesh.x_desc(x_desc)
             .y_desc("score (log scale)")
             .label_style((FONT, 14))
             .x_label_formatter(&|x| format!("{}", x.round() as i64))
@@ -135,17 +149,20 @@ fn replay_plot(
         .map_err(boxed)?
         .label("flagged by the detector")
         .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 15, y + 5)], FLAG_COLOUR.filled()));
-    let start = first_row.min(n) as f64;
-    chart
-        .draw_series(LineSeries::new(
-            [(start, lo), (start, hi)],
-            ShapeStyle::from(&BLACK.mix(0.5)).stroke_width(1),
-        ))
-        .map_err(boxed)?
-        .label(format!(
-            "scored from row {first_row} (model trained before)"
-        ))
-        .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK.mix(0.5)));
+    // A log trained on elsewhere (first_row 0) is scored throughout: no line.
+    if first_row > 0 {
+        let start = first_row.min(n) as f64;
+        chart
+            .draw_series(LineSeries::new(
+                [(start, lo), (start, hi)],
+                ShapeStyle::from(&BLACK.mix(0.5)).stroke_width(1),
+            ))
+            .map_err(boxed)?
+            .label(format!(
+                "scored from row {first_row} (model trained before)"
+            ))
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK.mix(0.5)));
+    }
     // One line per stretch of scored rows (no line across unscored ones).
     let mut segments: Vec<Vec<(f64, f64)>> = Vec::new();
     let mut current = Vec::new();

@@ -1,15 +1,17 @@
 //! What a run prints while it goes: the data and centering summaries, the
-//! error distribution's name, and per-epoch progress on stderr.
+//! threshold and how it was found, and per-epoch progress on stderr.
 
 use std::io::IsTerminal;
 
 use anomalyd::core::contract::ErrorDistribution;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::calibrate::Calibration;
+use crate::calibrate::target::QuantileSource;
 use crate::data::Dataset;
 use crate::model::train::EpochStats;
 
-pub(super) fn distribution_name(d: &ErrorDistribution) -> String {
+fn distribution_name(d: &ErrorDistribution) -> String {
     match d {
         ErrorDistribution::Gamma { shape, rate } => {
             format!("gamma(shape {shape:.3}, rate {rate:.3})")
@@ -18,6 +20,63 @@ pub(super) fn distribution_name(d: &ErrorDistribution) -> String {
             format!("log-normal(location {location:.3}, scale {scale:.3})")
         }
     }
+}
+
+/// The threshold, how it was chosen, and (for a target FAR) the expected
+/// and observed false-alarm rates on the calibration windows.
+pub(super) fn print_threshold(c: &Calibration, smoothing: f32) {
+    let ks = c
+        .candidates
+        .iter()
+        .find(|q| q.distribution == c.distribution)
+        .map_or(f64::NAN, |q| q.ks);
+    let smoothed = if smoothing < 1.0 {
+        format!(" smoothed with weight {smoothing}")
+    } else {
+        String::new()
+    };
+    let t = &c.threshold;
+    match &c.far {
+        Some(far) => {
+            let how = match (far.source, &far.tail) {
+                (QuantileSource::TailFit, Some(tail)) => format!(
+                    "generalised Pareto tail (shape {:.3}, scale {:.3e}, {} of {} above {:.3e})",
+                    tail.shape, tail.scale, tail.exceedances, tail.n, tail.u
+                ),
+                (QuantileSource::Conformal, _) => "split-conformal order statistic".into(),
+                _ => "largest value (too few for a tail fit)".into(),
+            };
+            println!(
+                "threshold {:.6} (target-far {:.2} %: quantile {} of the alarm statistic over {} calibration windows (out-of-fold and validation){}, from the {how}, x {:.3})",
+                t.value,
+                far.target_far * 100.0,
+                t.quantile,
+                far.windows,
+                smoothed,
+                t.factor
+            );
+            println!(
+                "false alarms on the calibration windows: expected <= {:.2} %, observed {:.2} % (the detector replayed), {:.2} % of windows above the threshold",
+                far.expected_far * 100.0,
+                far.observed_far * 100.0,
+                far.observed_exceedance * 100.0
+            );
+        }
+        None => println!(
+            "threshold {:.6} ({} = quantile {} of {} validation scores{} x {}); {:.2} % of validation windows above",
+            t.value,
+            t.method,
+            t.quantile,
+            c.windows,
+            smoothed,
+            t.factor,
+            c.above_threshold * 100.0
+        ),
+    }
+    println!(
+        "error distribution {} (KS {ks:.3})",
+        distribution_name(&c.distribution)
+    );
 }
 
 pub(super) fn print_data_summary(data: &Dataset) {

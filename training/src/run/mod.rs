@@ -11,6 +11,7 @@
 //! report say about the run; `parity` is the last check.
 
 mod console;
+mod crossfit;
 mod parity;
 mod preflight;
 mod record;
@@ -21,7 +22,7 @@ use std::time::Instant;
 use anomalyd::core::contract::{ModelMetadata, SCHEMA_VERSION, ScoreDefinition, TrainingSummary};
 use anomalyd::model::RuntimeError;
 
-use crate::calibrate::{self, CalibrateError, ChannelWeighting};
+use crate::calibrate::{self, CalibrateError, ChannelWeighting, ThresholdRule};
 use crate::centering::{self, Centering};
 use crate::data::{DataError, DataOptions, load_dataset};
 use crate::export::{self, ExportError};
@@ -29,7 +30,7 @@ use crate::model::autoencoder::{Architecture, ModelError};
 use crate::model::network::{self, Aggregation, ChannelError};
 use crate::model::train::{self, TrainConfig, TrainError};
 use crate::report::{self, EpochRecord, Parity, PlotInputs, Report, ReportError, Timings};
-use console::{EpochProgress, distribution_name, print_centering, print_data_summary};
+use console::{EpochProgress, print_centering, print_data_summary, print_threshold};
 use parity::{candidate_path, check_parity};
 use preflight::{device_name, model_config, preflight};
 use record::{created_now, hyperparameters, sample_windows, spec_parameters};
@@ -63,8 +64,10 @@ pub struct TrainOptions {
     pub centering: Centering,
     pub centering_ratio: f64,
     pub centering_drift: f64,
-    pub threshold_quantile: f64,
-    pub threshold_factor: f64,
+    pub threshold: ThresholdRule,
+    /// `target-far`: folds of the training windows scored out of fold for
+    /// the calibration (0 or 1: the validation windows only).
+    pub calibration_folds: usize,
     pub channel_weighting: ChannelWeighting,
     /// What `channel_error` measures.
     pub channel_error: ChannelError,
@@ -255,32 +258,29 @@ pub fn run(opts: &TrainOptions) -> Result<RunSummary, RunError> {
     let scores = calibrate::scores(&errors, &weights, opts.aggregation);
     // The detector compares its moving average with the threshold.
     let smoothed = calibrate::smooth(&scores, &data.validation.source, opts.smoothing);
-    let calibration =
-        calibrate::calibrate(&smoothed, opts.threshold_quantile, opts.threshold_factor)?;
+    let (threshold, far, warning) = match opts.threshold {
+        ThresholdRule::TargetFar(target) => {
+            let pooled = crossfit::calibration_scores(opts, &data, &device, &weights, &scores)?;
+            let (spec, far) = calibrate::target_far_threshold(
+                &pooled.scores,
+                &pooled.stretches,
+                &detector,
+                target,
+            )?;
+            (spec, Some(far), None)
+        }
+        ThresholdRule::QuantileFactor { quantile, factor } => {
+            let (spec, warning) =
+                calibrate::quantile_factor_threshold(&smoothed, quantile, factor)?;
+            (spec, None, warning)
+        }
+    };
+    let mut calibration = calibrate::calibrate(&smoothed, threshold, far)?;
+    calibration.warnings.extend(warning);
     for w in &calibration.warnings {
         eprintln!("warning: {w}");
     }
-    let chosen_ks = calibration
-        .candidates
-        .iter()
-        .find(|q| q.distribution == calibration.distribution)
-        .map_or(f64::NAN, |q| q.ks);
-    println!(
-        "threshold {:.6} ({} = quantile {} of {} validation scores{} x {}); error distribution {} (KS {:.3}); {:.2} % of validation windows above",
-        calibration.threshold.value,
-        calibration.threshold.method,
-        opts.threshold_quantile,
-        calibration.windows,
-        if opts.smoothing < 1.0 {
-            format!(" smoothed with weight {}", opts.smoothing)
-        } else {
-            String::new()
-        },
-        opts.threshold_factor,
-        distribution_name(&calibration.distribution),
-        chosen_ks,
-        calibration.above_threshold * 100.0
-    );
+    print_threshold(&calibration, opts.smoothing);
     timings.calibrate_s = stage.elapsed().as_secs_f64();
 
     let metadata = ModelMetadata {
@@ -296,10 +296,7 @@ pub fn run(opts: &TrainOptions) -> Result<RunSummary, RunError> {
         score: ScoreDefinition {
             kind: network::score_kind(opts.channel_error, opts.aggregation),
             channel_weights: weights.clone(),
-            recent_frames: match opts.channel_error {
-                ChannelError::RecentBias { frames } => Some(frames),
-                ChannelError::Mse => None,
-            },
+            recent_frames: opts.channel_error.recent_frames(),
             centered_channels: data
                 .channels
                 .iter()

@@ -8,9 +8,10 @@ use serde_json::{Map, Value, json};
 
 use super::preflight::device_name;
 use super::{SOURCE_DATE_EPOCH, TrainOptions};
+use crate::calibrate::ThresholdRule;
 use crate::data::Dataset;
 use crate::model::autoencoder::Architecture;
-use crate::model::network::{ChannelError, Layer, NetworkSpec};
+use crate::model::network::{Layer, NetworkSpec};
 use crate::report::SampleWindow;
 
 /// `training.created`: `SOURCE_DATE_EPOCH` if set (reproducible files),
@@ -62,16 +63,27 @@ pub(super) fn hyperparameters(opts: &TrainOptions, data: &Dataset) -> Map<String
     put("centering", json!(opts.centering));
     put("centering_ratio", json!(opts.centering_ratio));
     put("centering_drift", json!(opts.centering_drift));
-    put("threshold_quantile", json!(opts.threshold_quantile));
-    put("threshold_factor", json!(opts.threshold_factor));
+    match opts.threshold {
+        ThresholdRule::TargetFar(a) => {
+            put("target_far", json!(a));
+            put("calibration_folds", json!(opts.calibration_folds));
+            put("threshold_quantile", Value::Null);
+            put("threshold_factor", Value::Null);
+        }
+        ThresholdRule::QuantileFactor { quantile, factor } => {
+            put("target_far", Value::Null);
+            put("calibration_folds", Value::Null);
+            put("threshold_quantile", json!(quantile));
+            put("threshold_factor", json!(factor));
+        }
+    }
     put("channel_weighting", json!(opts.channel_weighting));
     put("score", json!(opts.channel_error.name()));
     put(
         "score_frames",
-        match opts.channel_error {
-            ChannelError::RecentBias { frames } => json!(frames),
-            ChannelError::Mse => Value::Null,
-        },
+        opts.channel_error
+            .recent_frames()
+            .map_or(Value::Null, |f| json!(f)),
     );
     put("score_aggregation", json!(opts.aggregation));
     put("smoothing", short(opts.smoothing));

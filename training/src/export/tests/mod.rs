@@ -168,10 +168,7 @@ fn metadata(spec: &NetworkSpec, arch: &str) -> ModelMetadata {
         score: ScoreDefinition {
             kind: crate::model::network::score_kind(spec.channel_error, spec.aggregation),
             channel_weights: spec.channel_weights.clone(),
-            recent_frames: match spec.channel_error {
-                ChannelError::RecentBias { frames } => Some(frames),
-                ChannelError::Mse => None,
-            },
+            recent_frames: spec.channel_error.recent_frames(),
             centered_channels: vec![],
         },
         threshold: ThresholdSpec {
@@ -179,6 +176,7 @@ fn metadata(spec: &NetworkSpec, arch: &str) -> ModelMetadata {
             method: "quantile*factor".into(),
             quantile: 0.99,
             factor: 1.5,
+            target_far: None,
         },
         error_distribution: ErrorDistribution::Gamma {
             shape: 2.0,
@@ -254,7 +252,7 @@ fn check_parity(spec: &NetworkSpec, arch: &str) -> f32 {
     let wsum: f64 = WEIGHTS.iter().map(|w| f64::from(*w)).sum();
     let from = match spec.channel_error {
         ChannelError::Mse => 0,
-        ChannelError::RecentBias { frames } => T - frames,
+        ChannelError::RecentBias { frames } | ChannelError::RecentMse { frames } => T - frames,
     };
     for b in 0..batch {
         let mut weighted = Vec::new();
@@ -264,6 +262,7 @@ fn check_parity(spec: &NetworkSpec, arch: &str) -> f32 {
             let ce: f64 = match spec.channel_error {
                 ChannelError::Mse => d.map(|v| v * v).sum::<f64>() / T as f64,
                 ChannelError::RecentBias { frames } => (d.sum::<f64>() / frames as f64).powi(2),
+                ChannelError::RecentMse { frames } => d.map(|v| v * v).sum::<f64>() / frames as f64,
             };
             let got = f64::from(out.channel_error[b * C + c]);
             assert!(

@@ -13,14 +13,19 @@ fn conv_export_matches_reference_through_ort() {
 #[test]
 fn recent_bias_and_max_export_match_the_definition_through_ort() {
     for aggregation in [Aggregation::Mean, Aggregation::Max] {
-        check_parity(
-            &NetworkSpec {
-                channel_error: ChannelError::RecentBias { frames: 4 },
-                aggregation,
-                ..conv_spec(6)
-            },
-            "conv",
-        );
+        for channel_error in [
+            ChannelError::RecentBias { frames: 4 },
+            ChannelError::RecentMse { frames: 4 },
+        ] {
+            check_parity(
+                &NetworkSpec {
+                    channel_error,
+                    aggregation,
+                    ..conv_spec(6)
+                },
+                "conv",
+            );
+        }
     }
     check_parity(
         &NetworkSpec {
@@ -37,7 +42,7 @@ fn recent_bias_and_max_export_match_the_definition_through_ort() {
         reference_forward(&too_long, &windows(0, 1), 1)
             .unwrap_err()
             .to_string()
-            .contains("recent-bias")
+            .contains("recent_bias error averages")
     );
 }
 

@@ -5,10 +5,15 @@
 //! Score (docs/architecture.md §4/§5, `ScoreDefinition` in `anomalyd::core::contract`):
 //! `channel_error[c]` is `mean_t (x[c,t] - r[c,t])^2` ([`ChannelError::Mse`])
 //! or the square of the mean residual over the window's last frames
-//! ([`ChannelError::RecentBias`]); `score` is their weighted mean or
+//! ([`ChannelError::RecentBias`]) or the mean squared residual over them
+//! ([`ChannelError::RecentMse`]); `score` is their weighted mean or
 //! weighted maximum ([`Aggregation`]). The threshold is calibrated on the
 //! scores as the detector sees them: smoothed by the detector's moving
-//! average ([`smooth`]).
+//! average ([`smooth`]), either to a target false-alarm rate ([`target`],
+//! the default) or as a quantile times a factor
+//! ([`quantile_factor_threshold`]).
+
+pub mod target;
 
 use anomalyd::core::Smoother;
 use anomalyd::core::contract::{DetectorDefaults, ErrorDistribution, ThresholdSpec};
@@ -17,11 +22,21 @@ use crate::model::network::{Aggregation, ChannelError};
 use serde::Serialize;
 use statrs::distribution::{Continuous, ContinuousCDF, Gamma, LogNormal};
 
-/// How the threshold is derived, stored in `metadata.threshold.method`.
+/// `metadata.threshold.method` of a quantile-times-factor threshold.
 pub const THRESHOLD_METHOD: &str = "quantile*factor";
 
 /// Below this many validation windows the threshold is a guess: warn.
 pub const FEW_VALIDATION_WINDOWS: usize = 10;
+
+/// How the trainer chooses the alert threshold.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ThresholdRule {
+    /// Calibrated so that the detector flags this share of normal rows
+    /// ([`target`]).
+    TargetFar(f64),
+    /// A quantile of the smoothed validation scores times a factor.
+    QuantileFactor { quantile: f64, factor: f64 },
+}
 
 /// Bad calibration settings.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +81,10 @@ pub fn channel_errors(x: &[f32], r: &[f32], window: usize, kind: ChannelError) -
                     let k = frames.clamp(1, window);
                     let mean = d.skip(window - k).sum::<f64>() / k as f64;
                     (mean * mean) as f32
+                }
+                ChannelError::RecentMse { frames } => {
+                    let k = frames.clamp(1, window);
+                    (d.skip(window - k).map(|v| v * v).sum::<f64>() / k as f64) as f32
                 }
             }
         })
@@ -164,6 +183,8 @@ pub struct FitQuality {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Calibration {
     pub threshold: ThresholdSpec,
+    /// How the target false-alarm rate was met (`target-far` only).
+    pub far: Option<target::FarCalibration>,
     pub distribution: ErrorDistribution,
     /// Every candidate that could be fitted; the chosen one has the smallest KS.
     pub candidates: Vec<FitQuality>,
@@ -176,18 +197,16 @@ pub struct Calibration {
     pub warnings: Vec<String>,
 }
 
-/// Threshold and error distribution from the validation scores.
-///
-/// The threshold is `quantile(scores, q) * factor`. A Gamma (method of
-/// moments) and a log-normal (maximum likelihood on `ln score`) are fitted;
-/// the one with the smaller Kolmogorov-Smirnov statistic is kept. With fewer
-/// than [`FEW_VALIDATION_WINDOWS`] windows a warning is added; with too few
-/// distinct scores to fit anything, an exponential (Gamma shape 1) with the
-/// scores' mean is used.
+/// The threshold `quantile(scores, q) * factor` (0 scores: 1e-9, with a
+/// warning).
 ///
 /// # Errors
-/// No scores, or `q` outside (0, 1], or `factor` not positive.
-pub fn calibrate(scores: &[f32], q: f64, factor: f64) -> Result<Calibration, CalibrateError> {
+/// No finite scores, `q` outside (0, 1], or `factor` not positive.
+pub fn quantile_factor_threshold(
+    scores: &[f32],
+    q: f64,
+    factor: f64,
+) -> Result<(ThresholdSpec, Option<String>), CalibrateError> {
     if !(q > 0.0 && q <= 1.0) {
         return Err(CalibrateError::Invalid {
             name: "--threshold-quantile",
@@ -202,6 +221,53 @@ pub fn calibrate(scores: &[f32], q: f64, factor: f64) -> Result<Calibration, Cal
             value: factor.to_string(),
         });
     }
+    let s = finite_sorted(scores)?;
+    let mut warning = None;
+    let mut value = quantile(&s, q) * factor;
+    if value.is_nan() || value <= 0.0 {
+        warning = Some(
+            "every validation score is 0 (perfect reconstruction); threshold set to 1e-9".into(),
+        );
+        value = 1e-9;
+    }
+    Ok((
+        ThresholdSpec {
+            value: value as f32,
+            method: THRESHOLD_METHOD.into(),
+            quantile: q,
+            factor,
+            target_far: None,
+        },
+        warning,
+    ))
+}
+
+/// The threshold calibrated to `target` false alarms ([`target`]) as the
+/// model stores it: `quantile` is the level `1 - target` of the alarm
+/// statistic, `factor` is `1 / clear_ratio`.
+///
+/// # Errors
+/// As [`target::threshold_for_far`].
+pub fn target_far_threshold(
+    scores: &[f32],
+    sources: &[usize],
+    detector: &DetectorDefaults,
+    target_far: f64,
+) -> Result<(ThresholdSpec, target::FarCalibration), CalibrateError> {
+    let far = target::threshold_for_far(scores, sources, detector, target_far)?;
+    Ok((
+        ThresholdSpec {
+            value: far.threshold as f32,
+            method: target::TARGET_FAR_METHOD.into(),
+            quantile: 1.0 - target_far,
+            factor: 1.0 / f64::from(detector.clear_ratio),
+            target_far: Some(target_far),
+        },
+        far,
+    ))
+}
+
+fn finite_sorted(scores: &[f32]) -> Result<Vec<f64>, CalibrateError> {
     let mut s: Vec<f64> = scores
         .iter()
         .map(|v| f64::from(*v))
@@ -211,26 +277,35 @@ pub fn calibrate(scores: &[f32], q: f64, factor: f64) -> Result<Calibration, Cal
         return Err(CalibrateError::NoScores);
     }
     s.sort_by(f64::total_cmp);
+    Ok(s)
+}
+
+/// The calibration of the smoothed validation `scores` with `threshold`
+/// (from [`quantile_factor_threshold`] or [`target_far_threshold`]):
+/// the share of them above it, and the error distribution.
+///
+/// A Gamma (method of moments) and a log-normal (maximum likelihood on
+/// `ln score`) are fitted; the one with the smaller Kolmogorov-Smirnov
+/// statistic is kept. With fewer than [`FEW_VALIDATION_WINDOWS`] windows a
+/// warning is added; with too few distinct scores to fit anything, an
+/// exponential (Gamma shape 1) with the scores' mean is used.
+///
+/// # Errors
+/// No finite scores.
+pub fn calibrate(
+    scores: &[f32],
+    threshold: ThresholdSpec,
+    far: Option<target::FarCalibration>,
+) -> Result<Calibration, CalibrateError> {
+    let s = finite_sorted(scores)?;
     let mut warnings = Vec::new();
     if s.len() < FEW_VALIDATION_WINDOWS {
         warnings.push(format!(
-            "only {} validation windows: the threshold (quantile {q} of their scores) is a rough guess; train on more rows or raise --validation-fraction",
+            "only {} validation windows: the threshold is a rough guess; train on more rows or raise --validation-fraction",
             s.len()
         ));
     }
-    let mut value = quantile(&s, q) * factor;
-    if value.is_nan() || value <= 0.0 {
-        warnings.push(
-            "every validation score is 0 (perfect reconstruction); threshold set to 1e-9".into(),
-        );
-        value = 1e-9;
-    }
-    let threshold = ThresholdSpec {
-        value: value as f32,
-        method: THRESHOLD_METHOD.into(),
-        quantile: q,
-        factor,
-    };
+    let value = f64::from(threshold.value);
 
     // Scores are squared errors, hence >= 0; both families need > 0.
     let positive: Vec<f64> = s.iter().copied().filter(|v| *v > 0.0).collect();
@@ -257,6 +332,7 @@ pub fn calibrate(scores: &[f32], q: f64, factor: f64) -> Result<Calibration, Cal
     let above = s.iter().filter(|v| **v > value).count() as f64 / s.len() as f64;
     Ok(Calibration {
         threshold,
+        far,
         distribution,
         candidates,
         windows: s.len(),
@@ -368,100 +444,4 @@ fn quality(d: ErrorDistribution, sorted: &[f64]) -> Option<FitQuality> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn channel_errors_and_scores_follow_the_score_definition() {
-        // 1 window, 2 channels, T = 2.
-        let x = [0.0, 0.0, 1.0, 1.0];
-        let r = [1.0, 1.0, 1.0, 3.0];
-        let e = channel_errors(&x, &r, 2, ChannelError::Mse);
-        assert_eq!(e, vec![1.0, 2.0]);
-        assert_eq!(scores(&e, &[1.0, 1.0], Aggregation::Mean), vec![1.5]);
-        assert_eq!(scores(&e, &[3.0, 1.0], Aggregation::Mean), vec![1.25]);
-        assert_eq!(scores(&e, &[3.0, 1.0], Aggregation::Max), vec![3.0]);
-        assert_eq!(scores(&e, &[1.0, 1.0], Aggregation::Max), vec![2.0]);
-    }
-
-    #[test]
-    fn recent_bias_is_the_squared_mean_residual_of_the_last_frames() {
-        // 1 window, 2 channels, T = 4, residuals x - r:
-        // channel 0: 5, -1, 1, 3 -> last 2 mean 2 -> 4;
-        // channel 1: 0, 0, -1, -1 -> last 2 mean -1 -> 1.
-        let x = [5.0, -1.0, 1.0, 3.0, 0.0, 0.0, -1.0, -1.0];
-        let r = [0.0; 8];
-        let e = channel_errors(&x, &r, 4, ChannelError::RecentBias { frames: 2 });
-        assert_eq!(e, vec![4.0, 1.0]);
-        // All frames: channel 0 mean 2 -> 4, channel 1 mean -0.5 -> 0.25.
-        let e = channel_errors(&x, &r, 4, ChannelError::RecentBias { frames: 4 });
-        assert_eq!(e, vec![4.0, 0.25]);
-    }
-
-    #[test]
-    fn smoothing_restarts_at_each_source() {
-        let s = smooth(&[2.0, 0.0, 0.0, 4.0, 0.0], &[0, 0, 0, 1, 1], 0.5);
-        assert_eq!(s, vec![2.0, 1.0, 0.5, 4.0, 2.0]);
-        assert_eq!(smooth(&[2.0, 0.0], &[0, 0], 1.0), vec![2.0, 0.0]);
-    }
-
-    #[test]
-    fn inverse_error_weights_have_mean_one() {
-        let e = [1.0, 0.5, 1.0, 0.5];
-        let w = channel_weights(ChannelWeighting::InverseValidationError, &e, 2);
-        assert!((w[0] + w[1] - 2.0).abs() < 1e-6);
-        assert!((w[1] / w[0] - 2.0).abs() < 1e-5, "{w:?}");
-        assert_eq!(
-            channel_weights(ChannelWeighting::Uniform, &e, 2),
-            vec![1.0; 2]
-        );
-    }
-
-    #[test]
-    fn quantile_interpolates() {
-        let s = [0.0, 1.0, 2.0, 3.0, 4.0];
-        assert_eq!(quantile(&s, 0.5), 2.0);
-        assert!((quantile(&s, 0.99) - 3.96).abs() < 1e-12);
-        assert_eq!(quantile(&s, 1.0), 4.0);
-    }
-
-    #[test]
-    fn threshold_is_quantile_times_factor_and_a_distribution_is_fitted() {
-        // Gamma-ish scores.
-        let scores: Vec<f32> = (1..=200)
-            .map(|i| (i as f32 / 100.0).powi(2) + 0.01)
-            .collect();
-        let c = calibrate(&scores, 0.99, 1.5).unwrap();
-        let mut s: Vec<f64> = scores.iter().map(|v| f64::from(*v)).collect();
-        s.sort_by(f64::total_cmp);
-        let expected = (quantile(&s, 0.99) * 1.5) as f32;
-        assert_eq!(c.threshold.value, expected);
-        assert_eq!(c.threshold.method, "quantile*factor");
-        assert_eq!(c.candidates.len(), 2);
-        assert!(c.warnings.is_empty());
-        let p = c.distribution.probability(f64::from(c.threshold.value));
-        assert!(p > 0.9, "{p}");
-    }
-
-    #[test]
-    fn tiny_validation_sets_warn_but_calibrate() {
-        let c = calibrate(&[0.1, 0.2, 0.3], 0.99, 1.5).unwrap();
-        assert!(c.warnings[0].contains("only 3 validation windows"));
-        assert!(c.threshold.value > 0.3);
-        let c = calibrate(&[0.2], 0.99, 1.5).unwrap();
-        assert!(matches!(
-            c.distribution,
-            ErrorDistribution::Gamma { shape, .. } if shape == 1.0
-        ));
-        assert!(calibrate(&[], 0.99, 1.5).is_err());
-        assert!(calibrate(&[0.1], 1.5, 1.5).is_err());
-    }
-
-    #[test]
-    fn detector_defaults_are_checked() {
-        assert!(detector_defaults(3, 5, 0.8, 0.1).is_ok());
-        assert!(detector_defaults(0, 5, 0.8, 1.0).is_err());
-        assert!(detector_defaults(3, 5, 1.2, 1.0).is_err());
-        assert!(detector_defaults(3, 5, 0.8, 0.0).is_err());
-    }
-}
+mod tests;
