@@ -230,6 +230,8 @@ impl Mosquitto {
         }
         if let Some(c) = &self.certs {
             let read = |p: &Path| fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            // The daemon's choice of rustls provider (sources/mqtt/options.rs).
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
             opts.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
                 ca: read(&c.ca_cert),
                 alpn: None,

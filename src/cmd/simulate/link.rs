@@ -64,6 +64,7 @@ pub(super) fn mqtt_options(opts: &SimulateOptions) -> Result<MqttOptions, Simula
             Some((cert, key)) => Some((read(cert)?, read(key)?)),
             None => None,
         };
+        crate::sources::mqtt::install_tls_provider();
         m.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
             ca: read(&tls.ca_file)?,
             alpn: None,

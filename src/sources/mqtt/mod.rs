@@ -15,6 +15,7 @@ pub(crate) mod decode;
 pub use decode::{DecodeError, Decoder};
 mod journal_replay;
 mod options;
+pub use options::install_tls_provider;
 mod oversize;
 mod ratelimit;
 mod stall;

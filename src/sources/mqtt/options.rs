@@ -75,6 +75,7 @@ pub fn mqtt_options(cfg: &MqttConfig, password: Option<&Secret>) -> Result<MqttO
             // No CA file: the system's roots, verification still on.
             None => Transport::tls_with_default_config(),
         };
+        install_tls_provider();
         o.set_transport(transport);
     }
     Ok(o)
@@ -87,6 +88,13 @@ pub fn qos(q: Qos) -> QoS {
         Qos::AtLeastOnce => QoS::AtLeastOnce,
         Qos::ExactlyOnce => QoS::ExactlyOnce,
     }
+}
+
+/// Names the rustls crypto provider for the process (aws-lc-rs, rumqttc's
+/// own). rustls cannot choose when more than one is compiled in, and then
+/// fails the first TLS handshake; installing twice is harmless.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
 #[cfg(test)]
