@@ -196,14 +196,15 @@ impl FeatureStage {
         for state in self.assets.values_mut() {
             if state.stale.silent_for(now, since) > lateness {
                 state.aligner.flush(&mut self.frames);
-                Self::record(
-                    self.record.as_ref(),
-                    &self.metrics,
-                    &state.binding,
-                    &self.frames,
-                );
                 let slot = &self.slots[state.slot];
-                Self::drain_frames(&self.metrics, slot, state, &mut self.frames, out);
+                Self::drain_frames(
+                    &self.metrics,
+                    self.record.as_ref(),
+                    slot,
+                    state,
+                    &mut self.frames,
+                    out,
+                );
             }
             state.stale.check(
                 now,
@@ -298,13 +299,14 @@ impl FeatureStage {
                     times,
                     &mut self.quality,
                 );
-                Self::record(
-                    self.record.as_ref(),
+                Self::drain_frames(
                     &self.metrics,
-                    &state.binding,
-                    &self.frames,
+                    self.record.as_ref(),
+                    slot,
+                    state,
+                    &mut self.frames,
+                    out,
                 );
-                Self::drain_frames(&self.metrics, slot, state, &mut self.frames, out);
                 return;
             }
             if !first || !self.ensure_asset(&msg.asset, recv_ts) {
@@ -397,22 +399,22 @@ impl FeatureStage {
         metrics
             .readings_used
             .fetch_add(after.readings.saturating_sub(before.readings), Relaxed);
-        Self::record(record.as_ref(), metrics, &state.binding, frames);
-        Self::drain_frames(metrics, slot, state, frames, out);
+        Self::drain_frames(metrics, record.as_ref(), slot, state, frames, out);
     }
 
     /// End of input for every asset: closes pending frames.
     pub fn flush(&mut self, out: &mut Vec<ScoreRequest>) {
         for state in self.assets.values_mut() {
             state.aligner.flush(&mut self.frames);
-            Self::record(
-                self.record.as_ref(),
-                &self.metrics,
-                &state.binding,
-                &self.frames,
-            );
             let slot = &self.slots[state.slot];
-            Self::drain_frames(&self.metrics, slot, state, &mut self.frames, out);
+            Self::drain_frames(
+                &self.metrics,
+                self.record.as_ref(),
+                slot,
+                state,
+                &mut self.frames,
+                out,
+            );
         }
     }
 
@@ -506,13 +508,17 @@ impl FeatureStage {
         true
     }
 
+    /// Turns closed frames into windows (recording them first with
+    /// `[record]`).
     fn drain_frames(
         metrics: &Metrics,
+        record: Option<&tokio::sync::mpsc::Sender<Output>>,
         slot: &ModelSlot,
         state: &mut AssetState,
         frames: &mut Vec<Frame>,
         out: &mut Vec<ScoreRequest>,
     ) {
+        Self::record(record, metrics, &state.binding, frames);
         for frame in frames.drain(..) {
             metrics.frames.fetch_add(1, Relaxed);
             let imputed = frame.imputed.iter().filter(|b| **b).count() as u64;
