@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use super::DaemonError;
 use crate::config::{Secret, Settings};
@@ -177,15 +178,23 @@ impl Sessions {
                 }),
             partition,
         };
-        let task = tokio::spawn(crate::sources::mqtt::run_source(
-            parts,
-            sh.windows.clone(),
-            reload_rx,
-            sh.metrics.clone(),
-            sh.heartbeat.clone(),
-            connected,
-            stop.clone(),
-        ));
+        // A partition's log lines name it.
+        let span = match key {
+            Some(i) => tracing::info_span!("partition", index = i),
+            None => tracing::Span::none(),
+        };
+        let task = tokio::spawn(
+            crate::sources::mqtt::run_source(
+                parts,
+                sh.windows.clone(),
+                reload_rx,
+                sh.metrics.clone(),
+                sh.heartbeat.clone(),
+                connected,
+                stop.clone(),
+            )
+            .instrument(span),
+        );
         if let Some(i) = key {
             tracing::info!(partition = i, session = %client_id, "partition session started");
         }
