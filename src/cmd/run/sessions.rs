@@ -120,7 +120,15 @@ impl Sessions {
                     Some(i) => dir.join("journal").join(format!("p{i}")),
                     None => dir.join("journal"),
                 };
+                let retention_s = js.retention_ns / 1_000_000_000;
+                let directory = js.dir.display().to_string();
                 let (journal, replay) = Journal::open(js)?;
+                tracing::info!(
+                    %directory,
+                    segments = replay.len(),
+                    retention_s,
+                    "intake journal opened: messages are acknowledged once journaled"
+                );
                 for b in &mut brokers {
                     b.set_manual_acks(true);
                 }
