@@ -103,6 +103,9 @@ pub struct PartitionParts {
     /// How far back a record's messages reach: the longest window span
     /// plus the allowed lateness.
     pub span_ns: i64,
+    /// Set before the session is stopped when the partition is given up
+    /// (not a shutdown): the scorer then forgets its assets.
+    pub given_up: Arc<AtomicBool>,
 }
 
 /// The journal, the segments an earlier run left to replay, and where the
