@@ -48,14 +48,14 @@ pub fn check_config(path: &Path) -> Result<String, DaemonError> {
     if let Some(p) = &cfg.partitions {
         let owned: Vec<String> = p.owned_set().iter().map(u32::to_string).collect();
         s.push_str(&format!(
-            "  partitions {} of {} (sessions {}, handover records on {}/<i>)\n",
+            "  partitions {} of {} (sessions {}-p<i>, handover records on {}/<i>)\n",
             if owned.is_empty() {
                 "none".to_string()
             } else {
                 owned.join(", ")
             },
             p.count,
-            format!("{}-p<i>", p.session),
+            p.session,
             p.handover_topic
         ));
     }
