@@ -13,40 +13,15 @@ use crate::util::*;
 
 const ROWS: usize = 600;
 
-fn replay_scores(dir: &Path, log: &SyntheticLog) -> Vec<(i64, Option<f64>, u8)> {
+fn replay_scores_of(dir: &Path, log: &SyntheticLog) -> Vec<ReplayRow> {
     let input = dir.join("input.csv");
     std::fs::write(&input, log.to_csv()).unwrap();
-    let out = dir.join("scores.csv");
-    let st = Command::new(anomalyd_bin())
-        .args(["replay", "--model"])
-        .arg(shipped_model())
-        .arg("--input")
-        .arg(&input)
-        .arg("--output")
-        .arg(&out)
-        .args(["--asset", "pump-001"])
-        .env("ORT_DYLIB_PATH", ort_dylib())
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "replay: {}",
-        String::from_utf8_lossy(&st.stderr)
-    );
-    let text = std::fs::read_to_string(&out).unwrap();
-    let mut lines = text.lines();
-    assert_eq!(
-        lines.next(),
-        Some("timestamp,asset,score,threshold,probability,anomaly")
-    );
-    lines
-        .map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
-            assert_eq!(f.len(), 6, "{l}");
-            let ts = anomalyd::core::timestamp::parse_timestamp(f[0]).unwrap();
-            (ts, f[2].parse().ok(), f[5].parse().unwrap())
-        })
-        .collect()
+    replay_scores(
+        &shipped_model(),
+        &input,
+        "pump-001",
+        &dir.join("scores.csv"),
+    )
 }
 
 /// The whole product path: MQTT in, scores and alerts in the database,
@@ -93,7 +68,7 @@ fn scores_and_alerts_reach_the_database_and_match_replay() {
     assert_eq!(live[0].label("model"), Some("pump"));
 
     // The live scores equal replay's for the same rows and timestamps.
-    let replayed = replay_scores(daemon.dir.path(), &faulty);
+    let replayed = replay_scores_of(daemon.dir.path(), &faulty);
     assert_eq!(replayed.len(), ROWS);
     assert!(
         replayed[..WINDOW - 1]

@@ -15,6 +15,7 @@ mod layers;
 mod lifecycle;
 mod low_rate;
 mod packaging;
+mod retrain;
 mod scenarios;
 mod sink_rate;
 mod status_page;

@@ -9,8 +9,9 @@
 //!   log, the status page and `tap`.
 //! - `outputs.rs`: an anomaly alert reaches an MQTT subscriber and a
 //!   webhook that was down; alerts raised before a `kill -9` or while the
-//!   alert broker is down arrive afterwards; `check-config` builds the
-//!   outputs; the delivery latency, measured.
+//!   alert broker is down arrive afterwards; an HTTPS webhook is verified
+//!   against its `ca_file` while MQTT runs over TLS; `check-config` builds
+//!   the outputs; the delivery latency, measured.
 
 use anomalyd::core::synth::{FaultKind, SyntheticLog, generate};
 

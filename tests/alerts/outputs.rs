@@ -164,6 +164,59 @@ fn an_alert_waits_for_the_alert_broker_to_come_back() {
 /// `check-config` builds the alert outputs without connecting: a bad
 /// output key or a missing token file is refused with exit code 78, named;
 /// a good one is listed.
+/// One TLS stack for everything: frames come in over MQTT with TLS and
+/// alerts leave for an HTTPS webhook whose certificate is verified against
+/// the output's own `ca_file`. A second output to the same server without
+/// that CA refuses the certificate and never delivers.
+#[test]
+fn alerts_reach_an_https_webhook_verified_by_its_ca_file_with_mqtt_over_tls() {
+    let broker = Mosquitto::builder().tls(true).start();
+    let vm = VictoriaMetrics::start();
+    let metrics_port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let certs = TestCerts::generate(&dir.path().join("webhook-tls"));
+    let hook = WebhookServer::start_tls(0, &certs);
+    let cfg = DaemonConfig::new(broker.port(), &vm.url(), metrics_port)
+        .mqtt_tls(broker.ca_file())
+        .quality_alarms(0, 0)
+        .webhook_output("verified", &hook.url("/verified"), None)
+        .alert_output_ca_file("verified", &certs.ca_cert)
+        .webhook_output("unverified", &hook.url("/unverified"), None)
+        .to_toml();
+    let mut daemon = Daemon::start(&cfg, metrics_port, &[]);
+    daemon.wait_note("READY=1", Duration::from_secs(60));
+
+    let frames = frame_messages("pump-001", &bearing_fault(600));
+    mqtt_publish_with(broker.mqtt_options(&client_id("pub")), &frames, 1);
+    let got = hook.wait_for("both alerts", Duration::from_secs(60), |r| r.len() >= 2);
+    let seen: Vec<(&str, String)> = got
+        .iter()
+        .map(|r| (r.path.as_str(), r.json()["state"].to_string()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("/verified", "\"raised\"".to_string()),
+            ("/verified", "\"cleared\"".to_string())
+        ]
+    );
+    wait_until(Duration::from_secs(30), "refused handshakes", || {
+        daemon
+            .metric("anomalyd_alert_output_failures_total{output=\"unverified\"}")
+            .is_some_and(|v| v >= 1.0)
+    });
+    assert!(hook.requests().iter().all(|r| r.path == "/verified"));
+    assert_eq!(
+        daemon
+            .metric("anomalyd_alert_output_delivered_total{output=\"unverified\"}")
+            .unwrap_or(0.0),
+        0.0
+    );
+    let log = daemon.log();
+    assert!(log.contains("UnknownIssuer"), "{log}");
+    assert!(daemon.terminate(Duration::from_secs(20)).success());
+}
+
 #[test]
 fn check_config_refuses_a_bad_alert_output_and_lists_good_ones() {
     let dir = tempfile::tempdir().unwrap();

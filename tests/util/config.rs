@@ -60,6 +60,8 @@ struct AlertOutput {
     token_file: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ca_file: Option<PathBuf>,
     retry_min_ms: u64,
     retry_max_ms: u64,
 }
@@ -430,6 +432,15 @@ impl DaemonConfig {
         self
     }
 
+    /// The extra CA the alert output `name` verifies its server with.
+    pub fn alert_output_ca_file(mut self, name: &str, ca_file: &Path) -> Self {
+        let outputs = self.alerts.iter_mut().flat_map(|a| a.outputs.iter_mut());
+        for o in outputs.filter(|o| o.name == name) {
+            o.ca_file = Some(ca_file.to_path_buf());
+        }
+        self
+    }
+
     fn alert_output(
         &mut self,
         name: &str,
@@ -444,6 +455,7 @@ impl DaemonConfig {
             url: url.map(str::to_string),
             token_file: token_file.map(Path::to_path_buf),
             port: None,
+            ca_file: None,
             retry_min_ms: 50,
             retry_max_ms: 500,
         });

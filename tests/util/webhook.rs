@@ -2,14 +2,21 @@
 //! port, on a thread of its own, that records every request (method, path,
 //! headers, body) and answers each with a status the test chooses. It can
 //! be started on a port chosen earlier, so a test can configure the daemon
-//! with an endpoint that is down and bring it up later.
+//! with an endpoint that is down and bring it up later, and serve HTTPS
+//! with a certificate of [`TestCerts`] (rustls, the daemon's provider).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use super::TestCerts;
 
 /// One request the server received.
 #[derive(Debug, Clone)]
@@ -44,11 +51,24 @@ pub struct WebhookServer {
     status: Arc<AtomicU16>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    tls: bool,
 }
 
 impl WebhookServer {
     /// Listens on `127.0.0.1:port` (0 = any free port), answering 200.
     pub fn start(port: u16) -> WebhookServer {
+        Self::start_with(port, None)
+    }
+
+    /// [`start`](Self::start) serving HTTPS with the server certificate of
+    /// `certs` (issued for `127.0.0.1`). A client that refuses the
+    /// certificate leaves no request behind.
+    pub fn start_tls(port: u16, certs: &TestCerts) -> WebhookServer {
+        Self::start_with(port, Some(server_tls(certs)))
+    }
+
+    fn start_with(port: u16, tls: Option<Arc<rustls::ServerConfig>>) -> WebhookServer {
+        let is_tls = tls.is_some();
         let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind the webhook server");
         let port = listener.local_addr().unwrap().port();
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -62,7 +82,15 @@ impl WebhookServer {
                         return;
                     }
                     let Ok(conn) = conn else { continue };
-                    if let Some(req) = serve(conn, status.load(Ordering::SeqCst)) {
+                    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+                    let status = status.load(Ordering::SeqCst);
+                    let req = match &tls {
+                        None => serve(conn, status),
+                        Some(cfg) => rustls::ServerConnection::new(cfg.clone())
+                            .ok()
+                            .and_then(|c| serve(rustls::StreamOwned::new(c, conn), status)),
+                    };
+                    if let Some(req) = req {
                         requests.lock().unwrap().push(req);
                     }
                 }
@@ -74,6 +102,7 @@ impl WebhookServer {
             status,
             stop,
             thread: Some(thread),
+            tls: is_tls,
         }
     }
 
@@ -82,7 +111,8 @@ impl WebhookServer {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}{path}", self.port)
     }
 
     /// The status later requests get (e.g. 503 to refuse them).
@@ -118,11 +148,27 @@ impl WebhookServer {
     }
 }
 
-/// Reads one HTTP/1.x request and answers it with `status`, closing the
-/// connection.
-fn serve(conn: TcpStream, status: u16) -> Option<HookRequest> {
-    conn.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    let mut reader = BufReader::new(conn.try_clone().ok()?);
+/// The rustls server side for `certs`, on the daemon's provider.
+fn server_tls(certs: &TestCerts) -> Arc<rustls::ServerConfig> {
+    let read = |p: &Path| std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let chain = CertificateDer::pem_slice_iter(&read(&certs.server_cert))
+        .collect::<Result<Vec<_>, _>>()
+        .expect("server certificate PEM");
+    let key = PrivateKeyDer::from_pem_slice(&read(&certs.server_key)).expect("server key PEM");
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("server certificate and key");
+    Arc::new(cfg)
+}
+
+/// Reads one HTTP/1.x request from `conn` (plain or TLS) and answers it
+/// with `status`, closing the connection.
+fn serve(conn: impl Read + Write, status: u16) -> Option<HookRequest> {
+    let mut reader = BufReader::new(conn);
     let mut line = String::new();
     reader.read_line(&mut line).ok()?;
     let mut parts = line.split_whitespace();
@@ -147,7 +193,7 @@ fn serve(conn: TcpStream, status: u16) -> Option<HookRequest> {
     let mut body = vec![0u8; len];
     reader.read_exact(&mut body).ok()?;
     let at = Instant::now();
-    let mut conn = conn;
+    let conn = reader.get_mut();
     let reason = if status < 300 { "OK" } else { "Error" };
     let _ = write!(
         conn,

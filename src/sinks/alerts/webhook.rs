@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{AlertMessage, AlertSender};
+use crate::sinks::http::{self, CaFile, ClientOptions};
 use crate::sinks::runner::WriteFailure;
 
 /// Why a webhook output could not be built.
@@ -71,18 +72,21 @@ impl WebhookSender {
             ),
             None => None,
         };
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(timeout)
-            .timeout(timeout);
-        if let Some(p) = ca_file {
-            let cert =
-                reqwest::Certificate::from_pem(&read(p)?).map_err(|e| WebhookError::Client {
-                    name: name.into(),
-                    message: format!("ca_file {}: {e}", p.display()),
-                })?;
-            builder = builder.add_root_certificate(cert);
-        }
-        let client = builder.build().map_err(|e| WebhookError::Client {
+        let ca = match ca_file {
+            Some(p) => Some((p, read(p)?)),
+            None => None,
+        };
+        let client = http::client(&ClientOptions {
+            connect_timeout: timeout,
+            timeout,
+            pool_idle_timeout: None,
+            ca: ca.as_ref().map(|(path, pem)| CaFile {
+                key: "ca_file",
+                path,
+                pem,
+            }),
+        })
+        .map_err(|e| WebhookError::Client {
             name: name.into(),
             message: e.to_string(),
         })?;
@@ -107,7 +111,7 @@ impl AlertSender for WebhookSender {
         let resp = req
             .send()
             .await
-            .map_err(|e| WriteFailure::Retry(e.to_string()))?;
+            .map_err(|e| WriteFailure::Retry(http::error_chain(&e)))?;
         let status = resp.status();
         if status.is_success() {
             return Ok(());

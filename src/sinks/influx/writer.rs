@@ -13,6 +13,7 @@ use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
 use tokio::sync::watch;
 
 use crate::config::{InfluxApi, InfluxAuth, InfluxConfig};
+use crate::sinks::http::{self, CaFile, ClientOptions};
 use crate::sinks::runner::{BatchWriter, WriteFailure};
 
 /// Why the sink could not be built.
@@ -25,8 +26,8 @@ pub enum SinkError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot build the HTTP client: {0}")]
-    Client(String),
+    #[error(transparent)]
+    Client(#[from] http::ClientError),
 }
 
 /// Writes line-protocol batches to one bucket (v2) or database (v1).
@@ -49,23 +50,26 @@ impl InfluxWriter {
     /// A bad URL, an unreadable CA file, or a client that cannot be built.
     pub fn new(cfg: &InfluxConfig, auth: watch::Receiver<InfluxAuth>) -> Result<Self, SinkError> {
         let endpoint = write_endpoint(cfg)?;
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(cfg.connect_timeout_ms))
-            .timeout(Duration::from_millis(cfg.request_timeout_ms))
-            .pool_idle_timeout(Duration::from_secs(30));
-        if let Some(path) = &cfg.ca_file {
-            let pem = std::fs::read(path).map_err(|source| SinkError::Ca {
-                path: path.clone(),
-                source,
-            })?;
-            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
-                SinkError::Client(format!("influx.ca_file {}: {e}", path.display()))
-            })?;
-            builder = builder.add_root_certificate(cert);
-        }
-        let client = builder
-            .build()
-            .map_err(|e| SinkError::Client(e.to_string()))?;
+        let ca = match &cfg.ca_file {
+            Some(path) => Some((
+                path.as_path(),
+                std::fs::read(path).map_err(|source| SinkError::Ca {
+                    path: path.clone(),
+                    source,
+                })?,
+            )),
+            None => None,
+        };
+        let client = http::client(&ClientOptions {
+            connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
+            timeout: Duration::from_millis(cfg.request_timeout_ms),
+            pool_idle_timeout: Some(Duration::from_secs(30)),
+            ca: ca.as_ref().map(|(path, pem)| CaFile {
+                key: "influx.ca_file",
+                path,
+                pem,
+            }),
+        })?;
         Ok(Self {
             client,
             endpoint,
@@ -147,7 +151,7 @@ impl BatchWriter for InfluxWriter {
         let resp = req
             .send()
             .await
-            .map_err(|e| WriteFailure::Retry(error_chain(&e)))?;
+            .map_err(|e| WriteFailure::Retry(http::error_chain(&e)))?;
         let status = resp.status();
         if status.is_success() {
             return Ok(());
@@ -155,19 +159,6 @@ impl BatchWriter for InfluxWriter {
         let text = resp.text().await.unwrap_or_default();
         Err(classify(status.as_u16(), &text))
     }
-}
-
-/// The error and its causes on one line ("error sending request: ...:
-/// Connection refused").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cause = c.source();
-    }
-    s
 }
 
 fn gzip(body: &str) -> Vec<u8> {
