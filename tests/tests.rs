@@ -15,6 +15,7 @@ mod layers;
 mod lifecycle;
 mod low_rate;
 mod packaging;
+mod scale_out;
 mod scenarios;
 mod sink_rate;
 mod status_page;

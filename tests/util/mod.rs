@@ -22,6 +22,7 @@ mod influxd;
 mod model;
 mod mosquitto;
 mod mqtt;
+mod nats;
 mod paths;
 mod process;
 mod series;
@@ -41,6 +42,7 @@ pub use mqtt::{
     client_id, frame_messages, frame_payloads, mqtt_publish, mqtt_publish_many, mqtt_publish_with,
     publish_frames, qos, try_mqtt_publish_with,
 };
+pub use nats::{NatsCluster, nats_partition};
 pub use paths::{
     anomalyd_bin, file_mode, ort_dylib, read_repo_file, skab_dir, tool, workspace_root,
 };

@@ -1,0 +1,1 @@
+//! Several daemons sharing the partitions of a NATS cluster.
