@@ -46,6 +46,25 @@ fn exposure(report: &str) -> f64 {
         .unwrap_or_else(|| panic!("cannot parse {line:?}"))
 }
 
+/// Asserts `systemd-analyze verify` says nothing about `unit`; returns its
+/// exposure (`security --offline`) and the report.
+fn verify_and_score(analyze: &Path, unit: &Path) -> (f64, String) {
+    let out = run_output(Command::new(analyze).arg("verify").arg(unit));
+    assert!(
+        out.status.success() && output_text(&out).trim().is_empty(),
+        "systemd-analyze verify {} said:\n{}",
+        unit.display(),
+        output_text(&out)
+    );
+    let out = run_output(
+        Command::new(analyze)
+            .args(["security", "--offline=yes", "--no-pager"])
+            .arg(unit),
+    );
+    let report = output_text(&out);
+    (exposure(&report), report)
+}
+
 /// `systemd-analyze verify` only warns on typos and unknown keys (exit 0),
 /// so any output at all fails; the exposure score must stay where it was
 /// measured (1.1 "OK"; 1.3 with the CUDA drop-in).
@@ -57,19 +76,7 @@ fn unit_verifies_without_a_word_and_stays_hardened() {
     for (cuda, bound) in [(false, 1.5), (true, 2.0)] {
         let dir = tempfile::tempdir().unwrap();
         let unit = unit_copy(dir.path(), cuda);
-        let out = run_output(Command::new(&analyze).arg("verify").arg(&unit));
-        assert!(
-            out.status.success() && output_text(&out).trim().is_empty(),
-            "systemd-analyze verify (cuda drop-in: {cuda}) said:\n{}",
-            output_text(&out)
-        );
-        let out = run_output(
-            Command::new(&analyze)
-                .args(["security", "--offline=yes", "--no-pager"])
-                .arg(&unit),
-        );
-        let report = output_text(&out);
-        let score = exposure(&report);
+        let (score, report) = verify_and_score(&analyze, &unit);
         println!("systemd-analyze security (cuda drop-in: {cuda}): exposure {score}");
         assert!(
             score < bound,
@@ -226,18 +233,7 @@ fn template_unit_verifies_and_keeps_the_main_units_settings() {
     )
     .unwrap();
     let instance = dir.path().join("anomalyd@a.service");
-    let out = run_output(Command::new(&analyze).arg("verify").arg(&instance));
-    assert!(
-        out.status.success() && output_text(&out).trim().is_empty(),
-        "systemd-analyze verify anomalyd@a.service said:\n{}",
-        output_text(&out)
-    );
-    let out = run_output(
-        Command::new(&analyze)
-            .args(["security", "--offline=yes", "--no-pager"])
-            .arg(&instance),
-    );
-    let score = exposure(&output_text(&out));
+    let (score, report) = verify_and_score(&analyze, &instance);
     println!("systemd-analyze security anomalyd@a.service: exposure {score}");
-    assert!(score < 1.5, "exposure {score}:\n{}", output_text(&out));
+    assert!(score < 1.5, "exposure {score}:\n{report}");
 }
