@@ -250,6 +250,12 @@ impl NatsCluster {
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("{url}: {e}: {body}"))
     }
 
+    /// Whether node `i` acknowledges a clean-session MQTT connect now
+    /// (right after a node died, the others refuse for a few seconds).
+    pub fn accepts_mqtt(&self, i: usize) -> bool {
+        mqtt_connects(self.nodes[i].mqtt_port)
+    }
+
     /// Everything node `i` logged so far (all runs).
     pub fn log(&self, i: usize) -> String {
         fs::read_to_string(&self.nodes[i].log_path).unwrap_or_default()
