@@ -160,6 +160,7 @@ fn scorer(c: &mut Criterion) {
                     binding: bindings[i % bindings.len()].clone(),
                     end_ts: ts,
                     data: data.clone(),
+                    rebuild: false,
                 });
             }
             scorer.score(&mut requests, &mut out);

@@ -56,7 +56,6 @@ fn points_per_second(cfg: serde_json::Value) -> f64 {
             metrics.clone(),
             tokio_util::sync::CancellationToken::new(),
             SinkStore::default(),
-            None,
         ));
         for i in 0..POINTS as i64 {
             let out = Output::Score(ScoreRecord {

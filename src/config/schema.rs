@@ -76,6 +76,9 @@ pub struct Config {
     pub alerts: super::alerts::AlertsConfig,
     #[serde(default)]
     pub record: RecordConfig,
+    /// This daemon's share of a partitioned fleet (`partitions.rs`).
+    #[serde(default)]
+    pub partitions: Option<super::partitions::PartitionsConfig>,
 }
 
 /// `[record]`: the aligned frames the daemon sees, written to the same
@@ -114,6 +117,10 @@ pub struct MqttConfig {
     pub host: String,
     #[serde(default = "default_mqtt_port")]
     pub port: u16,
+    /// Several broker nodes (`host:port`), tried in order, the next one
+    /// when a connection fails; replaces `host`/`port` when set.
+    #[serde(default)]
+    pub hosts: Vec<String>,
     #[serde(default = "default_client_id")]
     pub client_id: String,
     #[serde(default)]

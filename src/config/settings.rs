@@ -55,6 +55,23 @@ impl Settings {
         }
     }
 
+    /// The parsed `[[topics]]` of one partition (`{partition}` replaced),
+    /// or of the whole daemon without `[partitions]`.
+    pub fn topics_for(&self, partition: Option<u32>) -> Vec<TopicMapping> {
+        match partition {
+            None => self.topics.clone(),
+            Some(p) => super::topics::parse_topics(&self.config.topics, Some(p), &mut Vec::new()),
+        }
+    }
+
+    /// The sessions this daemon runs: one per owned partition, or one.
+    pub fn sessions(&self) -> Vec<Option<u32>> {
+        match &self.config.partitions {
+            None => vec![None],
+            Some(p) => p.owned_set().into_iter().map(Some).collect(),
+        }
+    }
+
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.config.shutdown.timeout_s)
     }

@@ -250,3 +250,94 @@ fn the_default_client_id_names_the_host() {
     let off = MINIMAL.replace("bucket = \"b\"", "bucket = \"b\"\nhost_tag = \"\"");
     assert_eq!(parse(&off, &[]).unwrap().influx.host_tag_value(), None);
 }
+
+/// Keys of every problem `text` has.
+fn problem_keys(text: &str) -> Vec<String> {
+    match parse(text, &[]) {
+        Err(ConfigError::Invalid { problems, .. }) => problems.into_iter().map(|p| p.key).collect(),
+        other => panic!("expected problems, got {other:?}"),
+    }
+}
+
+const PARTITIONED: &str = r#"
+    [mqtt]
+    hosts = ["127.0.0.1:4001", "127.0.0.1:4002"]
+    client_id = "anomalyd-a"
+    [partitions]
+    count = 4
+    owned = [2, 0]
+    session = "fleet"
+    [state]
+    directory = "/var/lib/anomalyd"
+    [[topics]]
+    filter = "sensors/{partition}/{asset}"
+    payload = "json_object"
+    [[models]]
+    name = "pump"
+    path = "models/pump.onnx"
+    [influx]
+    url = "http://127.0.0.1:8086"
+    bucket = "b"
+"#;
+
+#[test]
+fn partitions_give_one_session_and_one_topic_set_each() {
+    let s = Config::from_toml_with_env(PARTITIONED, "test.toml", &[]).unwrap();
+    assert_eq!(s.sessions(), [Some(0), Some(2)]);
+    assert_eq!(
+        s.topics_for(Some(2))[0].pattern.subscription(),
+        "sensors/2/+"
+    );
+    assert_eq!(
+        s.topics_for(Some(2))[0].pattern.matches("sensors/2/pump-7"),
+        Some(("pump-7", None))
+    );
+    assert_eq!(
+        s.topics_for(Some(2))[0].pattern.matches("sensors/1/pump-7"),
+        None
+    );
+    assert_eq!(
+        s.config.mqtt.brokers(),
+        [
+            ("127.0.0.1".to_string(), 4001),
+            ("127.0.0.1".to_string(), 4002)
+        ]
+    );
+    // Without [partitions]: one session, the plain host.
+    let plain = Config::from_toml_with_env(MINIMAL, "test.toml", &[]).unwrap();
+    assert_eq!(plain.sessions(), [None]);
+    assert_eq!(
+        plain.config.mqtt.brokers(),
+        [("127.0.0.1".to_string(), 1883)]
+    );
+}
+
+#[test]
+fn partition_mistakes_are_named() {
+    let keys = problem_keys(
+        &PARTITIONED
+            .replace("owned = [2, 0]", "owned = [2, 4, 2]")
+            .replace("\"127.0.0.1:4002\"", "\"127.0.0.1:x\"")
+            .replace("sensors/{partition}/{asset}", "sensors/{asset}")
+            .replace(
+                "client_id = \"anomalyd-a\"",
+                "client_id = \"a\"\nclean_session = true\nqos = 0",
+            ),
+    );
+    for k in [
+        "partitions.owned[1]",
+        "partitions.owned[2]",
+        "mqtt.hosts[1]",
+        "topics[0].filter",
+        "mqtt.clean_session",
+        "mqtt.qos",
+    ] {
+        assert!(keys.iter().any(|x| x == k), "{k} missing from {keys:?}");
+    }
+    // {partition} without [partitions].
+    let keys = problem_keys(&MINIMAL.replace(
+        "plant/{asset}/{channel}",
+        "plant/{partition}/{asset}/{channel}",
+    ));
+    assert_eq!(keys, ["topics[0].filter"]);
+}

@@ -35,7 +35,7 @@ pub enum TopicError {
     #[error("filter {0:?} names {{{1}}} twice")]
     Twice(String, &'static str),
     #[error(
-        "filter {0:?}: segment {1:?} is not allowed (use {{asset}}, {{channel}}, + or a literal; # is not supported)"
+        "filter {0:?}: segment {1:?} is not allowed (use {{asset}}, {{channel}}, {{partition}} with [partitions], + or a literal; # is not supported)"
     )]
     BadSegment(String, String),
 }
@@ -130,15 +130,17 @@ pub struct TopicMapping {
     pub timestamp_field: String,
 }
 
-/// Parses every `[[topics]]` entry; a filter that does not parse is a
-/// problem at its key path.
+/// Parses every `[[topics]]` entry, `{partition}` replaced by `partition`
+/// where given; a filter that does not parse is a problem at its key path.
 pub(super) fn parse_topics(
     topics: &[TopicConfig],
+    partition: Option<u32>,
     problems: &mut Vec<Problem>,
 ) -> Vec<TopicMapping> {
     let mut mappings = Vec::with_capacity(topics.len());
     for (i, t) in topics.iter().enumerate() {
-        match TopicPattern::parse(&t.filter, t.payload) {
+        let filter = super::partitions::filter_for(&t.filter, partition);
+        match TopicPattern::parse(&filter, t.payload) {
             Ok(pattern) => mappings.push(TopicMapping {
                 pattern,
                 value_field: t.value_field.clone(),

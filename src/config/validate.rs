@@ -70,7 +70,8 @@ impl Config {
                 "no [[topics]] configured: nothing to subscribe to".into(),
             );
         }
-        let topics = parse_topics(&self.topics, &mut p);
+        let topics = parse_topics(&self.topics, self.partitions.as_ref().map(|_| 0), &mut p);
+        super::partitions::check(self, &mut p);
         let mut bad = |key: String, message: String| p.push(Problem { key, message });
         if self.models.is_empty() {
             bad("models".into(), "no [[models]] configured".into());

@@ -13,7 +13,7 @@ use crate::core::normalise::Normaliser;
 use crate::core::quality::QualitySettings;
 
 /// What the pipeline needs to know about one model.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ModelSlot {
     pub name: Arc<str>,
     pub meta: Arc<ModelMetadata>,

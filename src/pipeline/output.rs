@@ -31,11 +31,35 @@ pub enum Output {
     /// A data-quality alarm (`stale`, `stuck`, `out_of_range`) raised or
     /// cleared.
     Quality(QualityRecord),
-    /// Everything before this came from journal segments up to this
+    /// Everything before this came from journal segments up to its
     /// sequence; the sink confirms it once that is written or spooled.
-    Barrier(u64),
+    Barrier(Barrier),
     /// An aligned frame, for `[record]` (docs/influxdb.md §6).
     Frame(FrameRecord),
+}
+
+/// A journal barrier: every window sent before it came from segments up
+/// to `seq` of the journal that `confirm` answers (one per MQTT session:
+/// docs/architecture.md §12).
+#[derive(Debug, Clone)]
+pub struct Barrier {
+    pub seq: u64,
+    pub confirm: Arc<tokio::sync::watch::Sender<Option<u64>>>,
+}
+
+impl Barrier {
+    /// Tells the journal that everything up to `seq` is written or spooled;
+    /// a later barrier covers every earlier one.
+    pub fn confirm(&self) {
+        let seq = self.seq;
+        self.confirm.send_if_modified(|done| {
+            let newer = done.is_none_or(|d| seq > d);
+            if newer {
+                *done = Some(seq);
+            }
+            newer
+        });
+    }
 }
 
 /// One aligned frame of an asset, as the model sees it before windowing.

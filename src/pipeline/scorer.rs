@@ -19,16 +19,19 @@ use crate::ops::metrics::Metrics;
 pub enum InferenceMsg {
     Windows(Vec<ScoreRequest>),
     Swap(Vec<NamedModel>),
+    /// Another daemon's open alerts, taken over with a partition.
+    AdoptAlerts(HashMap<String, OpenAlert>),
+    /// A partition leaves: forget these assets, answer their open alerts
+    /// once every window sent before is scored.
+    ReleaseAssets(
+        Vec<String>,
+        tokio::sync::oneshot::Sender<HashMap<String, OpenAlert>>,
+    ),
     /// Data-quality alarm transitions, passed on to the sinks in order.
     Quality(Vec<super::output::QualityRecord>),
-    /// Journal segments up to this sequence are behind every window sent
+    /// Journal segments up to its sequence are behind every window sent
     /// before it (docs/architecture.md §12).
-    Barrier(u64),
-    /// `true`: the windows that follow, up to a `Rebuild(false)`, come from
-    /// journal segments whose outputs were written before a restart; they
-    /// are scored for the detectors' history and not written again
-    /// (docs/durability.md §4).
-    Rebuild(bool),
+    Barrier(super::output::Barrier),
 }
 
 /// The bounded channel of [`InferenceMsg`]: the source awaits room on it
@@ -80,6 +83,33 @@ impl Scorer {
             tracing::info!(assets = open.len(), "restoring open alerts");
         }
         self.restore = open;
+    }
+
+    /// Takes over open alerts of assets another daemon scored before (a
+    /// partition's handover, docs/scale-out.md §4); an asset this scorer
+    /// already judges keeps its own state.
+    pub fn adopt_open_alerts(&mut self, open: HashMap<String, OpenAlert>) {
+        for (asset, alert) in open {
+            if !self.detectors.contains_key(asset.as_str()) {
+                self.restore.insert(asset, alert);
+            }
+        }
+    }
+
+    /// Forgets `assets` (their partition moves to another daemon) and
+    /// returns their open alerts, to go with them.
+    pub fn release_assets(&mut self, assets: &[String]) -> HashMap<String, OpenAlert> {
+        let open = self.open_alerts();
+        let mut out = HashMap::new();
+        for a in assets {
+            self.detectors.remove(a.as_str());
+            self.restore.remove(a);
+            self.restored_from.remove(a.as_str());
+            if let Some(o) = open.get(a) {
+                out.insert(a.clone(), *o);
+            }
+        }
+        out
     }
 
     /// The alerts open now, per asset, for the caller to persist. Assets

@@ -262,7 +262,6 @@ fn send_to_influx(
             metrics.clone(),
             stop.clone(),
             crate::sinks::SinkStore::default(),
-            None,
         ));
         // Nobody fixes credentials during a backfill: stop at the first
         // refusal instead of retrying forever, and report what was written.

@@ -21,17 +21,14 @@ use tokio_util::sync::CancellationToken;
 pub mod alerts;
 mod models;
 mod scoring;
+mod sessions;
 
 use crate::config::{Config, ConfigError, Settings};
 use crate::core::timestamp::now_ns;
 use crate::model::RuntimeError;
 use crate::ops::metrics::Metrics;
-use crate::pipeline::{
-    Binder, FeatureStage, InferenceMsg, NamedModel, Output, QualityRules, Scorer, StageSettings,
-};
+use crate::pipeline::{InferenceMsg, NamedModel, Output, Scorer};
 use crate::sinks::influx::{InfluxWriter, SinkSettings};
-use crate::sources::mqtt::decode::Decoder;
-use crate::sources::mqtt::{SourceParts, SourceReload};
 use crate::state::open_alerts::AlertStore;
 pub use models::load_models;
 use models::{model_info, model_status, reload_config, slots_of};
@@ -180,50 +177,30 @@ pub async fn run(
     // takes effect without a restart, and nothing kept meanwhile is lost.
     let (auth_tx, auth_rx) = watch::channel(cfg.influx_auth()?);
     let writer = InfluxWriter::new(&cfg.influx, auth_rx)?;
-    let password = cfg.mqtt_password()?;
-    let mut options = crate::sources::mqtt::mqtt_options(&cfg.mqtt, password.as_ref())?;
-    // At-least-once through a crash: journal, then acknowledge.
-    let (journal, barriers) = match (
+    // At-least-once through a crash: journal, then acknowledge (each
+    // session opens its own journal: sessions.rs).
+    let journal = journal_settings(cfg, &models, &state_dir.clone().unwrap_or_default());
+    match (
         &state_dir,
         cfg.journal.enabled && settings.qos.acknowledged(),
     ) {
         (Some(dir), true) => {
-            let settings = journal_settings(cfg, &models, &dir.join("journal"));
-            let retention_s = settings.retention_ns / 1_000_000_000;
-            let (journal, replay) = crate::state::journal::Journal::open(settings)?;
             tracing::info!(
                 directory = %dir.join("journal").display(),
-                segments = replay.len(),
-                retention_s,
-                "intake journal opened: messages are acknowledged once journaled"
+                retention_s = journal.retention_ns / 1_000_000_000,
+                "intake journal: messages are acknowledged once journaled"
             );
             if cfg.mqtt.clean_session {
                 tracing::warn!(
                     "mqtt.clean_session = true: the broker forgets unacknowledged messages when the daemon is away"
                 );
             }
-            options.set_manual_acks(true);
-            let (tx, rx) = watch::channel(None);
-            (
-                Some(crate::sources::mqtt::JournalParts {
-                    journal,
-                    replay,
-                    processed: rx,
-                    sync_interval: Duration::from_millis(cfg.journal.sync_interval_ms),
-                    sync_max_pending: cfg.journal.sync_max_pending,
-                }),
-                Some(tx),
-            )
         }
-        (None, true) => {
-            tracing::warn!(
-                "no state directory: messages are acknowledged on receipt, and a crash loses what was not yet scored"
-            );
-            (None, None)
-        }
-        _ => (None, None),
-    };
-    let decoder = Decoder::new(settings.topics.clone());
+        (None, true) => tracing::warn!(
+            "no state directory: messages are acknowledged on receipt, and a crash loses what was not yet scored"
+        ),
+        _ => {}
+    }
 
     let source_hb = Arc::new(AtomicU64::new(now_ns() as u64));
     let scorer_hb = Arc::new(AtomicU64::new(now_ns() as u64));
@@ -245,13 +222,7 @@ pub async fn run(
         tracing::info!(%addr, "metrics at http://{addr}/metrics");
     }
 
-    let mut stage = FeatureStage::new(
-        slots_of(&models),
-        Binder::from_config(cfg),
-        StageSettings::from_config(cfg),
-        metrics.clone(),
-    );
-    stage.set_quality_rules(QualityRules::from_config(cfg));
+    let slots = slots_of(&models);
     // The source sends windows in batches of up to WINDOWS_PER_SEND: the
     // channel's capacity in messages keeps queue_capacity a bound in windows.
     let (win_tx, win_rx) = flume::bounded::<InferenceMsg>(
@@ -261,7 +232,6 @@ pub async fn run(
             .max(1),
     );
     let (out_tx, out_rx) = mpsc::channel::<Output>(cfg.influx.queue_capacity);
-    let (reload_tx, reload_rx) = mpsc::channel::<SourceReload>(1);
     let (ready_tx, ready_rx) = oneshot::channel();
 
     let mut scorer = Scorer::new(models, metrics.clone());
@@ -280,10 +250,11 @@ pub async fn run(
         .open_alerts()
         .into_iter()
         .map(|(a, o)| (a, o.start_ts));
+    let mut quality_restore = Vec::new();
     let (fanout, alert_outputs) =
         match alerts::start(cfg, state_dir.as_deref(), &metrics, open_anomalies)? {
             Some((f, o)) => {
-                stage.restore_quality(f.active.quality());
+                quality_restore = f.active.quality();
                 (Some(f), Some(o))
             }
             None => (None, None),
@@ -336,9 +307,10 @@ pub async fn run(
     let sink_stop = CancellationToken::new();
     // [record]: frames go to their own writer loop, so that recording
     // never holds scores back; it ends when the source drops its sender.
+    let mut record_tx = None;
     let record_sink = if cfg.record.enabled {
         let (tx, rx) = mpsc::channel::<Output>(cfg.record.queue_capacity);
-        stage.record_to(tx);
+        record_tx = Some(tx);
         let mut settings = SinkSettings::from_config(&cfg.influx);
         settings.measurements.record = cfg.record.measurement.clone();
         tracing::info!(measurement = %cfg.record.measurement, "recording aligned frames");
@@ -349,7 +321,6 @@ pub async fn run(
             metrics.clone(),
             sink_stop.clone(),
             crate::sinks::SinkStore::default(),
-            None,
         )))
     } else {
         None
@@ -361,38 +332,19 @@ pub async fn run(
         metrics.clone(),
         sink_stop.clone(),
         crate::sinks::SinkStore { spool, dead_letter },
-        barriers,
     ));
 
     let source_stop = CancellationToken::new();
-    let source = tokio::spawn(crate::sources::mqtt::run_source(
-        SourceParts {
-            options,
-            qos: settings.qos,
-            max_payload: cfg.mqtt.max_packet_size,
-            reconnect_min: Duration::from_millis(cfg.mqtt.reconnect_min_ms),
-            reconnect_max: Duration::from_millis(cfg.mqtt.reconnect_max_ms),
-            max_wait: Duration::from_millis(cfg.runtime.max_wait_ms),
-            decoder,
-            stage,
-            journal,
-            dead_letters: state_dir
-                .as_deref()
-                .filter(|_| cfg.journal.dead_letter_mb > 0)
-                .map(|d| {
-                    crate::state::DeadLetters::new(
-                        d,
-                        cfg.journal.dead_letter_mb.saturating_mul(1024 * 1024),
-                    )
-                }),
-        },
-        win_tx.clone(),
-        reload_rx,
-        metrics.clone(),
-        source_hb.clone(),
-        ready_tx,
-        source_stop.clone(),
-    ));
+    let mut sessions = sessions::Sessions::new(sessions::Shared {
+        metrics: metrics.clone(),
+        heartbeat: source_hb.clone(),
+        windows: win_tx.clone(),
+        state_dir: state_dir.clone(),
+        record: record_tx,
+        quality_restore,
+        journal,
+    });
+    sessions.start_all(&settings, &slots, ready_tx)?;
 
     // READY once the models are loaded and the broker has answered; then
     // STATUS= follows readiness (docs/durability.md §5).
@@ -433,25 +385,26 @@ pub async fn run(
 
     tokio::pin!(shutdown);
     let mut current = settings;
+    // A daemon that owns no partition has no source to beat for it.
+    let mut standby_beat = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
+            _ = standby_beat.tick(), if sessions.is_empty() => {
+                source_hb.store(now_ns() as u64, Relaxed);
+            }
             Some(()) = reload.recv() => {
                 match reload_config(&config_path, &current.config).await {
                     Ok((new, models)) => {
                         let old: Vec<String> = current.config.models.iter().map(|m| m.name.clone()).collect();
                         let info = model_info(&models);
-                        let reload_msg = SourceReload {
-                            slots: slots_of(&models),
-                            binder: Binder::from_config(&new.config),
-                            settings: StageSettings::from_config(&new.config),
-                            decoder: Decoder::new(new.topics.clone()),
-                            quality: QualityRules::from_config(&new.config),
-                        };
-                        // Models first (ordered with queued windows), then the source.
-                        if win_tx.send_async(InferenceMsg::Swap(models)).await.is_err() || reload_tx.send(reload_msg).await.is_err() {
+                        let slots = slots_of(&models);
+                        let journal = journal_settings(&new.config, &models, &state_dir.clone().unwrap_or_default());
+                        // Models first (ordered with queued windows), then the sessions.
+                        if win_tx.send_async(InferenceMsg::Swap(models)).await.is_err() {
                             break;
                         }
+                        sessions.reload(&new, &slots, journal).await;
                         metrics.set_models(info.clone());
                         metrics.reloads.fetch_add(1, Relaxed);
                         tracing::info!(old = ?old, new = ?info, "reloaded config and models");
@@ -466,7 +419,7 @@ pub async fn run(
                             Err(e) => tracing::error!(error = %e, "the database credentials could not be re-read; the old ones stay in use"),
                         }
                         let (was, now) = (&current.config, &new.config);
-                        if now.influx.url != was.influx.url || now.mqtt.host != was.mqtt.host || now.mqtt.port != was.mqtt.port {
+                        if now.influx.url != was.influx.url || now.mqtt.host != was.mqtt.host || now.mqtt.port != was.mqtt.port || now.mqtt.hosts != was.mqtt.hosts {
                             tracing::warn!("connection settings changed: they take effect at the next restart");
                         }
                         let outputs = |c: &Config| serde_json::to_string(&c.alerts.outputs).unwrap_or_default();
@@ -488,11 +441,10 @@ pub async fn run(
     tracing::info!("shutting down: draining the pipeline");
     let _ = crate::ops::notify::stopping();
     drop(win_tx);
-    drop(reload_tx);
     source_stop.cancel();
     let deadline = current.shutdown_timeout();
     let drain = async {
-        let _ = source.await;
+        sessions.stop_all().await;
         let _ = tokio::task::spawn_blocking(move || scorer_thread.join()).await;
         let _ = sink.await;
         if let Some(r) = record_sink {

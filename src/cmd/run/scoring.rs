@@ -63,13 +63,14 @@ impl AlertFanout {
 #[derive(Default)]
 struct BatchEnd {
     swap: Option<Vec<NamedModel>>,
-    barrier: Option<u64>,
-    rebuild: Option<bool>,
+    /// Partition handovers (docs/scale-out.md §4), in order.
+    handover: Vec<InferenceMsg>,
+    barriers: Vec<crate::pipeline::Barrier>,
 }
 
 impl BatchEnd {
     fn is_set(&self) -> bool {
-        self.swap.is_some() || self.barrier.is_some() || self.rebuild.is_some()
+        self.swap.is_some() || !self.barriers.is_empty() || !self.handover.is_empty()
     }
 }
 
@@ -87,8 +88,10 @@ fn gather(
         // Data-quality transitions follow the windows queued before them.
         InferenceMsg::Quality(q) => quality.extend(q),
         InferenceMsg::Swap(m) => end.swap = Some(m),
-        InferenceMsg::Barrier(b) => end.barrier = Some(b),
-        InferenceMsg::Rebuild(on) => end.rebuild = Some(on),
+        InferenceMsg::Barrier(b) => end.barriers.push(b),
+        m @ (InferenceMsg::AdoptAlerts(_) | InferenceMsg::ReleaseAssets(..)) => {
+            end.handover.push(m)
+        }
     }
 }
 
@@ -116,8 +119,6 @@ pub(super) fn spawn_scorer(
             let mut pending = Vec::with_capacity(max_batch);
             let mut outputs = Vec::with_capacity(max_batch * 2);
             let mut open = true;
-            // Replaying confirmed journal segments: outputs are not sent.
-            let mut rebuilding = false;
             while open {
                 heartbeat.store(now_ns() as u64, Relaxed);
                 // Wait (bounded, so the heartbeat keeps beating) for work.
@@ -141,7 +142,14 @@ pub(super) fn spawn_scorer(
                     }
                 }
                 while !pending.is_empty() || !quality.is_empty() {
-                    let take = pending.len().min(max_batch);
+                    // One call scores windows of one kind: rebuilt history
+                    // (outputs not sent) or new (docs/durability.md §4).
+                    let rebuilding = pending.first().is_some_and(|w| w.rebuild);
+                    let take = pending
+                        .iter()
+                        .take(max_batch)
+                        .take_while(|w| w.rebuild == rebuilding)
+                        .count();
                     let mut chunk: Vec<_> = pending.drain(..take).collect();
                     let changed = scorer.score(&mut chunk, &mut outputs);
                     if pending.is_empty() {
@@ -172,13 +180,22 @@ pub(super) fn spawn_scorer(
                     }
                 }
                 // The barrier follows the outputs of every window before it.
-                if let Some(b) = end.barrier
-                    && tx.blocking_send(Output::Barrier(b)).is_err()
-                {
-                    return;
+                for b in end.barriers {
+                    if tx.blocking_send(Output::Barrier(b)).is_err() {
+                        return;
+                    }
                 }
-                if let Some(on) = end.rebuild {
-                    rebuilding = on;
+                for m in end.handover {
+                    match m {
+                        InferenceMsg::AdoptAlerts(open) => scorer.adopt_open_alerts(open),
+                        InferenceMsg::ReleaseAssets(assets, reply) => {
+                            let _ = reply.send(scorer.release_assets(&assets));
+                        }
+                        _ => {}
+                    }
+                    if let Some(store) = alerts.as_mut() {
+                        store.save(scorer.open_alerts());
+                    }
                 }
                 if let Some(models) = end.swap {
                     board.set_models(model_status(&models));

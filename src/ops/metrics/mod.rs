@@ -91,7 +91,12 @@ pub struct Metrics {
     pub journal_syncs: AtomicU64,
     pub acks_sent: AtomicU64,
     pub mqtt_connects: AtomicU64,
+    /// 1 while every MQTT session the daemon runs is connected.
     pub mqtt_connected: AtomicU64,
+    /// MQTT sessions running (one, or one per owned partition) ...
+    pub mqtt_sessions: AtomicU64,
+    /// ... and how many of them are connected.
+    pub mqtt_sessions_connected: AtomicU64,
     pub assets: AtomicU64,
     /// 1 while intake waits because the journal cannot write.
     pub journal_stalled: AtomicU64,
@@ -103,6 +108,14 @@ pub struct Metrics {
     /// Windows replayed from confirmed journal segments: scored for their
     /// history, not written again.
     pub windows_rebuilt: AtomicU64,
+    /// Partitions this daemon consumes now (docs/scale-out.md).
+    pub partitions_owned: AtomicU64,
+    /// Handover records left for a partition's next owner.
+    pub handovers_published: AtomicU64,
+    /// Handover records taken with a partition.
+    pub handovers_taken: AtomicU64,
+    /// Messages of taken handover records replayed for window history.
+    pub handover_messages: AtomicU64,
     /// Unix time the sink's current run of failed writes began; 0 while
     /// writes succeed.
     pub sink_failing_since_unix_s: AtomicU64,
@@ -130,6 +143,31 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// A session connected (`true`) or lost its connection.
+    pub fn session_connected(&self, up: bool) {
+        if up {
+            self.mqtt_sessions_connected.fetch_add(1, Relaxed);
+        } else {
+            let _ = self
+                .mqtt_sessions_connected
+                .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
+        }
+        self.refresh_connected();
+    }
+
+    /// How many sessions run now.
+    pub fn set_sessions(&self, n: u64) {
+        self.mqtt_sessions.store(n, Relaxed);
+        self.refresh_connected();
+    }
+
+    fn refresh_connected(&self) {
+        let n = self.mqtt_sessions.load(Relaxed);
+        let up = self.mqtt_sessions_connected.load(Relaxed);
+        self.mqtt_connected
+            .store(u64::from(n > 0 && up >= n), Relaxed);
+    }
+
     pub fn dropped(&self, reason: DropReason) -> u64 {
         self.dropped[reason as usize].load(Relaxed)
     }
@@ -435,6 +473,30 @@ impl Metrics {
             "windows_rebuilt_total",
             "Windows replayed from confirmed journal segments: scored for history, not written again.",
             &self.windows_rebuilt,
+        );
+        g(
+            &mut o,
+            "partitions_owned",
+            "Partitions of the fleet this daemon consumes now.",
+            self.partitions_owned.load(Relaxed),
+        );
+        c(
+            &mut o,
+            "handovers_published_total",
+            "Handover records left on the broker for a partition's next owner.",
+            &self.handovers_published,
+        );
+        c(
+            &mut o,
+            "handovers_taken_total",
+            "Handover records taken over with a partition.",
+            &self.handovers_taken,
+        );
+        c(
+            &mut o,
+            "handover_messages_total",
+            "Messages of taken handover records replayed for window history.",
+            &self.handover_messages,
         );
         g(
             &mut o,

@@ -31,6 +31,10 @@ pub struct ScoreRequest {
     pub end_ts: i64,
     /// `C x T`, channel-major, normalised.
     pub data: Vec<f32>,
+    /// History only: its outputs were written before (a journal replayed
+    /// after a restart, a partition's handover); scored for the detector's
+    /// state and not written again (docs/durability.md §4).
+    pub rebuild: bool,
 }
 
 /// Settings of the aligner and window stages.
@@ -266,6 +270,15 @@ impl FeatureStage {
     }
 
     /// Bindings of every tracked asset.
+    /// The assets this stage has seen (bound or not).
+    pub fn asset_names(&self) -> Vec<String> {
+        self.assets
+            .keys()
+            .chain(self.unbound.iter())
+            .cloned()
+            .collect()
+    }
+
     pub fn bindings(&self) -> Vec<Arc<AssetBinding>> {
         self.assets.values().map(|a| a.binding.clone()).collect()
     }
@@ -537,6 +550,7 @@ impl FeatureStage {
                         binding: state.binding.clone(),
                         end_ts: w.end_ts,
                         data: w.data,
+                        rebuild: false,
                     });
                 }
             }

@@ -14,7 +14,7 @@ pub mod writer;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::InfluxConfig;
@@ -66,17 +66,12 @@ pub async fn run_sink(
     metrics: Arc<Metrics>,
     stop: CancellationToken,
     store: SinkStore,
-    barriers: Option<watch::Sender<Option<u64>>>,
 ) {
     let SinkSettings {
         batch,
         measurements,
     } = settings;
     Runner::new(writer, batch, metrics, stop, store)
-        .run(
-            rx,
-            |out, buf| format_output(out, &measurements, buf),
-            barriers,
-        )
+        .run(rx, |out, buf| format_output(out, &measurements, buf))
         .await;
 }

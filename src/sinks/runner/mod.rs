@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::ops::metrics::Metrics;
@@ -115,14 +115,12 @@ impl<W: BatchWriter> Runner<W> {
     /// drains in the background with capped backoff while new data keeps
     /// arriving. Without one, a failing batch is retried in memory and the
     /// bounded channel in front holds the pipeline back. Each barrier is
-    /// acknowledged on `barriers` once everything before it is written,
-    /// spooled, dead-lettered or counted as dropped: a `watch` of the
-    /// highest barrier, as a later one covers every earlier one.
+    /// confirmed to its journal once everything before it is written,
+    /// spooled, dead-lettered or counted as dropped.
     pub async fn run(
         mut self,
         mut rx: mpsc::Receiver<Output>,
         mut encode: impl FnMut(&Output, &mut String),
-        barriers: Option<watch::Sender<Option<u64>>>,
     ) {
         self.publish_spool_depth();
         let mut buf = String::with_capacity(self.settings.batch_size * 200);
@@ -132,21 +130,13 @@ impl<W: BatchWriter> Runner<W> {
         loop {
             tokio::select! {
                 item = rx.recv() => match item {
-                    Some(Output::Barrier(seq)) => {
+                    Some(Output::Barrier(b)) => {
                         // Everything before the barrier is written or spooled
                         // (or counted as dropped) once this flush returns.
                         if points > 0 {
                             self.flush(&mut buf, &mut points).await;
                         }
-                        if let Some(b) = &barriers {
-                            b.send_if_modified(|done| {
-                                let newer = done.is_none_or(|d| seq > d);
-                                if newer {
-                                    *done = Some(seq);
-                                }
-                                newer
-                            });
-                        }
+                        b.confirm();
                     }
                     Some(out) => {
                         encode(&out, &mut buf);

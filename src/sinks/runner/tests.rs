@@ -2,6 +2,8 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
+use tokio::sync::watch;
+
 use super::*;
 use crate::core::detect::DetectorSettings;
 use crate::pipeline::{AssetBinding, ScoreRecord};
@@ -82,7 +84,11 @@ async fn run_with(
         store,
     );
     let (tx, rx) = mpsc::channel(outputs.len());
-    let (btx, brx) = watch::channel(None);
+    // The journal the barriers answer (every barrier here shares one).
+    let confirm = outputs.iter().find_map(|o| match o {
+        Output::Barrier(b) => Some(b.confirm.clone()),
+        _ => None,
+    });
     for o in outputs {
         tx.send(o).await.unwrap();
     }
@@ -92,8 +98,8 @@ async fn run_with(
             buf.push_str(&format!("{}\n", r.ts));
         }
     };
-    runner.run(rx, encode, Some(btx)).await;
-    let acks = *brx.borrow();
+    runner.run(rx, encode).await;
+    let acks = confirm.and_then(|c| *c.borrow());
     let sent = sent.lock().unwrap().clone();
     (sent, metrics, acks)
 }
@@ -107,6 +113,13 @@ async fn run(
         ..Recorder::default()
     };
     run_with(outputs, writer, 2, SinkStore::default()).await
+}
+
+fn barrier(seq: u64) -> Output {
+    Output::Barrier(crate::pipeline::Barrier {
+        seq,
+        confirm: Arc::new(watch::channel(None).0),
+    })
 }
 
 fn lines(ts: std::ops::RangeInclusive<i64>) -> String {
@@ -127,7 +140,7 @@ async fn batches_by_size_and_flushes_the_rest_at_the_end() {
 
 #[tokio::test]
 async fn a_barrier_flushes_what_came_before_it() {
-    let (sent, _, acks) = run(vec![score(1), Output::Barrier(7), score(2)], vec![]).await;
+    let (sent, _, acks) = run(vec![score(1), barrier(7), score(2)], vec![]).await;
     assert_eq!(sent, ["1\n", "2\n"]);
     assert_eq!(acks, Some(7));
 }

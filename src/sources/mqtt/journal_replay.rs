@@ -24,30 +24,16 @@ pub(super) async fn replay_journal(
     stage: &mut FeatureStage,
     windows: &WindowSender,
     metrics: &Metrics,
+    confirm: &std::sync::Arc<tokio::sync::watch::Sender<Option<u64>>>,
 ) -> bool {
     let mut msg = Message::default();
     let mut out = Vec::with_capacity(WINDOWS_PER_SEND);
     let total = paths.len();
     let mut last_note = Instant::now();
     let confirmed = journal.confirmed_at_open();
-    let mut rebuilding = false;
     for (i, path) in paths.into_iter().enumerate() {
         let written =
             confirmed.is_some_and(|c| Journal::segment_seq(&path).is_some_and(|s| s <= c));
-        if written != rebuilding {
-            // Windows cut so far belong to the mode before the switch.
-            if !out.is_empty() && !send_windows(windows, &mut out, metrics).await {
-                return false;
-            }
-            if windows
-                .send_async(InferenceMsg::Rebuild(written))
-                .await
-                .is_err()
-            {
-                return false;
-            }
-            rebuilding = written;
-        }
         // A long replay (a big journal after a crash) shows its progress.
         if last_note.elapsed() >= Duration::from_secs(5) {
             last_note = Instant::now();
@@ -75,9 +61,13 @@ pub(super) async fn replay_journal(
             tracing::warn!(segment = %path.display(), damaged = report.damaged, "journal records cut short or corrupt were skipped");
         }
         for (recv_ns, topic, payload) in records {
+            let before = out.len();
             match decoder.decode_into(&topic, &payload, &mut msg) {
                 Ok(()) => stage.push_message(&msg, recv_ns, &mut out),
                 Err(e) => metrics.count_drop(e.reason(), 1),
+            }
+            for w in &mut out[before..] {
+                w.rebuild = written;
             }
             if out.len() >= WINDOWS_PER_SEND && !send_windows(windows, &mut out, metrics).await {
                 return false;
@@ -87,16 +77,15 @@ pub(super) async fn replay_journal(
     if !out.is_empty() && !send_windows(windows, &mut out, metrics).await {
         return false;
     }
-    if rebuilding
-        && windows
-            .send_async(InferenceMsg::Rebuild(false))
-            .await
-            .is_err()
-    {
-        return false;
-    }
     if let Some(seq) = journal.newest_closed() {
-        return windows.send_async(InferenceMsg::Barrier(seq)).await.is_ok();
+        let barrier = crate::pipeline::Barrier {
+            seq,
+            confirm: confirm.clone(),
+        };
+        return windows
+            .send_async(InferenceMsg::Barrier(barrier))
+            .await
+            .is_ok();
     }
     true
 }

@@ -7,10 +7,14 @@
 //! up for [`STABLE_CONNECTION`], so a broker that accepts and then drops
 //! us at once (a poison message it redelivers first) is not hammered.
 //! Oversize messages are dropped on purpose (`oversize.rs`); while the
-//! journal cannot write, intake waits (`stall.rs`).
+//! journal cannot write, intake waits (`stall.rs`). With several broker
+//! nodes it moves to the next one when a connection fails; a partition's
+//! session takes and leaves its handover record (`partition.rs`).
 
 mod acks;
 pub(crate) mod decode;
+pub mod handover;
+mod partition;
 
 pub use decode::{DecodeError, Decoder};
 mod journal_replay;
@@ -35,14 +39,14 @@ use tokio_util::sync::CancellationToken;
 use crate::core::reading::{DropReason, Message};
 use crate::ops::metrics::Metrics;
 use crate::pipeline::{
-    Binder, FeatureStage, InferenceMsg, ModelSlot, QualityRules, ScoreRequest, StageSettings,
-    WindowSender,
+    Barrier, Binder, FeatureStage, InferenceMsg, ModelSlot, QualityRules, ScoreRequest,
+    StageSettings, WindowSender,
 };
 use crate::state::DeadLetters;
 use crate::state::journal::Journal;
 use acks::{ACK_QUEUE, ack_request, ack_task, commit_journal};
 use journal_replay::replay_journal;
-pub use options::{MqttError, mqtt_options, qos};
+pub use options::{MqttError, broker_options, mqtt_options, qos};
 use oversize::OversizePolicy;
 use ratelimit::RateLimitedLog;
 use stall::JournalStall;
@@ -113,10 +117,23 @@ async fn send_quality(
     windows.send_async(InferenceMsg::Quality(q)).await.is_ok()
 }
 
+/// Notes the newest window end per asset of `sent`.
+fn note_marks(marks: &mut std::collections::HashMap<Arc<str>, i64>, sent: &[ScoreRequest]) {
+    for w in sent {
+        match marks.get_mut(&w.binding.asset) {
+            Some(t) => *t = (*t).max(w.end_ts),
+            None => {
+                marks.insert(w.binding.asset.clone(), w.end_ts);
+            }
+        }
+    }
+}
+
 /// Everything the source task needs.
 #[derive(Debug)]
 pub struct SourceParts {
-    pub options: MqttOptions,
+    /// One per broker node, tried in order (never empty).
+    pub brokers: Vec<MqttOptions>,
     pub qos: crate::config::Qos,
     pub max_payload: usize,
     /// Longest a window waits here for others to share its inference call.
@@ -130,6 +147,22 @@ pub struct SourceParts {
     pub journal: Option<JournalParts>,
     /// Where oversize messages are kept (with a state directory).
     pub dead_letters: Option<DeadLetters>,
+    /// Set when this session consumes one partition of a fleet.
+    pub partition: Option<PartitionParts>,
+}
+
+/// One partition's session (docs/scale-out.md §4): which partition, and
+/// where its handover record lives.
+#[derive(Debug, Clone)]
+pub struct PartitionParts {
+    pub index: u32,
+    /// Retained topic of its handover record.
+    pub handover_topic: String,
+    /// This daemon's client id: the owner named in the records it leaves.
+    pub owner: String,
+    /// How far back a record's messages reach: the longest window span
+    /// plus the allowed lateness.
+    pub span_ns: i64,
 }
 
 /// The journal, the segments an earlier run left to replay, and where the
@@ -138,7 +171,8 @@ pub struct SourceParts {
 pub struct JournalParts {
     pub journal: Journal,
     pub replay: Vec<std::path::PathBuf>,
-    pub processed: watch::Receiver<Option<u64>>,
+    /// Where the sink confirms this journal's barriers.
+    pub confirm: Arc<watch::Sender<Option<u64>>>,
     /// Commit (sync and acknowledge) at most once per this interval ...
     pub sync_interval: Duration,
     /// ... unless this many messages wait for their acknowledgement.
@@ -158,7 +192,7 @@ pub async fn run_source(
     shutdown: CancellationToken,
 ) {
     let SourceParts {
-        options,
+        brokers,
         qos: qos_level,
         max_payload,
         max_wait,
@@ -168,23 +202,36 @@ pub async fn run_source(
         mut stage,
         journal,
         dead_letters,
+        partition,
     } = parts;
     let mut oversize = OversizePolicy::new(max_payload, dead_letters);
-    let (mut journal, mut processed, replay, mut pacer) = match journal {
+    let (mut journal, confirm, replay, mut pacer) = match journal {
         Some(JournalParts {
             journal,
             replay,
-            processed,
+            confirm,
             sync_interval,
             sync_max_pending,
         }) => (
             Some(journal),
-            Some(processed),
+            Some(confirm),
             replay,
             SyncPacer::new(sync_interval, sync_max_pending),
         ),
         None => (None, None, Vec::new(), SyncPacer::new(Duration::ZERO, 1)),
     };
+    let mut processed = confirm.as_ref().map(|c| c.subscribe());
+    let barrier = |seq: u64| {
+        confirm.as_ref().map(|c| {
+            InferenceMsg::Barrier(Barrier {
+                seq,
+                confirm: c.clone(),
+            })
+        })
+    };
+    // Per asset, the end of the newest window sent: a partition's handover
+    // record tells its next owner what not to write again.
+    let mut marks: std::collections::HashMap<Arc<str>, i64> = Default::default();
     // Wakes the loop when waiting acknowledgements are due; re-armed once
     // per commit, not per message.
     let commit_timer = tokio::time::sleep(Duration::ZERO);
@@ -193,11 +240,20 @@ pub async fn run_source(
     // Fires when the oldest gathered window has waited `max_wait`.
     let handover_timer = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(handover_timer);
-    let (client, mut eventloop) = AsyncClient::new(options, 256);
+    let Some(first) = brokers.first().cloned() else {
+        tracing::error!("no MQTT broker configured");
+        return;
+    };
+    let mut broker = 0usize;
+    let (client, mut eventloop) = AsyncClient::new(first, 256);
+    let local_newest = partition::newest_segment_ns(&replay);
     // Journal first: what an earlier run received is scored before new data.
     if let Some(j) = journal.as_mut() {
         let started = Instant::now();
-        if !replay_journal(j, replay, &decoder, &mut stage, &windows, &metrics).await {
+        let Some(confirm) = confirm.as_ref() else {
+            return;
+        };
+        if !replay_journal(j, replay, &decoder, &mut stage, &windows, &metrics, confirm).await {
             return;
         }
         let n = metrics.journal_replayed.load(Relaxed);
@@ -208,6 +264,21 @@ pub async fn run_source(
                 "replayed the intake journal"
             );
         }
+    }
+    // A partition taken from another daemon: its history and open alerts.
+    if let Some(p) = &partition
+        && !partition::take(
+            p,
+            &brokers,
+            local_newest,
+            &decoder,
+            &mut stage,
+            &windows,
+            &metrics,
+        )
+        .await
+    {
+        return;
     }
     let epoch = Arc::new(AtomicU64::new(0));
     let sync_failed = Arc::new(AtomicBool::new(false));
@@ -222,6 +293,8 @@ pub async fn run_source(
         ));
     }
     let mut stall: Option<JournalStall> = None;
+    // This session counted as connected (metrics: all sessions up).
+    let mut session_up = false;
     let mut connected_at: Option<Instant> = None;
     let mut unacked: Vec<(u16, QoS)> = Vec::new();
     let mut connected = Some(connected);
@@ -282,7 +355,11 @@ pub async fn run_source(
                 }
                 // The clock closes the frames of silent assets and decides
                 // their `stale` alarms.
+                let gathered = out.len();
                 stage.tick(now, connected_since, &mut out);
+                if partition.is_some() {
+                    note_marks(&mut marks, &out[gathered..]);
+                }
                 if !send_quality(&mut stage, &windows, &mut out, &metrics).await {
                     break;
                 }
@@ -299,8 +376,8 @@ pub async fn run_source(
                     if !out.is_empty() && !send_windows(&windows, &mut out, &metrics).await {
                         break;
                     }
-                    if let Some(seq) = j.rotate()
-                        && windows.send_async(InferenceMsg::Barrier(seq)).await.is_err()
+                    if let Some(b) = j.rotate().and_then(barrier)
+                        && windows.send_async(b).await.is_err()
                     {
                         break;
                     }
@@ -326,8 +403,8 @@ pub async fn run_source(
                 if !out.is_empty() && !send_windows(&windows, &mut out, &metrics).await {
                     break;
                 }
-                if let Some(seq) = j.rotate()
-                    && windows.send_async(InferenceMsg::Barrier(seq)).await.is_err()
+                if let Some(b) = j.rotate().and_then(barrier)
+                    && windows.send_async(b).await.is_err()
                 {
                     break;
                 }
@@ -338,7 +415,9 @@ pub async fn run_source(
                 eventloop.state.events.clear();
                 epoch.fetch_add(1, Relaxed);
                 unacked.clear();
-                metrics.mqtt_connected.store(0, Relaxed);
+                if std::mem::take(&mut session_up) {
+                    metrics.session_connected(false);
+                }
                 connected_at = None;
                 pending_subacks = 0;
                 continue;
@@ -385,7 +464,10 @@ pub async fn run_source(
                 pacer.committed();
                 commit_armed = false;
                 metrics.mqtt_connects.fetch_add(1, Relaxed);
-                metrics.mqtt_connected.store(1, Relaxed);
+                if !session_up {
+                    session_up = true;
+                    metrics.session_connected(true);
+                }
                 // The backoff resets once the connection has held (tick).
                 connected_at = Some(Instant::now());
                 connected_since = Some(now_ns());
@@ -485,6 +567,9 @@ pub async fn run_source(
                     Ok(()) => {
                         let gathered = out.len();
                         stage.push_message(&msg, recv_ns, &mut out);
+                        if partition.is_some() {
+                            note_marks(&mut marks, &out[gathered..]);
+                        }
                         if out.len() >= WINDOWS_PER_SEND {
                             if !send_windows(&windows, &mut out, &metrics).await {
                                 break;
@@ -510,7 +595,9 @@ pub async fn run_source(
                 if !out.is_empty() && !send_windows(&windows, &mut out, &metrics).await {
                     break;
                 }
-                metrics.mqtt_connected.store(0, Relaxed);
+                if std::mem::take(&mut session_up) {
+                    metrics.session_connected(false);
+                }
                 metrics.mqtt_disconnects.fetch_add(1, Relaxed);
                 connected_since = None;
                 pending_subacks = 0;
@@ -536,6 +623,13 @@ pub async fn run_source(
                     .mqtt_backoff_ms
                     .store(backoff.as_millis() as u64, Relaxed);
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, flapping = quick, "MQTT connection lost; reconnecting");
+                // Several nodes: the next one (the session resumes there).
+                if brokers.len() > 1 {
+                    broker = (broker + 1) % brokers.len();
+                    eventloop.mqtt_options = brokers[broker].clone();
+                    let (host, port) = brokers[broker].broker_address();
+                    tracing::info!(%host, port, "trying the next broker node");
+                }
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(backoff) => {}
@@ -562,6 +656,21 @@ pub async fn run_source(
             }
         }
     }
+    // A partition's session leaves its handover record for the next owner.
+    if let Some(p) = &partition
+        && stall.is_none()
+    {
+        let release = partition::Release {
+            journal: journal.as_mut(),
+            processed: processed.as_mut(),
+            barrier: &barrier,
+            stage: &stage,
+            marks: &marks,
+            windows: &windows,
+            metrics: &metrics,
+        };
+        partition::leave(p, release, &client, &mut eventloop).await;
+    }
     // Stop reading: disconnect cleanly (best effort, bounded).
     let _ = client.try_disconnect();
     let _ = tokio::time::timeout(Duration::from_millis(500), async {
@@ -572,7 +681,9 @@ pub async fn run_source(
         }
     })
     .await;
-    metrics.mqtt_connected.store(0, Relaxed);
+    if std::mem::take(&mut session_up) {
+        metrics.session_connected(false);
+    }
     // Windows of frames still waiting for late channels are not closed here:
     // they would be scored on partial data.
     drop(windows);

@@ -32,12 +32,40 @@ pub fn transport_limit(max_payload: usize) -> usize {
     max_payload.saturating_mul(4).max(MIN_TRANSPORT_LIMIT)
 }
 
-/// Builds rumqttc options from the config.
+/// Builds rumqttc options from the config, for its first broker node.
 ///
 /// # Errors
 /// TLS files that cannot be read.
 pub fn mqtt_options(cfg: &MqttConfig, password: Option<&Secret>) -> Result<MqttOptions, MqttError> {
-    let mut o = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
+    let (host, port) = cfg.brokers().swap_remove(0);
+    options_for(cfg, password, &cfg.client_id, host, port)
+}
+
+/// Options for every broker node of the config (`mqtt.hosts`, in order),
+/// under `client_id`: the source moves to the next one when a connection
+/// fails (docs/scale-out.md §3).
+///
+/// # Errors
+/// TLS files that cannot be read.
+pub fn broker_options(
+    cfg: &MqttConfig,
+    password: Option<&Secret>,
+    client_id: &str,
+) -> Result<Vec<MqttOptions>, MqttError> {
+    cfg.brokers()
+        .into_iter()
+        .map(|(host, port)| options_for(cfg, password, client_id, host, port))
+        .collect()
+}
+
+fn options_for(
+    cfg: &MqttConfig,
+    password: Option<&Secret>,
+    client_id: &str,
+    host: String,
+    port: u16,
+) -> Result<MqttOptions, MqttError> {
+    let mut o = MqttOptions::new(client_id, host, port);
     o.set_keep_alive(Duration::from_secs(cfg.keep_alive_s));
     o.set_clean_session(cfg.clean_session);
     o.set_max_packet_size(transport_limit(cfg.max_packet_size), cfg.max_packet_size);
@@ -117,6 +145,26 @@ mod tests {
         // The daemon, not the client library, decides on oversize messages.
         assert_eq!(o.max_packet_size(), transport_limit(4096));
         assert!(transport_limit(4096) >= 1 << 20);
+    }
+
+    #[test]
+    fn one_options_per_broker_node() {
+        let cfg: MqttConfig = serde_json::from_value(serde_json::json!({
+            "hosts": ["10.0.0.1:1884", "10.0.0.2", "[::1]:4222"], "port": 1999
+        }))
+        .unwrap();
+        let all = broker_options(&cfg, None, "fleet-p3").unwrap();
+        let addrs: Vec<_> = all.iter().map(MqttOptions::broker_address).collect();
+        assert_eq!(
+            addrs,
+            [
+                ("10.0.0.1".to_string(), 1884),
+                ("10.0.0.2".to_string(), 1999),
+                ("::1".to_string(), 4222)
+            ]
+        );
+        assert!(all.iter().all(|o| o.client_id() == "fleet-p3"));
+        assert_eq!(mqtt_options(&cfg, None).unwrap().broker_address().1, 1884);
     }
 
     #[test]

@@ -200,6 +200,41 @@ impl Journal {
         Ok(record::read_segment(&bytes, each))
     }
 
+    /// Encodes records in the journal's own format (magic, length, CRC),
+    /// for a partition's handover record (docs/scale-out.md §4).
+    pub fn encode_records<'a>(records: impl IntoIterator<Item = Record<'a>>) -> Vec<u8> {
+        let mut out = Vec::new();
+        for r in records {
+            record::encode(&mut out, r.recv_ns, r.topic, r.payload);
+        }
+        out
+    }
+
+    /// Reads records encoded by [`Journal::encode_records`], skipping
+    /// damage as replay does.
+    pub fn decode_records(bytes: &[u8], each: impl FnMut(Record<'_>)) -> ReplayReport {
+        record::read_segment(bytes, each)
+    }
+
+    /// The records of the closed segments received at or after `since_ns`,
+    /// oldest first: a partition's recent history for its next owner.
+    /// Segments that cannot be read are skipped.
+    pub fn recent(&self, since_ns: i64) -> Vec<(i64, String, Vec<u8>)> {
+        let mut out = Vec::new();
+        for seg in &self.closed {
+            // A segment replayed at start has no known time: read it.
+            if seg.last_recv_ns != i64::MIN && seg.last_recv_ns < since_ns {
+                continue;
+            }
+            let _ = Self::replay_segment(&seg.path, |r| {
+                if r.recv_ns >= since_ns {
+                    out.push((r.recv_ns, r.topic.to_string(), r.payload.to_vec()));
+                }
+            });
+        }
+        out
+    }
+
     /// The sequence number of a segment file, from its name.
     pub fn segment_seq(path: &Path) -> Option<u64> {
         path.file_name()?.to_str().and_then(parse_name)
