@@ -158,8 +158,8 @@ impl NatsCluster {
         n.child = Some(child);
     }
 
-    /// Waits until node `i` is healthy, sees a meta leader (clustered) and
-    /// acknowledges an MQTT connect.
+    /// Waits until node `i` answers on its monitoring port, sees a meta
+    /// leader (clustered) and acknowledges an MQTT connect.
     fn wait_node(&mut self, i: usize) {
         let clustered = self.nodes.len() > 1;
         let n = &mut self.nodes[i];
@@ -167,7 +167,9 @@ impl NatsCluster {
         wait_ready(
             &mut n.child,
             Duration::from_millis(20),
-            || http_get(&format!("http://127.0.0.1:{http}/healthz")).is_ok_and(|r| r.status == 200),
+            // Not /healthz: a restarted node reports its replicas "not
+            // current" for many seconds while it already serves MQTT.
+            || http_get(&format!("http://127.0.0.1:{http}/varz")).is_ok_and(|r| r.status == 200),
             |status| {
                 format!(
                     "nats-server exited at start ({status}); config {}:\n{}\nlog:\n{}",
@@ -250,10 +252,47 @@ impl NatsCluster {
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("{url}: {e}: {body}"))
     }
 
-    /// Whether node `i` acknowledges a clean-session MQTT connect now
-    /// (right after a node died, the others refuse for a few seconds).
+    /// Whether node `i` acknowledges a clean-session MQTT connect now.
     pub fn accepts_mqtt(&self, i: usize) -> bool {
         mqtt_connects(self.nodes[i].mqtt_port)
+    }
+
+    /// Whether node `i` acknowledges a QoS 1 publish within 5 s now: it
+    /// stores it in the replicated `$MQTT_msgs` stream, which has no
+    /// leader for seconds after the node that led it died (connects are
+    /// accepted before that, publishes reset the connection).
+    pub fn accepts_qos1(&self, i: usize) -> bool {
+        let opts = MqttOptions::new(
+            client_id("nats-probe"),
+            "127.0.0.1",
+            self.nodes[i].mqtt_port,
+        );
+        let (client, mut connection) = Client::new(opts, 10);
+        if client
+            .publish(
+                "anomalyd-probe",
+                rumqttc::QoS::AtLeastOnce,
+                false,
+                b"1".to_vec(),
+            )
+            .is_err()
+        {
+            return false;
+        }
+        let start = Instant::now();
+        let mut ok = false;
+        while start.elapsed() < Duration::from_secs(5) {
+            match connection.recv_timeout(Duration::from_millis(200)) {
+                Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => {
+                    ok = true;
+                    break;
+                }
+                Ok(Ok(_)) | Err(_) => {}
+                Ok(Err(_)) => break,
+            }
+        }
+        let _ = client.disconnect();
+        ok
     }
 
     /// Everything node `i` logged so far (all runs).
