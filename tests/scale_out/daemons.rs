@@ -1,5 +1,5 @@
 //! Two daemons sharing a fleet through a 3-node NATS cluster
-//! (docs/scale-out.md §3, §5, §6): 4 partitions, daemon `gw-a` owns
+//! (docs/scale-out.md §2, §4, §6): 4 partitions, daemon `gw-a` owns
 //! [0, 1] and `gw-b` owns [2, 3], 40 assets stream json_object frames at
 //! QoS 1 with event timestamps, and both write to one real InfluxDB 1.x,
 //! each with its own `host` tag, so a window written by both shows up

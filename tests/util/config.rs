@@ -93,7 +93,7 @@ struct Mqtt {
     tls: Option<MqttTls>,
 }
 
-/// `[partitions]` (docs/scale-out.md §3).
+/// `[partitions]` (docs/scale-out.md §2).
 #[derive(Debug, Clone, Serialize)]
 struct Partitions {
     count: u32,
