@@ -37,6 +37,7 @@ import urllib.request
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_load.common import CHANNELS, ROOT, START_NS, free_port  # noqa: E402
 from bench_load.procfs import proc_cpu  # noqa: E402
+from bench_load.services import stop_all  # noqa: E402
 
 PARTITIONS = 4
 WINDOW = 40  # the shipped model's window length
@@ -70,15 +71,19 @@ def http_ok(url):
         return False
 
 
-def metrics(port):
-    """Unlabelled metric values of a daemon, or {} when it does not answer."""
+def metrics_text(port):
+    """A daemon's /metrics, or "" when it does not answer."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
-            text = r.read().decode()
+            return r.read().decode()
     except OSError:
-        return {}
+        return ""
+
+
+def metrics(port):
+    """Unlabelled metric values of a daemon, or {} when it does not answer."""
     out = {}
-    for line in text.splitlines():
+    for line in metrics_text(port).splitlines():
         parts = line.split()
         if len(parts) == 2 and not line.startswith("#") and "{" not in parts[0]:
             try:
@@ -90,12 +95,8 @@ def metrics(port):
 
 def dropped_readings(port):
     """Sum of anomalyd_readings_dropped_total over its reasons."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
-            text = r.read().decode()
-    except OSError:
-        return 0
-    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("anomalyd_readings_dropped_total{"))
+    lines = metrics_text(port).splitlines()
+    return sum(float(line.split()[-1]) for line in lines if line.startswith("anomalyd_readings_dropped_total{"))
 
 
 class Case:
@@ -294,14 +295,7 @@ level = "info"
         }
 
     def close(self):
-        for p in reversed(self.procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in reversed(self.procs):
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(self.procs, 15)
 
 
 def main():
