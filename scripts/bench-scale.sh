@@ -3,7 +3,7 @@
 # and 4 daemons (release build) sharing 4 partitions, on one NATS node and
 # on mosquitto; ratios to 1 daemon and per-daemon efficiency. How it
 # measures: the docstring of scripts/bench_scale.py. Figures and the
-# machine: docs/scale-out.md §7.
+# machine: docs/scale-out.md §9.
 #
 # Usage: scripts/bench-scale.sh [--assets 200] [--rows 500] [--daemons 1,2,4]
 #          [--brokers nats,mosquitto] [--json FILE]

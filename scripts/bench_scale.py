@@ -1,4 +1,4 @@
-"""Scale-out throughput (docs/scale-out.md §7): aggregate readings/s and CPU
+"""Scale-out throughput (docs/scale-out.md §9): aggregate readings/s and CPU
 per reading of 1, 2 and 4 daemons sharing 4 partitions, on one NATS node
 (the partition mapping in the broker) and on mosquitto (the publisher puts
 each asset in `sensors/<p>/<asset>` itself, p = FNV-1a 32 of the asset

@@ -156,7 +156,7 @@ PY
   replayed=", replay under qemu-aarch64 ($scored rows scored)"
 fi
 replayed=${replayed:-}
-# The unit, and the template unit as instance `a` (docs/scale-out.md §5).
+# The unit, and the template unit as instance `a` (docs/scale-out.md §7).
 for unit in anomalyd.service anomalyd@.service; do
   sed -e "s|^ExecStart=/usr/bin/anomalyd|ExecStart=$ROOT/usr/bin/anomalyd|" \
     "$ROOT/usr/lib/systemd/system/$unit" > "$SCRATCH/$unit"

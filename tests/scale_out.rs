@@ -1,4 +1,4 @@
-//! Scale-out on a NATS cluster (docs/scale-out.md). First the broker facts
+//! Scale-out on a NATS cluster (docs/scale-out.md §5). First the broker facts
 //! the design rests on, proven with rumqttc against real `nats-server`
 //! processes: the subject mapping puts each asset in one stable
 //! partition; a persistent QoS 1 session survives the death of its node

@@ -33,7 +33,7 @@ class Consumers:
             ("127.0.0.1:9464", f"127.0.0.1:{metrics_port}"),
             ('path = "../models/pump.onnx"', f'path = "{self.model}"'),
             ("\nqos = 1\n", f"\nqos = {qos}\n"),
-            ('client_id = "anomalyd"', f'client_id = "{client_id}"'),
+            ('# client_id = "anomalyd-gw1"', f'client_id = "{client_id}"'),
             ("clean_session = false", "clean_session = true"),
             ("max_batch = 64", f"max_batch = {max_batch}"),
             # The Python stack's writer: batches of 1,000 or every 200 ms.

@@ -38,6 +38,27 @@ pub fn check_config(path: &Path) -> Result<String, DaemonError> {
     for t in &cfg.topics {
         s.push_str(&format!("  topic {} ({:?})\n", t.filter, t.payload));
     }
+    let brokers: Vec<String> = cfg
+        .mqtt
+        .brokers()
+        .iter()
+        .map(|(h, p)| format!("{h}:{p}"))
+        .collect();
+    s.push_str(&format!("  broker {}\n", brokers.join(", ")));
+    if let Some(p) = &cfg.partitions {
+        let owned: Vec<String> = p.owned_set().iter().map(u32::to_string).collect();
+        s.push_str(&format!(
+            "  partitions {} of {} (sessions {}-p<i>, handover records on {}/<i>)\n",
+            if owned.is_empty() {
+                "none".to_string()
+            } else {
+                owned.join(", ")
+            },
+            p.count,
+            p.session,
+            p.handover_topic
+        ));
+    }
     crate::cmd::run::alerts::check(cfg)?;
     for o in &cfg.alerts.outputs {
         let to = o.url.as_deref().unwrap_or(o.topic.as_str());

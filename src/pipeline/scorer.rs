@@ -21,10 +21,13 @@ pub enum InferenceMsg {
     Swap(Vec<NamedModel>),
     /// Another daemon's open alerts, taken over with a partition.
     AdoptAlerts(HashMap<String, OpenAlert>),
-    /// A partition leaves: forget these assets, answer their open alerts
-    /// once every window sent before is scored.
+    /// A partition leaves: answer these assets' open alerts once every
+    /// window sent before is scored, and forget the assets when `true`
+    /// (given up; at shutdown they stay in the open-alerts file, for a
+    /// restart).
     ReleaseAssets(
         Vec<String>,
+        bool,
         tokio::sync::oneshot::Sender<HashMap<String, OpenAlert>>,
     ),
     /// Data-quality alarm transitions, passed on to the sinks in order.
@@ -96,15 +99,22 @@ impl Scorer {
         }
     }
 
-    /// Forgets `assets` (their partition moves to another daemon) and
-    /// returns their open alerts, to go with them.
-    pub fn release_assets(&mut self, assets: &[String]) -> HashMap<String, OpenAlert> {
+    /// The open alerts of `assets`, to go with their partition; with
+    /// `forget` (the partition moved to another daemon) the assets are
+    /// dropped here.
+    pub fn release_assets(
+        &mut self,
+        assets: &[String],
+        forget: bool,
+    ) -> HashMap<String, OpenAlert> {
         let open = self.open_alerts();
         let mut out = HashMap::new();
         for a in assets {
-            self.detectors.remove(a.as_str());
-            self.restore.remove(a);
-            self.restored_from.remove(a.as_str());
+            if forget {
+                self.detectors.remove(a.as_str());
+                self.restore.remove(a);
+                self.restored_from.remove(a.as_str());
+            }
             if let Some(o) = open.get(a) {
                 out.insert(a.clone(), *o);
             }

@@ -1,5 +1,5 @@
 //! Two daemons sharing a fleet through a 3-node NATS cluster
-//! (docs/scale-out.md §2, §4, §6): 4 partitions, daemon `gw-a` owns
+//! (docs/scale-out.md §2, §4, §8): 4 partitions, daemon `gw-a` owns
 //! [0, 1] and `gw-b` owns [2, 3], 40 assets stream json_object frames at
 //! QoS 1 with event timestamps, and both write to one real InfluxDB 1.x,
 //! each with its own `host` tag, so a window written by both shows up
@@ -371,10 +371,10 @@ fn a_nats_node_killed_mid_stream_loses_and_repeats_nothing() {
     );
     fleet.mark("node 2 acknowledges QoS 1 publishes again");
     // With a node down, the cluster takes QoS 1 publishes at about 50/s
-    // while sessions consume (docs/scale-out.md §1): ten rows go in during
+    // while sessions consume (docs/scale-out.md §5): five rows go in during
     // the outage, the rest once the node is back.
-    fleet.publish(BEFORE..BEFORE + 10, 2);
-    fleet.mark("ten rows published with node 0 down");
+    fleet.publish(BEFORE..BEFORE + 5, 2);
+    fleet.mark("five rows published with node 0 down");
     wait_until(Duration::from_secs(30), "both daemons reconnected", || {
         (0..2).all(|m| {
             fleet.metric(m, "anomalyd_mqtt_disconnects_total") > drops[m]
@@ -383,7 +383,7 @@ fn a_nats_node_killed_mid_stream_loses_and_repeats_nothing() {
     });
     fleet.mark("both daemons reconnected; restarting node 0");
     fleet.nats.restart(0);
-    fleet.publish(BEFORE + 10..ROWS, 2);
+    fleet.publish(BEFORE + 5..ROWS, 2);
     fleet.mark("the rest published");
     let tally = fleet.finish();
     tally.print("NATS node killed mid-stream");

@@ -3,7 +3,7 @@
 //! and monitoring ports, JetStream in a temporary store directory, MQTT
 //! sessions and QoS 1 messages kept in JetStream streams replicated to up
 //! to three nodes, and the subject mapping that partitions assets
-//! (docs/scale-out.md §1):
+//! (docs/scale-out.md §1, §6):
 //!
 //! ```text
 //! mappings = { "sensors.*": "sensors.{{partition(N,1)}}.{{wildcard(1)}}" }

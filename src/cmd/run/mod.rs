@@ -184,18 +184,9 @@ pub async fn run(
         &state_dir,
         cfg.journal.enabled && settings.qos.acknowledged(),
     ) {
-        (Some(dir), true) => {
-            tracing::info!(
-                directory = %dir.join("journal").display(),
-                retention_s = journal.retention_ns / 1_000_000_000,
-                "intake journal: messages are acknowledged once journaled"
-            );
-            if cfg.mqtt.clean_session {
-                tracing::warn!(
-                    "mqtt.clean_session = true: the broker forgets unacknowledged messages when the daemon is away"
-                );
-            }
-        }
+        (Some(_), true) if cfg.mqtt.clean_session => tracing::warn!(
+            "mqtt.clean_session = true: the broker forgets unacknowledged messages when the daemon is away"
+        ),
         (None, true) => tracing::warn!(
             "no state directory: messages are acknowledged on receipt, and a crash loses what was not yet scored"
         ),

@@ -188,8 +188,8 @@ pub(super) fn spawn_scorer(
                 for m in end.handover {
                     match m {
                         InferenceMsg::AdoptAlerts(open) => scorer.adopt_open_alerts(open),
-                        InferenceMsg::ReleaseAssets(assets, reply) => {
-                            let _ = reply.send(scorer.release_assets(&assets));
+                        InferenceMsg::ReleaseAssets(assets, forget, reply) => {
+                            let _ = reply.send(scorer.release_assets(&assets, forget));
                         }
                         _ => {}
                     }

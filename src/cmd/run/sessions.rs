@@ -8,13 +8,14 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use super::DaemonError;
 use crate::config::{Secret, Settings};
@@ -33,6 +34,7 @@ struct Running {
     reload: mpsc::Sender<SourceReload>,
     stop: CancellationToken,
     task: JoinHandle<()>,
+    given_up: Arc<AtomicBool>,
 }
 
 /// What every session shares.
@@ -119,7 +121,15 @@ impl Sessions {
                     Some(i) => dir.join("journal").join(format!("p{i}")),
                     None => dir.join("journal"),
                 };
+                let retention_s = js.retention_ns / 1_000_000_000;
+                let directory = js.dir.display().to_string();
                 let (journal, replay) = Journal::open(js)?;
+                tracing::info!(
+                    %directory,
+                    segments = replay.len(),
+                    retention_s,
+                    "intake journal opened: messages are acknowledged once journaled"
+                );
                 for b in &mut brokers {
                     b.set_manual_acks(true);
                 }
@@ -144,12 +154,14 @@ impl Sessions {
             stage.record_to(tx.clone());
         }
         stage.restore_quality(sh.quality_restore.clone());
+        let given_up = Arc::new(AtomicBool::new(false));
         let partition = match (key, parts_cfg) {
             (Some(i), Some(p)) => Some(PartitionParts {
                 index: i,
                 handover_topic: p.handover_topic(i),
                 owner: cfg.mqtt.client_id.clone(),
                 span_ns: sh.journal.retention_ns / 2,
+                given_up: given_up.clone(),
             }),
             _ => None,
         };
@@ -177,15 +189,23 @@ impl Sessions {
                 }),
             partition,
         };
-        let task = tokio::spawn(crate::sources::mqtt::run_source(
-            parts,
-            sh.windows.clone(),
-            reload_rx,
-            sh.metrics.clone(),
-            sh.heartbeat.clone(),
-            connected,
-            stop.clone(),
-        ));
+        // A partition's log lines name it.
+        let span = match key {
+            Some(i) => tracing::info_span!("partition", index = i),
+            None => tracing::Span::none(),
+        };
+        let task = tokio::spawn(
+            crate::sources::mqtt::run_source(
+                parts,
+                sh.windows.clone(),
+                reload_rx,
+                sh.metrics.clone(),
+                sh.heartbeat.clone(),
+                connected,
+                stop.clone(),
+            )
+            .instrument(span),
+        );
         if let Some(i) = key {
             tracing::info!(partition = i, session = %client_id, "partition session started");
         }
@@ -195,6 +215,7 @@ impl Sessions {
                 reload: reload_tx,
                 stop,
                 task,
+                given_up,
             },
         );
         self.publish_counts();
@@ -220,13 +241,19 @@ impl Sessions {
             .filter(|k| !wanted.contains(k))
             .copied()
             .collect();
+        // Given up: all stop at once, each leaving its handover record.
+        let mut stopping = Vec::new();
         for key in leaving {
             if let Some(r) = self.running.remove(&key) {
+                r.given_up.store(true, Relaxed);
                 r.stop.cancel();
-                let _ = r.task.await;
-                if let Some(i) = key {
-                    tracing::info!(partition = i, "partition given up");
-                }
+                stopping.push((key, r.task));
+            }
+        }
+        for (key, task) in stopping {
+            let _ = task.await;
+            if let Some(i) = key {
+                tracing::info!(partition = i, "partition given up");
             }
         }
         for (key, r) in &self.running {

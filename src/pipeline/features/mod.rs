@@ -98,6 +98,18 @@ pub struct FeatureStage {
     restore: HashMap<String, Vec<(QualityKind, Option<String>, i64)>>,
     /// Where aligned frames go for `[record]`, if it is on.
     record: Option<tokio::sync::mpsc::Sender<Output>>,
+    /// This stage's share of the `assets` gauge (one stage per session).
+    counted: u64,
+}
+
+impl Drop for FeatureStage {
+    fn drop(&mut self) {
+        let n = self.counted;
+        let _ = self
+            .metrics
+            .assets
+            .fetch_update(Relaxed, Relaxed, |a| Some(a.saturating_sub(n)));
+    }
 }
 
 impl FeatureStage {
@@ -119,7 +131,23 @@ impl FeatureStage {
             quality: Vec::new(),
             restore: HashMap::new(),
             record: None,
+            counted: 0,
         }
+    }
+
+    /// Keeps the `assets` gauge the sum over every session's stage.
+    fn count_assets(&mut self) {
+        let n = self.assets.len() as u64;
+        if n >= self.counted {
+            self.metrics.assets.fetch_add(n - self.counted, Relaxed);
+        } else {
+            let less = self.counted - n;
+            let _ = self
+                .metrics
+                .assets
+                .fetch_update(Relaxed, Relaxed, |a| Some(a.saturating_sub(less)));
+        }
+        self.counted = n;
     }
 
     /// Sends every aligned frame to `tx` too (`[record]`); a frame that
@@ -266,7 +294,7 @@ impl FeatureStage {
                 self.assets.insert(name, st);
             }
         }
-        self.metrics.assets.store(self.assets.len() as u64, Relaxed);
+        self.count_assets();
     }
 
     /// Bindings of every tracked asset.
@@ -516,7 +544,7 @@ impl FeatureStage {
             }
             tracing::info!(asset, model = %state.binding.model, "tracking new asset");
             self.assets.insert(asset.to_string(), state);
-            self.metrics.assets.store(self.assets.len() as u64, Relaxed);
+            self.count_assets();
         }
         true
     }

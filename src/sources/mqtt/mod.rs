@@ -24,6 +24,10 @@ mod oversize;
 mod ratelimit;
 mod stall;
 mod sync_pacer;
+mod to_scoring;
+
+pub use to_scoring::WINDOWS_PER_SEND;
+use to_scoring::{note_marks, send_quality, send_windows};
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -39,8 +43,8 @@ use tokio_util::sync::CancellationToken;
 use crate::core::reading::{DropReason, Message};
 use crate::ops::metrics::Metrics;
 use crate::pipeline::{
-    Barrier, Binder, FeatureStage, InferenceMsg, ModelSlot, QualityRules, ScoreRequest,
-    StageSettings, WindowSender,
+    Barrier, Binder, FeatureStage, InferenceMsg, ModelSlot, QualityRules, StageSettings,
+    WindowSender,
 };
 use crate::state::DeadLetters;
 use crate::state::journal::Journal;
@@ -63,70 +67,6 @@ pub struct SourceReload {
     pub settings: StageSettings,
     pub decoder: Decoder,
     pub quality: QualityRules,
-}
-
-/// Most windows the source gathers before it hands them to the scoring
-/// thread in one channel message; it sends sooner once the first of them
-/// has waited `runtime.max_wait_ms` (the micro-batching wait, held here so
-/// that the scoring thread is woken once per batch, not once per window:
-/// docs/low-rate.md §2). The scoring channel's capacity is divided by
-/// this, so it still bounds queued windows.
-pub const WINDOWS_PER_SEND: usize = 64;
-
-/// Hands the gathered windows to the scoring thread, waiting while its
-/// queue is full (backpressure, noted for readiness while it lasts); false
-/// once the scoring thread is gone.
-async fn send_windows(
-    windows: &WindowSender,
-    out: &mut Vec<ScoreRequest>,
-    metrics: &Metrics,
-) -> bool {
-    let batch = std::mem::replace(out, Vec::with_capacity(WINDOWS_PER_SEND));
-    let full = windows.is_full();
-    if full {
-        let now_s = u64::try_from(now_ns() / 1_000_000_000).unwrap_or(0);
-        let _ = metrics
-            .intake_waiting_since_unix_s
-            .compare_exchange(0, now_s, Relaxed, Relaxed);
-    }
-    let sent = windows
-        .send_async(InferenceMsg::Windows(batch))
-        .await
-        .is_ok();
-    if full {
-        metrics.intake_waiting_since_unix_s.store(0, Relaxed);
-    }
-    sent
-}
-
-/// Hands the stage's data-quality transitions to the scoring thread, after
-/// the windows gathered before them; false once the scoring thread is gone.
-async fn send_quality(
-    stage: &mut FeatureStage,
-    windows: &WindowSender,
-    out: &mut Vec<ScoreRequest>,
-    metrics: &Metrics,
-) -> bool {
-    let q = stage.take_quality();
-    if q.is_empty() {
-        return true;
-    }
-    if !out.is_empty() && !send_windows(windows, out, metrics).await {
-        return false;
-    }
-    windows.send_async(InferenceMsg::Quality(q)).await.is_ok()
-}
-
-/// Notes the newest window end per asset of `sent`.
-fn note_marks(marks: &mut std::collections::HashMap<Arc<str>, i64>, sent: &[ScoreRequest]) {
-    for w in sent {
-        match marks.get_mut(&w.binding.asset) {
-            Some(t) => *t = (*t).max(w.end_ts),
-            None => {
-                marks.insert(w.binding.asset.clone(), w.end_ts);
-            }
-        }
-    }
 }
 
 /// Everything the source task needs.
@@ -163,6 +103,9 @@ pub struct PartitionParts {
     /// How far back a record's messages reach: the longest window span
     /// plus the allowed lateness.
     pub span_ns: i64,
+    /// Set before the session is stopped when the partition is given up
+    /// (not a shutdown): the scorer then forgets its assets.
+    pub given_up: Arc<AtomicBool>,
 }
 
 /// The journal, the segments an earlier run left to replay, and where the
@@ -309,70 +252,109 @@ pub async fn run_source(
     // while disconnected is not the sensors' (docs/alerts.md §2).
     let mut connected_since: Option<i64> = None;
     loop {
-        let event = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            Some(r) = reloads.recv() => {
-                // Windows cut before the reload go to scoring before the
-                // source switches models.
-                if !out.is_empty() && !send_windows(&windows, &mut out, &metrics).await {
-                    break;
-                }
-                stage.replace_models(r.slots, r.binder, r.settings);
-                stage.set_quality_rules(r.quality);
-                let old = decoder.subscriptions();
-                decoder = r.decoder;
-                for s in decoder.subscriptions() {
-                    if !old.contains(&s) && client.try_subscribe(s.clone(), qos(qos_level)).is_err() {
-                        tracing::warn!(filter = %s, "could not queue the new subscription");
+        // rumqttc's connect is not cancel-safe: a connect dropped half-way
+        // (another branch firing) leaves the broker a second connection
+        // under our client id, which takes the session from the first and
+        // can cost its backlog. Until the broker has answered, only
+        // shutdown interrupts it.
+        let event = if !session_up && stall.is_none() {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                ev = eventloop.poll() => ev,
+            }
+        } else {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some(r) = reloads.recv() => {
+                    // Windows cut before the reload go to scoring before the
+                    // source switches models.
+                    if !out.is_empty() && !send_windows(&windows, &mut out, &metrics).await {
+                        break;
                     }
+                    stage.replace_models(r.slots, r.binder, r.settings);
+                    stage.set_quality_rules(r.quality);
+                    let old = decoder.subscriptions();
+                    decoder = r.decoder;
+                    for s in decoder.subscriptions() {
+                        if !old.contains(&s) && client.try_subscribe(s.clone(), qos(qos_level)).is_err() {
+                            tracing::warn!(filter = %s, "could not queue the new subscription");
+                        }
+                    }
+                    continue;
                 }
-                continue;
-            }
-            Some(seq) = async {
-                let rx = processed.as_mut()?;
-                rx.changed().await.ok()?;
-                *rx.borrow_and_update()
-            }, if processed.is_some() => {
-                if let Some(j) = journal.as_mut() {
-                    j.processed(seq);
-                    metrics.journal_trimmed.store(j.trimmed, Relaxed);
-                    metrics.journal_bytes.store(j.bytes(), Relaxed);
+                Some(seq) = async {
+                    let rx = processed.as_mut()?;
+                    rx.changed().await.ok()?;
+                    *rx.borrow_and_update()
+                }, if processed.is_some() => {
+                    if let Some(j) = journal.as_mut() {
+                        j.processed(seq);
+                        metrics.journal_trimmed.store(j.trimmed, Relaxed);
+                        metrics.journal_bytes.store(j.bytes(), Relaxed);
+                    }
+                    continue;
                 }
-                continue;
-            }
-            _ = tick.tick() => {
-                let now = now_ns();
-                heartbeat.store(now as u64, Relaxed);
-                if connected_at.is_some_and(|t| t.elapsed() >= STABLE_CONNECTION) {
-                    backoff = reconnect_min;
-                    metrics.mqtt_flapping.store(0, Relaxed);
+                _ = tick.tick() => {
+                    let now = now_ns();
+                    heartbeat.store(now as u64, Relaxed);
+                    if connected_at.is_some_and(|t| t.elapsed() >= STABLE_CONNECTION) {
+                        backoff = reconnect_min;
+                        metrics.mqtt_flapping.store(0, Relaxed);
+                    }
+                    if stall.is_none() && sync_failed.swap(false, Relaxed) {
+                        // Messages of the failed sync stay unacknowledged.
+                        unacked.clear();
+                        stall = Some(JournalStall::begin(&"a journal sync failed", &metrics));
+                    }
+                    // The clock closes the frames of silent assets and decides
+                    // their `stale` alarms.
+                    let gathered = out.len();
+                    stage.tick(now, connected_since, &mut out);
+                    if partition.is_some() {
+                        note_marks(&mut marks, &out[gathered..]);
+                    }
+                    if !send_quality(&mut stage, &windows, &mut out, &metrics).await {
+                        break;
+                    }
+                    if stall.is_none()
+                        && let Some(j) = journal.as_mut()
+                        && j.should_rotate()
+                    {
+                        if let Err(e) = commit_journal(j, &mut unacked, epoch.load(Relaxed), &ack_tx, &metrics) {
+                            stall = Some(JournalStall::begin(&e, &metrics));
+                            continue;
+                        }
+                        pacer.committed();
+                        // Windows of the closed segment go first, then its barrier.
+                        if !out.is_empty() && !send_windows(&windows, &mut out, &metrics).await {
+                            break;
+                        }
+                        if let Some(b) = j.rotate().and_then(barrier)
+                            && windows.send_async(b).await.is_err()
+                        {
+                            break;
+                        }
+                    }
+                    continue;
                 }
-                if stall.is_none() && sync_failed.swap(false, Relaxed) {
-                    // Messages of the failed sync stay unacknowledged.
-                    unacked.clear();
-                    stall = Some(JournalStall::begin(&"a journal sync failed", &metrics));
-                }
-                // The clock closes the frames of silent assets and decides
-                // their `stale` alarms.
-                let gathered = out.len();
-                stage.tick(now, connected_since, &mut out);
-                if partition.is_some() {
-                    note_marks(&mut marks, &out[gathered..]);
-                }
-                if !send_quality(&mut stage, &windows, &mut out, &metrics).await {
-                    break;
-                }
-                if stall.is_none()
-                    && let Some(j) = journal.as_mut()
-                    && j.should_rotate()
-                {
-                    if let Err(e) = commit_journal(j, &mut unacked, epoch.load(Relaxed), &ack_tx, &metrics) {
-                        stall = Some(JournalStall::begin(&e, &metrics));
+                _ = tokio::time::sleep_until(stall.as_ref().map_or_else(tokio::time::Instant::now, JournalStall::retry_at)), if stall.is_some() => {
+                    let (Some(j), Some(s)) = (journal.as_mut(), stall.as_mut()) else {
+                        continue;
+                    };
+                    if let Err(e) = j.probe() {
+                        s.probe_failed(&e);
                         continue;
                     }
-                    pacer.committed();
-                    // Windows of the closed segment go first, then its barrier.
+                    if let Some(s) = stall.take() {
+                        s.end(&metrics);
+                    }
+                    // A sync that failed during the stall is covered by the
+                    // reconnect below: the broker redelivers what it missed.
+                    sync_failed.store(false, Relaxed);
+                    // A fresh segment after the failure; the old one's windows
+                    // go first, then its barrier.
                     if !out.is_empty() && !send_windows(&windows, &mut out, &metrics).await {
                         break;
                     }
@@ -381,79 +363,53 @@ pub async fn run_source(
                     {
                         break;
                     }
-                }
-                continue;
-            }
-            _ = tokio::time::sleep_until(stall.as_ref().map_or_else(tokio::time::Instant::now, JournalStall::retry_at)), if stall.is_some() => {
-                let (Some(j), Some(s)) = (journal.as_mut(), stall.as_mut()) else {
-                    continue;
-                };
-                if let Err(e) = j.probe() {
-                    s.probe_failed(&e);
-                    continue;
-                }
-                if let Some(s) = stall.take() {
-                    s.end(&metrics);
-                }
-                // A sync that failed during the stall is covered by the
-                // reconnect below: the broker redelivers what it missed.
-                sync_failed.store(false, Relaxed);
-                // A fresh segment after the failure; the old one's windows
-                // go first, then its barrier.
-                if !out.is_empty() && !send_windows(&windows, &mut out, &metrics).await {
-                    break;
-                }
-                if let Some(b) = j.rotate().and_then(barrier)
-                    && windows.send_async(b).await.is_err()
-                {
-                    break;
-                }
-                // Reconnect: the broker redelivers what was not acknowledged.
-                // Events read before the stall are dropped with the old
-                // connection: their packet ids mean nothing on the new one.
-                eventloop.clean();
-                eventloop.state.events.clear();
-                epoch.fetch_add(1, Relaxed);
-                unacked.clear();
-                if std::mem::take(&mut session_up) {
-                    metrics.session_connected(false);
-                }
-                connected_at = None;
-                pending_subacks = 0;
-                continue;
-            }
-            // While the journal cannot write, the broker is not polled:
-            // it keeps what it has not delivered.
-            ev = eventloop.poll(), if stall.is_none() => ev,
-            () = &mut handover_timer, if !out.is_empty() => {
-                if !send_windows(&windows, &mut out, &metrics).await {
-                    break;
-                }
-                continue;
-            }
-            () = &mut commit_timer, if commit_armed && stall.is_none() => {
-                commit_armed = false;
-                if let Some(j) = journal.as_mut() {
-                    match commit_journal(j, &mut unacked, epoch.load(Relaxed), &ack_tx, &metrics) {
-                        Ok(()) => pacer.committed(),
-                        Err(e) => stall = Some(JournalStall::begin(&e, &metrics)),
+                    // Reconnect: the broker redelivers what was not acknowledged.
+                    // Events read before the stall are dropped with the old
+                    // connection: their packet ids mean nothing on the new one.
+                    eventloop.clean();
+                    eventloop.state.events.clear();
+                    epoch.fetch_add(1, Relaxed);
+                    unacked.clear();
+                    if std::mem::take(&mut session_up) {
+                        metrics.session_connected(false);
                     }
+                    connected_at = None;
+                    pending_subacks = 0;
+                    continue;
                 }
-                continue;
-            }
-            // Only when the broker has nothing more ready for us right now:
-            // journaled messages are synced and acknowledged together once
-            // the pacer says so.
-            () = std::future::ready(()), if stall.is_none() && !unacked.is_empty()
-                && pacer.due(unacked.len(), tokio::time::Instant::now()) => {
-                if let Some(j) = journal.as_mut() {
-                    match commit_journal(j, &mut unacked, epoch.load(Relaxed), &ack_tx, &metrics) {
-                        Ok(()) => pacer.committed(),
-                        Err(e) => stall = Some(JournalStall::begin(&e, &metrics)),
+                // While the journal cannot write, the broker is not polled:
+                // it keeps what it has not delivered.
+                ev = eventloop.poll(), if stall.is_none() => ev,
+                () = &mut handover_timer, if !out.is_empty() => {
+                    if !send_windows(&windows, &mut out, &metrics).await {
+                        break;
                     }
+                    continue;
+                }
+                () = &mut commit_timer, if commit_armed && stall.is_none() => {
                     commit_armed = false;
+                    if let Some(j) = journal.as_mut() {
+                        match commit_journal(j, &mut unacked, epoch.load(Relaxed), &ack_tx, &metrics) {
+                            Ok(()) => pacer.committed(),
+                            Err(e) => stall = Some(JournalStall::begin(&e, &metrics)),
+                        }
+                    }
+                    continue;
                 }
-                continue;
+                // Only when the broker has nothing more ready for us right now:
+                // journaled messages are synced and acknowledged together once
+                // the pacer says so.
+                () = std::future::ready(()), if stall.is_none() && !unacked.is_empty()
+                    && pacer.due(unacked.len(), tokio::time::Instant::now()) => {
+                    if let Some(j) = journal.as_mut() {
+                        match commit_journal(j, &mut unacked, epoch.load(Relaxed), &ack_tx, &metrics) {
+                            Ok(()) => pacer.committed(),
+                            Err(e) => stall = Some(JournalStall::begin(&e, &metrics)),
+                        }
+                        commit_armed = false;
+                    }
+                    continue;
+                }
             }
         };
         match event {

@@ -69,11 +69,14 @@ pub(super) async fn take(
         }
     };
     let h = &record.header;
-    if local_newest_ns.is_some_and(|t| t >= h.at_ns) {
+    // This daemon left the record itself (a restart), or its journal of
+    // the partition is newer: the journal's replay has the history, and
+    // its open alerts are in the state directory.
+    if local_newest_ns.is_some_and(|t| h.owner == p.owner || t >= h.at_ns) {
         tracing::info!(
             partition = p.index,
             from = %h.owner,
-            "the local journal is newer than the handover record: the journal's history is used"
+            "the local journal has the partition's history: its handover record is not needed"
         );
         return true;
     }
@@ -192,7 +195,11 @@ pub(super) async fn leave<B: Fn(u64) -> Option<InferenceMsg>>(
         let messages = j.recent(now_ns().saturating_sub(p.span_ns));
         let (tx, rx) = oneshot::channel();
         let alerts = match windows
-            .send_async(InferenceMsg::ReleaseAssets(stage.asset_names(), tx))
+            .send_async(InferenceMsg::ReleaseAssets(
+                stage.asset_names(),
+                p.given_up.load(Relaxed),
+                tx,
+            ))
             .await
         {
             Ok(()) => tokio::time::timeout(BROKER_WAIT, rx)
