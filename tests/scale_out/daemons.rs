@@ -204,6 +204,20 @@ impl Fleet {
         }
     }
 
+    /// [`start`](Self::start), then the first `BEFORE` rows published on
+    /// node `node`; returns once every daemon of `tags` has written
+    /// windows, announcing the `fault` that follows.
+    fn streaming(node: usize, tags: &[&str], fault: &str) -> Fleet {
+        let fleet = Fleet::start();
+        fleet.mark("fleet ready");
+        fleet.publish(0..BEFORE, node);
+        for tag in tags {
+            fleet.wait_points_of(tag, 1);
+        }
+        fleet.mark(&format!("first windows written; {fault}"));
+        fleet
+    }
+
     /// Prints a step of the scenario with the seconds since the start.
     fn mark(&self, step: &str) {
         eprintln!("[{:5.1} s] {step}", self.started.elapsed().as_secs_f64());
@@ -343,6 +357,16 @@ impl Fleet {
         }
     }
 
+    /// [`finish`](Self::finish), printed as `scenario`: every window once,
+    /// and each partition's windows written by its owner alone.
+    fn finish_owned(&mut self, scenario: &str) {
+        let tally = self.finish();
+        tally.print(scenario);
+        tally.assert_exactly_once(self);
+        self.assert_owner(&[0, 1], "gw-a");
+        self.assert_owner(&[2, 3], "gw-b");
+    }
+
     /// A metric of the running daemon `member` (0 when absent).
     fn metric(&self, member: usize, name: &str) -> f64 {
         self.members[member].running().metric(name).unwrap_or(0.0)
@@ -356,13 +380,8 @@ impl Fleet {
 /// window is written once.
 #[test]
 fn a_nats_node_killed_mid_stream_loses_and_repeats_nothing() {
-    let mut fleet = Fleet::start();
-    fleet.mark("fleet ready");
+    let mut fleet = Fleet::streaming(2, &["gw-a", "gw-b"], "killing NATS node 0");
     let drops = [0, 1].map(|m| fleet.metric(m, "anomalyd_mqtt_disconnects_total"));
-    fleet.publish(0..BEFORE, 2);
-    fleet.wait_points_of("gw-a", 1);
-    fleet.wait_points_of("gw-b", 1);
-    fleet.mark("first windows written; killing NATS node 0");
     fleet.nats.kill(0);
     wait_until(
         Duration::from_secs(30),
@@ -385,11 +404,7 @@ fn a_nats_node_killed_mid_stream_loses_and_repeats_nothing() {
     fleet.nats.restart(0);
     fleet.publish(BEFORE + 5..ROWS, 2);
     fleet.mark("the rest published");
-    let tally = fleet.finish();
-    tally.print("NATS node killed mid-stream");
-    tally.assert_exactly_once(&fleet);
-    fleet.assert_owner(&[0, 1], "gw-a");
-    fleet.assert_owner(&[2, 3], "gw-b");
+    fleet.finish_owned("NATS node killed mid-stream");
 }
 
 /// Daemon `gw-a` is `kill -9`ed mid-stream and started again on the same
@@ -397,12 +412,8 @@ fn a_nats_node_killed_mid_stream_loses_and_repeats_nothing() {
 /// bring back every window, each once, and `gw-b` is not disturbed.
 #[test]
 fn a_daemon_killed_and_restarted_loses_and_repeats_nothing() {
-    let mut fleet = Fleet::start();
-    fleet.mark("fleet ready");
-    fleet.publish(0..BEFORE, 1);
-    fleet.wait_points_of("gw-a", 1);
+    let mut fleet = Fleet::streaming(1, &["gw-a"], "kill -9 gw-a");
     let drops = fleet.metric(1, "anomalyd_mqtt_disconnects_total");
-    fleet.mark("first windows written; kill -9 gw-a");
     fleet.members[0].kill_9();
     fleet.publish(BEFORE..ROWS, 1);
     fleet.mark("the rest published; starting gw-a again");
@@ -413,11 +424,7 @@ fn a_daemon_killed_and_restarted_loses_and_repeats_nothing() {
         drops,
         "gw-b lost no connection"
     );
-    let tally = fleet.finish();
-    tally.print("daemon gw-a kill -9 and restart");
-    tally.assert_exactly_once(&fleet);
-    fleet.assert_owner(&[0, 1], "gw-a");
-    fleet.assert_owner(&[2, 3], "gw-b");
+    fleet.finish_owned("daemon gw-a kill -9 and restart");
 }
 
 /// Daemon `gw-b` is stopped for good (SIGTERM) mid-stream; `gw-a` takes
@@ -426,11 +433,7 @@ fn a_daemon_killed_and_restarted_loses_and_repeats_nothing() {
 /// the handover and `gw-a`'s after.
 #[test]
 fn partitions_taken_over_by_sighup_lose_and_repeat_nothing() {
-    let mut fleet = Fleet::start();
-    fleet.mark("fleet ready");
-    fleet.publish(0..BEFORE, 0);
-    fleet.wait_points_of("gw-b", 1);
-    fleet.mark("first windows written; SIGTERM gw-b");
+    let mut fleet = Fleet::streaming(0, &["gw-b"], "SIGTERM gw-b");
     fleet.members[1].stop();
     fleet.mark("gw-b stopped; gw-a takes partitions 2 and 3 (SIGHUP)");
     let all = fleet.members[0]
