@@ -3,9 +3,10 @@
 //! processes: the subject mapping puts each asset in one stable
 //! partition; a persistent QoS 1 session survives the death of its node
 //! and is resumed on another with the messages published meanwhile; a
-//! retained message reaches a new subscriber on another node; and how
-//! evenly 1,000 asset names spread over 4 and 16 partitions (printed).
-//! Then, in `daemons`, several daemons sharing the partitions.
+//! retained message reaches a new subscriber on another node; and, printed,
+//! how evenly 1,000 asset names spread over 4 and 16 partitions and how
+//! fast QoS 1 publishes go with a node down. Then, in `daemons`, several
+//! daemons sharing the partitions (docs/scale-out.md §8).
 
 mod daemons;
 
