@@ -11,7 +11,8 @@
 #      unpacked with dpkg -x into a scratch root, that the packaged config,
 #      model and ONNX Runtime library work together (`anomalyd
 #      check-config`, and for arm64 a short `replay`, under qemu-user), that
-#      the unit passes `systemd-analyze verify`, and that after `dpkg -i`
+#      the unit and the template unit's instance pass `systemd-analyze
+#      verify`, and that after `dpkg -i`
 #      into a scratch root `man anomalyd` shows the page.
 # Prints the package's path and size. Needs cargo-deb:
 #   cargo install cargo-deb --locked
@@ -94,6 +95,7 @@ for want in \
   /usr/share/anomalyd/dashboards/influxdb2-template.json \
   /usr/share/anomalyd/systemd/cuda.conf \
   /usr/lib/systemd/system/anomalyd.service \
+  '/usr/lib/systemd/system/anomalyd@.service' \
   /usr/share/doc/anomalyd/README.md \
   /usr/share/doc/anomalyd/CHANGELOG.md \
   /usr/share/man/man8/anomalyd.8.gz \
@@ -154,10 +156,15 @@ PY
   replayed=", replay under qemu-aarch64 ($scored rows scored)"
 fi
 replayed=${replayed:-}
-sed -e "s|^ExecStart=/usr/bin/anomalyd|ExecStart=$ROOT/usr/bin/anomalyd|" \
-  "$ROOT/usr/lib/systemd/system/anomalyd.service" > "$SCRATCH/anomalyd.service"
-verify=$(systemd-analyze verify "$SCRATCH/anomalyd.service" 2>&1) || fail "systemd-analyze verify: $verify"
-[ -z "$verify" ] || fail "systemd-analyze verify: $verify"
+# The unit, and the template unit as instance `a` (docs/scale-out.md §7).
+for unit in anomalyd.service anomalyd@.service; do
+  sed -e "s|^ExecStart=/usr/bin/anomalyd|ExecStart=$ROOT/usr/bin/anomalyd|" \
+    "$ROOT/usr/lib/systemd/system/$unit" > "$SCRATCH/$unit"
+done
+for unit in anomalyd.service anomalyd@a.service; do
+  verify=$(systemd-analyze verify "$SCRATCH/$unit" 2>&1) || fail "systemd-analyze verify $unit: $verify"
+  [ -z "$verify" ] || fail "systemd-analyze verify $unit: $verify"
+done
 
 # 4. Installed, removed and purged by dpkg in a scratch root, maintainer
 #    scripts included: they run outside a chroot and honour $DPKG_ROOT, as
@@ -173,6 +180,8 @@ if grep -q DPKG_ROOT /usr/bin/deb-systemd-helper 2>/dev/null; then
     fail "dpkg $*: $(cat "$SCRATCH/dpkg.log")"; }
   dpkg_root -i "$deb"
   [ -L "$DPKG/etc/systemd/system/multi-user.target.wants/anomalyd.service" ] || fail "dpkg -i did not enable the unit"
+  # A template is only enabled per instance, by the operator.
+  [ -f "$DPKG/usr/lib/systemd/system/anomalyd@.service" ] || fail "dpkg -i did not install anomalyd@.service"
   # The manual page, as `man anomalyd` finds it once installed.
   command -v man >/dev/null || fail "man is not installed: apt-get install man-db"
   page=$(MANPATH="$DPKG/usr/share/man" man -w anomalyd 2>&1) || fail "man -w anomalyd after dpkg -i: $page"

@@ -6,7 +6,8 @@
 #                Runtime wheel;
 #   --for tests  (the default) the same plus what the tests use: openssl
 #                (TLS certificates), a font for the trainer's report plots,
-#                mosquitto-clients, man-db (the package's man page), and,
+#                mosquitto-clients, man-db (the package's man page),
+#                nats-server (the scale-out tests' cluster), and,
 #                optional, chromium (status page
 #                test) and shellcheck (script lint).
 # Then the ONNX Runtime shared library (from the PyPI wheel, into ./.ort/).
@@ -41,7 +42,7 @@ case "$purpose" in
     apt_need setup mosquitto mosquitto-clients victoria-metrics curl python3 python3-pip unzip ;;
   tests)
     apt_need setup mosquitto mosquitto-clients victoria-metrics curl python3 python3-pip unzip \
-      openssl fonts-dejavu-core man-db influxdb
+      openssl fonts-dejavu-core man-db influxdb nats-server
     apt_want setup chromium shellcheck ;;
   *) echo "setup: --for takes demo or tests, not $purpose" >&2; exit 2 ;;
 esac

@@ -1,7 +1,9 @@
 //! The systemd unit as an operator installs it: `systemd-analyze verify`
 //! has nothing to say, `security` keeps the measured exposure, its
 //! credentials agree with the config and the installers, and ONNX Runtime
-//! scores under MemoryDenyWriteExecute.
+//! scores under MemoryDenyWriteExecute. The template unit for several
+//! daemons on one host (`anomalyd@.service`) verifies too and keeps the
+//! main unit's hardening line for line.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -44,6 +46,25 @@ fn exposure(report: &str) -> f64 {
         .unwrap_or_else(|| panic!("cannot parse {line:?}"))
 }
 
+/// Asserts `systemd-analyze verify` says nothing about `unit`; returns its
+/// exposure (`security --offline`) and the report.
+fn verify_and_score(analyze: &Path, unit: &Path) -> (f64, String) {
+    let out = run_output(Command::new(analyze).arg("verify").arg(unit));
+    assert!(
+        out.status.success() && output_text(&out).trim().is_empty(),
+        "systemd-analyze verify {} said:\n{}",
+        unit.display(),
+        output_text(&out)
+    );
+    let out = run_output(
+        Command::new(analyze)
+            .args(["security", "--offline=yes", "--no-pager"])
+            .arg(unit),
+    );
+    let report = output_text(&out);
+    (exposure(&report), report)
+}
+
 /// `systemd-analyze verify` only warns on typos and unknown keys (exit 0),
 /// so any output at all fails; the exposure score must stay where it was
 /// measured (1.1 "OK"; 1.3 with the CUDA drop-in).
@@ -55,19 +76,7 @@ fn unit_verifies_without_a_word_and_stays_hardened() {
     for (cuda, bound) in [(false, 1.5), (true, 2.0)] {
         let dir = tempfile::tempdir().unwrap();
         let unit = unit_copy(dir.path(), cuda);
-        let out = run_output(Command::new(&analyze).arg("verify").arg(&unit));
-        assert!(
-            out.status.success() && output_text(&out).trim().is_empty(),
-            "systemd-analyze verify (cuda drop-in: {cuda}) said:\n{}",
-            output_text(&out)
-        );
-        let out = run_output(
-            Command::new(&analyze)
-                .args(["security", "--offline=yes", "--no-pager"])
-                .arg(&unit),
-        );
-        let report = output_text(&out);
-        let score = exposure(&report);
+        let (score, report) = verify_and_score(&analyze, &unit);
         println!("systemd-analyze security (cuda drop-in: {cuda}): exposure {score}");
         assert!(
             score < bound,
@@ -177,4 +186,54 @@ fn onnx_runtime_scores_under_memory_deny_write_execute() {
         .unwrap_or_else(|| panic!("no window length in:\n{}", output_text(&inspect)));
     let scored = format!(" {} windows scored", 120 - window + 1);
     assert!(output_text(&out).contains(&scored), "{}", output_text(&out));
+}
+
+/// The `[Service]` lines of a unit that are settings (not comments, not
+/// blank), in order.
+fn service_settings(unit: &str) -> Vec<&str> {
+    unit.lines()
+        .skip_while(|l| *l != "[Service]")
+        .take_while(|l| *l != "[Install]")
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect()
+}
+
+/// `anomalyd@NAME`: `systemd-analyze verify` of an instance says nothing,
+/// its exposure is the main unit's, it reads `/etc/anomalyd/NAME.toml`
+/// and keeps state in `/var/lib/anomalyd/NAME`, and every other setting
+/// (hardening, credentials, timeouts, watchdog) is the main unit's.
+#[test]
+fn template_unit_verifies_and_keeps_the_main_units_settings() {
+    let template = read_repo_file("systemd/anomalyd@.service");
+    let main = read_repo_file("systemd/anomalyd.service");
+    let differ = [
+        (
+            "ExecStart=/usr/bin/anomalyd run --config /etc/anomalyd/anomalyd.toml",
+            "ExecStart=/usr/bin/anomalyd run --config /etc/anomalyd/%i.toml",
+        ),
+        ("StateDirectory=anomalyd", "StateDirectory=anomalyd/%i"),
+    ];
+    let expected: Vec<&str> = service_settings(&main)
+        .into_iter()
+        .map(|l| differ.iter().find(|d| d.0 == l).map_or(l, |d| d.1))
+        .collect();
+    assert_eq!(service_settings(&template), expected);
+    assert!(template.contains("\n[Install]\nWantedBy=multi-user.target\n"));
+
+    let Some(analyze) = tool("/usr/bin/systemd-analyze", "systemd") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("anomalyd@.service"),
+        template.replace(
+            "ExecStart=/usr/bin/anomalyd",
+            &format!("ExecStart={}", anomalyd_bin().display()),
+        ),
+    )
+    .unwrap();
+    let instance = dir.path().join("anomalyd@a.service");
+    let (score, report) = verify_and_score(&analyze, &instance);
+    println!("systemd-analyze security anomalyd@a.service: exposure {score}");
+    assert!(score < 1.5, "exposure {score}:\n{report}");
 }

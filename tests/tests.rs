@@ -16,6 +16,7 @@ mod lifecycle;
 mod low_rate;
 mod packaging;
 mod retrain;
+mod scale_out;
 mod scenarios;
 mod sink_rate;
 mod status_page;

@@ -13,6 +13,19 @@ from bench_load.common import free_port
 from bench_load.tap import TapState, make_tap
 
 
+def stop_all(procs, timeout_s):
+    """SIGTERM to every process still running, last started first; SIGKILL
+    to those not gone within `timeout_s` each."""
+    for p in reversed(procs):
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in reversed(procs):
+        try:
+            p.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 class Services:
     def __init__(self, keep):
         self.keep = keep
@@ -65,14 +78,7 @@ class Services:
         self.tap_port = self.tap_server.server_address[1]
 
     def stop(self):
-        for p in reversed(self.procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in reversed(self.procs):
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(self.procs, 10)
         if not self.keep:
             subprocess.run(["rm", "-rf", self.dir], check=False)
 

@@ -19,6 +19,8 @@ use super::{client_id, shipped_model};
 pub struct DaemonConfig {
     default_model: String,
     mqtt: Mqtt,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    partitions: Option<Partitions>,
     topics: Vec<Topic>,
     models: Vec<Model>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -74,8 +76,12 @@ struct Record {
 
 #[derive(Debug, Clone, Serialize)]
 struct Mqtt {
-    host: String,
-    port: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port: Option<u16>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    hosts: Vec<String>,
     client_id: String,
     clean_session: bool,
     qos: u8,
@@ -87,6 +93,15 @@ struct Mqtt {
     password_file: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tls: Option<MqttTls>,
+}
+
+/// `[partitions]` (docs/scale-out.md §2).
+#[derive(Debug, Clone, Serialize)]
+struct Partitions {
+    count: u32,
+    owned: Vec<u32>,
+    session: String,
+    handover_topic: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -151,6 +166,8 @@ struct Influx {
     gzip: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     token_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host_tag: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -189,8 +206,9 @@ impl DaemonConfig {
         DaemonConfig {
             default_model: "pump".to_string(),
             mqtt: Mqtt {
-                host: "127.0.0.1".to_string(),
-                port: mqtt_port,
+                host: Some("127.0.0.1".to_string()),
+                port: Some(mqtt_port),
+                hosts: Vec::new(),
                 client_id: client_id("anomalyd-test"),
                 clean_session: false,
                 qos: 1,
@@ -200,6 +218,7 @@ impl DaemonConfig {
                 password_file: None,
                 tls: None,
             },
+            partitions: None,
             topics: vec![
                 Topic {
                     filter: "sensors/{asset}",
@@ -243,6 +262,7 @@ impl DaemonConfig {
                 password_file: None,
                 gzip: None,
                 token_file: None,
+                host_tag: None,
             },
             spool: None,
             state: None,
@@ -304,6 +324,41 @@ impl DaemonConfig {
     /// `mqtt.qos` (the tests also write invalid levels on purpose).
     pub fn qos(mut self, level: u8) -> Self {
         self.mqtt.qos = level;
+        self
+    }
+
+    /// `mqtt.hosts` (`127.0.0.1:PORT`, tried in order) in place of
+    /// `mqtt.host` and `mqtt.port`.
+    pub fn mqtt_hosts(mut self, hosts: &[String]) -> Self {
+        self.mqtt.host = None;
+        self.mqtt.port = None;
+        self.mqtt.hosts = hosts.to_vec();
+        self
+    }
+
+    /// `[partitions]`: this daemon owns `owned` of `count` partitions,
+    /// each consumed through the persistent session `<session>-p<i>`,
+    /// handed over on `anomalyd/handover`; the one topic is then
+    /// `sensors/{partition}/{asset}` (json_object frames, `ts`).
+    pub fn partitions(mut self, count: u32, owned: &[u32], session: &str) -> Self {
+        self.partitions = Some(Partitions {
+            count,
+            owned: owned.to_vec(),
+            session: session.to_string(),
+            handover_topic: "anomalyd/handover".to_string(),
+        });
+        self.topics = vec![Topic {
+            filter: "sensors/{partition}/{asset}",
+            payload: "json_object",
+            value_field: None,
+            timestamp_field: Some("ts"),
+        }];
+        self
+    }
+
+    /// `influx.host_tag`: the `host` tag on every point.
+    pub fn host_tag(mut self, tag: &str) -> Self {
+        self.influx.host_tag = Some(tag.to_string());
         self
     }
 

@@ -23,6 +23,7 @@ mod model;
 mod mosquitto;
 mod mqtt;
 mod offline;
+mod nats;
 mod paths;
 mod process;
 mod series;
@@ -43,6 +44,7 @@ pub use mqtt::{
     publish_frames, qos, try_mqtt_publish_with,
 };
 pub use offline::{ReplayRow, replay_scores, run_trainer, trainer_bin};
+pub use nats::{NatsCluster, nats_partition};
 pub use paths::{
     anomalyd_bin, file_mode, ort_dylib, read_repo_file, skab_dir, tool, workspace_root,
 };

@@ -133,6 +133,19 @@ pub(super) fn append_log(path: &Path) -> File {
         .unwrap_or_else(|e| panic!("open log {}: {e}", path.display()))
 }
 
+/// Starts `bin` with `args`, stdin closed and stdout and stderr appended
+/// to `log_path`.
+pub(super) fn spawn_logged(bin: &str, args: &[&std::ffi::OsStr], log_path: &Path) -> Child {
+    let log = append_log(log_path);
+    Command::new(bin)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().expect("dup log fd"))
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"))
+}
+
 /// Panics, naming the Debian package, when a service binary is missing.
 pub(super) fn require_binary(path: &str, package: &str) {
     assert!(
