@@ -63,7 +63,8 @@ impl Baseline {
     }
 
     /// Records the window ending at `ts`; moves the average towards `score`
-    /// unless `frozen` (an alert is open). The weight of a window is `1 -
+    /// unless `frozen` (an alert is open, or the score is above the
+    /// threshold). The weight of a window is `1 -
     /// 2^(-dt / half_life)` for the `dt` since the previous window, so the
     /// half-life is in time whatever the window rate, and the time an alert
     /// was open does not count when it clears.
