@@ -140,6 +140,7 @@ fn scorer(c: &mut Criterion) {
                     raise_after: 3,
                     clear_after: 5,
                     clear_ratio: 0.8,
+                    adapt: Default::default(),
                 },
                 channels: channels.clone(),
             })

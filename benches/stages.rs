@@ -172,6 +172,7 @@ fn detect(c: &mut Criterion) {
         raise_after: 3,
         clear_after: 5,
         clear_ratio: 0.8,
+        adapt: Default::default(),
     };
     let errors = [0.03f32, 0.02, 0.05, 0.04, 0.01, 0.02, 0.03, 0.02];
     let mut g = c.benchmark_group("detect");
@@ -241,6 +242,7 @@ fn sink(c: &mut Criterion) {
             raise_after: 3,
             clear_after: 5,
             clear_ratio: 0.8,
+            adapt: Default::default(),
         },
         channels: channels().into(),
     });

@@ -11,7 +11,10 @@
 # root), OUT_DIR to target/skab. OUT_DIR receives GROUP_N.onnx (the model),
 # GROUP_N.train.log and GROUP_N.csv (the replay: one row per input row);
 # OUT_DIR/skab-plot.png shows valve1/0 (PLOT_FILE=GROUP/N picks another).
-# Extra trainer flags can be passed in TRAIN_ARGS (e.g. "--seed 7").
+# Extra trainer flags can be passed in TRAIN_ARGS (e.g. "--seed 7"), extra
+# replay flags in REPLAY_ARGS (e.g. "--adapt-half-life-h 0.25"); with
+# MODELS_DIR set, the models GROUP_N.onnx already there are replayed and no
+# training is done (one training, several detector settings).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -48,15 +51,19 @@ for f in "${logs[@]}"; do
     group=$(basename "$(dirname "$f")")
     name=$(basename "$f" .csv)
     stem="$out/${group}_$name"
+    model="$stem.onnx"
+    if [ -n "${MODELS_DIR:-}" ]; then
+        model="$MODELS_DIR/${group}_$name.onnx"
     # shellcheck disable=SC2086 # TRAIN_ARGS is a list of flags
-    if ! "$bin/anomalyd-train" --input "$f" --rows 0..400 --out "$stem.onnx" \
+    elif ! "$bin/anomalyd-train" --input "$f" --rows 0..400 --out "$model" \
         ${TRAIN_ARGS:-} >"$stem.train.log" 2>&1; then
         echo "bench-skab: training on $f failed:" >&2
         tail -n 5 "$stem.train.log" >&2
         exit 1
     fi
-    "$bin/anomalyd" replay --model "$stem.onnx" --input "$f" --output "$stem.csv" \
-        >/dev/null 2>"$stem.replay.log" || {
+    # shellcheck disable=SC2086 # REPLAY_ARGS is a list of flags
+    "$bin/anomalyd" replay --model "$model" --input "$f" --output "$stem.csv" \
+        ${REPLAY_ARGS:-} >/dev/null 2>"$stem.replay.log" || {
         echo "bench-skab: replay of $f failed:" >&2
         tail -n 5 "$stem.replay.log" >&2
         exit 1

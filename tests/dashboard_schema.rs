@@ -69,6 +69,7 @@ fn dashboard_schema_matches_the_sink_output() {
             raise_after: 3,
             clear_after: 5,
             clear_ratio: 0.8,
+            adapt: Default::default(),
         },
         channels: PUMP_CHANNELS
             .iter()

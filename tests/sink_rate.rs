@@ -37,6 +37,7 @@ fn points_per_second(cfg: serde_json::Value) -> f64 {
             raise_after: 3,
             clear_after: 3,
             clear_ratio: 0.8,
+            adapt: Default::default(),
         },
         channels: PUMP_CHANNELS
             .iter()

@@ -1,5 +1,6 @@
 //! Integration tests, compiled as one binary (`autotests = false`).
 
+mod adaptation;
 mod alerts;
 mod cli;
 mod dashboard_schema;

@@ -10,6 +10,7 @@
 //! - `settings.rs`: the validated, typed value the daemon runs on.
 
 mod alerts;
+mod detector;
 mod partitions;
 mod schema;
 mod settings;
@@ -20,6 +21,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use alerts::{ALARMS, AlarmRule, AlertOutputConfig, AlertOutputKind, AlertsConfig, STATES};
+pub use detector::DetectorConfig;
 pub use partitions::{PARTITION_SEGMENT, PartitionsConfig, filter_for, parse_host};
 pub use schema::*;
 pub use settings::{Qos, Settings};

@@ -79,6 +79,9 @@ pub struct Config {
     /// This daemon's share of a partitioned fleet (`partitions.rs`).
     #[serde(default)]
     pub partitions: Option<super::partitions::PartitionsConfig>,
+    /// Detector defaults for every asset: threshold adaptation (`detector.rs`).
+    #[serde(default)]
+    pub detector: super::detector::DetectorConfig,
 }
 
 /// `[record]`: the aligned frames the daemon sees, written to the same
@@ -220,6 +223,12 @@ pub struct AssetRule {
     pub clear_after: Option<u32>,
     #[serde(default)]
     pub clear_ratio: Option<f32>,
+    /// Overrides `detector.adapt_half_life_h` for these assets.
+    #[serde(default)]
+    pub adapt_half_life_h: Option<f64>,
+    /// Overrides `detector.adapt_max_factor` for these assets.
+    #[serde(default)]
+    pub adapt_max_factor: Option<f32>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -90,6 +90,25 @@ fn every_problem_is_reported_at_once() {
 }
 
 #[test]
+fn threshold_adaptation_keys_are_checked_with_their_path() {
+    let text = format!(
+        "{MINIMAL}\n[[assets]]\npattern = \"*\"\nadapt_half_life_h = -1.0\n\
+         [detector]\nadapt_max_factor = 0.5\n"
+    );
+    let err = parse(&text, &[]).unwrap_err();
+    let ConfigError::Invalid { problems, .. } = &err else {
+        panic!("{err}")
+    };
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["detector.adapt_max_factor", "assets[0].adapt_half_life_h"]
+    );
+    let c = parse(MINIMAL, &[]).unwrap();
+    assert_eq!(c.detector.adapt_half_life_h, 0.0, "off by default");
+}
+
+#[test]
 fn bad_url_is_a_problem_not_a_panic() {
     let err = parse(&MINIMAL.replace("http://127.0.0.1:8086", "not a url"), &[])
         .unwrap_err()

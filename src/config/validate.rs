@@ -286,6 +286,7 @@ impl Config {
             bad("shutdown.timeout_s".into(), "must be >= 1".into());
         }
         self.alerts.check(&mut p);
+        self.detector.check(&self.assets, &mut p);
         (topics, p)
     }
 }

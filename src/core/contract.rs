@@ -315,6 +315,16 @@ impl ModelMetadata {
 }
 
 impl ErrorDistribution {
+    /// Mean of the fitted distribution: the typical score of a normal window.
+    pub fn mean(&self) -> f64 {
+        match *self {
+            ErrorDistribution::Gamma { shape, rate } => shape / rate,
+            ErrorDistribution::LogNormal { location, scale } => {
+                (location + scale * scale / 2.0).exp()
+            }
+        }
+    }
+
     /// Probability that a normal window scores at most `score`: the fitted
     /// CDF. Near 1 means the score is unusual for this model.
     pub fn probability(&self, score: f64) -> f64 {

@@ -7,6 +7,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::contract::DetectorDefaults;
 
+mod adapt;
+
+pub use adapt::Adaptation;
+use adapt::Baseline;
+
 /// How many channels an alert names as its top contributors.
 pub const TOP_CHANNELS: usize = 3;
 
@@ -19,6 +24,8 @@ pub struct DetectorSettings {
     /// Consecutive windows below `threshold * clear_ratio` before it clears.
     pub clear_after: u32,
     pub clear_ratio: f32,
+    /// Opt-in slow adaptation of the threshold ([`Adaptation::OFF`]: none).
+    pub adapt: Adaptation,
 }
 
 impl DetectorSettings {
@@ -29,6 +36,7 @@ impl DetectorSettings {
             raise_after: d.raise_after.max(1),
             clear_after: d.clear_after.max(1),
             clear_ratio: d.clear_ratio,
+            adapt: Adaptation::OFF,
         }
     }
 }
@@ -83,6 +91,9 @@ pub struct Decision {
     /// smoothing (see [`Detector::set_smoothing`]); the raw score when it
     /// was not finite.
     pub score: f32,
+    /// The threshold the score was compared with: the calibrated one, or
+    /// where adaptation has moved it.
+    pub threshold: f32,
     pub alert: Option<AlertEvent>,
 }
 
@@ -194,6 +205,8 @@ pub struct Detector {
     skipped_non_finite: u64,
     /// The moving average the threshold is compared with.
     smoother: Smoother,
+    /// The slow average the threshold follows when adaptation is on.
+    baseline: Baseline,
 }
 
 impl Detector {
@@ -206,6 +219,7 @@ impl Detector {
             episode: None,
             skipped_non_finite: 0,
             smoother: Smoother::new(1.0),
+            baseline: Baseline::default(),
         }
     }
 
@@ -229,6 +243,13 @@ impl Detector {
     /// Replaces the thresholds (config reload) keeping the current state.
     pub fn set_settings(&mut self, settings: DetectorSettings) {
         self.settings = settings;
+    }
+
+    /// The threshold the next score is compared with: the calibrated one,
+    /// or where adaptation has moved it (docs/far-calibration.md §4).
+    pub fn threshold(&self) -> f32 {
+        self.baseline
+            .threshold(self.settings.threshold, &self.settings.adapt)
     }
 
     pub fn is_anomalous(&self) -> bool {
@@ -266,14 +287,17 @@ impl Detector {
             return Decision {
                 anomalous: self.anomalous,
                 score,
+                threshold: self.threshold(),
                 alert: None,
             };
         }
         let score = self.smoother.push(score);
         let s = self.settings;
+        let threshold = self.threshold();
         let channels = self.channels.len();
+        let was_anomalous = self.anomalous;
         let alert = if !self.anomalous {
-            if score > s.threshold {
+            if score > threshold {
                 self.run += 1;
                 let ep = self
                     .episode
@@ -282,7 +306,7 @@ impl Detector {
                 if self.run >= s.raise_after {
                     self.anomalous = true;
                     self.run = 0;
-                    Some(self.event(AlertKind::Raised, ts, score))
+                    Some(self.event(AlertKind::Raised, ts, score, threshold))
                 } else {
                     None
                 }
@@ -295,10 +319,10 @@ impl Detector {
             if let Some(ep) = self.episode.as_mut() {
                 ep.add(score, channel_error);
             }
-            if score < s.threshold * s.clear_ratio {
+            if score < threshold * s.clear_ratio {
                 self.run += 1;
                 if self.run >= s.clear_after {
-                    let ev = self.event(AlertKind::Cleared, ts, score);
+                    let ev = self.event(AlertKind::Cleared, ts, score, threshold);
                     self.anomalous = false;
                     self.run = 0;
                     self.episode = None;
@@ -311,14 +335,19 @@ impl Detector {
                 None
             }
         };
+        // Frozen while an alert is open and while the score is above the
+        // threshold: a fault's onset does not lift the threshold over it.
+        let frozen = was_anomalous || self.anomalous || score > threshold;
+        self.baseline.observe(ts, score, frozen, &s.adapt);
         Decision {
             anomalous: self.anomalous,
             score,
+            threshold,
             alert,
         }
     }
 
-    fn event(&self, kind: AlertKind, ts: i64, score: f32) -> AlertEvent {
+    fn event(&self, kind: AlertKind, ts: i64, score: f32, threshold: f32) -> AlertEvent {
         let (start_ts, peak, top_channels) = match &self.episode {
             Some(ep) => (ep.start_ts, ep.peak, self.top_channels(ep)),
             None => (ts, score, Vec::new()),
@@ -329,7 +358,7 @@ impl Detector {
             ts,
             score,
             peak,
-            threshold: self.settings.threshold,
+            threshold,
             top_channels,
         }
     }
@@ -352,105 +381,4 @@ impl Detector {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn detector(raise: u32, clear: u32, ratio: f32) -> Detector {
-        Detector::new(
-            DetectorSettings {
-                threshold: 1.0,
-                raise_after: raise,
-                clear_after: clear,
-                clear_ratio: ratio,
-            },
-            vec!["a".to_string(), "b".to_string(), "c".to_string()].into(),
-        )
-    }
-
-    fn feed(d: &mut Detector, scores: &[f32]) -> Vec<(bool, Option<AlertKind>)> {
-        scores
-            .iter()
-            .enumerate()
-            .map(|(i, &s)| {
-                let r = d.observe(i as i64 * 1_000_000_000, s, &[s, 0.1, 0.0]);
-                (r.anomalous, r.alert.map(|a| a.kind))
-            })
-            .collect()
-    }
-
-    #[test]
-    fn raises_only_after_consecutive_windows_above() {
-        let mut d = detector(3, 2, 0.8);
-        let out = feed(&mut d, &[2.0, 2.0, 0.5, 2.0, 2.0, 2.0, 2.0]);
-        let states: Vec<bool> = out.iter().map(|o| o.0).collect();
-        assert_eq!(states, [false, false, false, false, false, true, true]);
-        assert_eq!(out[5].1, Some(AlertKind::Raised));
-        assert!(out.iter().filter(|o| o.1.is_some()).count() == 1);
-    }
-
-    #[test]
-    fn clears_with_hysteresis() {
-        let mut d = detector(1, 2, 0.5);
-        // 0.9 is below the threshold but above threshold*clear_ratio: stays raised.
-        let out = feed(&mut d, &[2.0, 0.9, 0.9, 0.4, 0.9, 0.4, 0.4]);
-        let states: Vec<bool> = out.iter().map(|o| o.0).collect();
-        assert_eq!(states, [true, true, true, true, true, true, false]);
-        assert_eq!(out[6].1, Some(AlertKind::Cleared));
-    }
-
-    #[test]
-    fn alert_carries_episode_start_peak_and_top_channels() {
-        let mut d = detector(2, 1, 0.8);
-        d.observe(10, 0.2, &[0.0, 0.0, 0.0]);
-        assert!(d.observe(20, 3.0, &[0.1, 5.0, 1.0]).alert.is_none());
-        let raised = d.observe(30, 2.0, &[0.1, 3.0, 2.0]).alert.unwrap();
-        assert_eq!(raised.kind, AlertKind::Raised);
-        assert_eq!(raised.start_ts, 20);
-        assert_eq!(raised.peak, 3.0);
-        assert_eq!(raised.top_channels[0].0, "b");
-        assert_eq!(raised.top_channels[1].0, "c");
-        assert!((raised.top_channels[0].1 - 4.0).abs() < 1e-6);
-        let cleared = d.observe(1_000_000_040, 0.1, &[0.0; 3]).alert.unwrap();
-        assert_eq!(cleared.kind, AlertKind::Cleared);
-        assert_eq!(cleared.start_ts, 20);
-        assert!((cleared.duration_s() - 1.0).abs() < 1e-6);
-    }
-
-    #[test]
-    fn smoothing_averages_scores_before_the_threshold() {
-        let mut d = detector(2, 1, 0.8);
-        d.set_smoothing(0.5);
-        // One spike does not raise: 0 -> 1.5 -> 0.75 -> 0.375.
-        let s: Vec<f32> = [0.0, 3.0, 0.0, 0.0]
-            .iter()
-            .enumerate()
-            .map(|(i, &x)| d.observe(i as i64, x, &[x, 0.0, 0.0]).score)
-            .collect();
-        assert_eq!(s, vec![0.0, 1.5, 0.75, 0.375]);
-        assert!(!d.is_anomalous());
-        // A sustained level does: 1.6875, 2.34 (second above 1.0) -> raised.
-        let r1 = d.observe(10, 3.0, &[3.0, 0.0, 0.0]);
-        let r2 = d.observe(11, 3.0, &[3.0, 0.0, 0.0]);
-        assert!(!r1.anomalous && r2.anomalous);
-        assert_eq!(r2.alert.map(|a| a.kind), Some(AlertKind::Raised));
-        d.set_smoothing(7.0);
-        assert_eq!(d.smoothing(), 1.0);
-    }
-
-    #[test]
-    fn non_finite_scores_are_counted_not_used() {
-        let mut d = detector(1, 1, 0.8);
-        let r = d.observe(0, f32::NAN, &[0.0; 3]);
-        assert!(!r.anomalous && r.alert.is_none());
-        assert_eq!(d.skipped_non_finite(), 1);
-    }
-
-    #[test]
-    fn restored_alert_is_not_raised_again() {
-        let mut d = detector(1, 2, 0.8);
-        d.restore_open_alert(5, 4.0);
-        let out = feed(&mut d, &[2.0, 2.0, 0.1, 0.1]);
-        assert_eq!(out[0].1, None);
-        assert_eq!(out[3].1, Some(AlertKind::Cleared));
-    }
-}
+mod tests;

@@ -18,7 +18,8 @@ pub use align::{
     AlignStats, Aligner, AlignerConfig, Frame, MAX_GAP_FRAMES, MAX_LATENESS_PERIODS, PushOutcome,
 };
 pub use detect::{
-    AlertEvent, AlertKind, Decision, Detector, DetectorSettings, OpenAlert, Smoother, TOP_CHANNELS,
+    Adaptation, AlertEvent, AlertKind, Decision, Detector, DetectorSettings, OpenAlert, Smoother,
+    TOP_CHANNELS,
 };
 pub use execution_provider::ExecutionProvider;
 pub use normalise::Normaliser;

@@ -16,7 +16,8 @@
 //! - [`FaultKind::Blockage`]: flow falls while pressure rises; current shifts
 //!   down with the hydraulic power.
 //!
-//! Faults ramp in over [`FAULT_RAMP_STEPS`] samples.
+//! Faults ramp in over [`FAULT_RAMP_STEPS`] samples, or over hours for a
+//! slowly growing fault ([`PumpSimulator::set_ramp_steps`], [`generate_ramped`]).
 
 use std::f64::consts::TAU;
 use std::fmt;
@@ -156,6 +157,8 @@ pub struct PumpSimulator {
     phases: [f64; 5],
     fault: Option<FaultKind>,
     fault_age: u64,
+    /// Samples over which a fault grows to full strength.
+    ramp_steps: u64,
 }
 
 impl PumpSimulator {
@@ -185,7 +188,14 @@ impl PumpSimulator {
             phases,
             fault: None,
             fault_age: 0,
+            ramp_steps: FAULT_RAMP_STEPS,
         }
+    }
+
+    /// Makes faults grow to full strength over `steps` samples (at least 1)
+    /// instead of [`FAULT_RAMP_STEPS`]: wear or fouling that takes hours.
+    pub fn set_ramp_steps(&mut self, steps: u64) {
+        self.ramp_steps = steps.max(1);
     }
 
     /// Switches a fault on (it ramps in over [`FAULT_RAMP_STEPS`] samples) or
@@ -222,7 +232,7 @@ impl PumpSimulator {
         let s = self.load;
 
         let sev = match self.fault {
-            Some(_) => (self.fault_age as f64 / FAULT_RAMP_STEPS as f64).min(1.0),
+            Some(_) => (self.fault_age as f64 / self.ramp_steps as f64).min(1.0),
             None => 0.0,
         };
         if self.fault.is_some() {
@@ -310,7 +320,21 @@ pub fn generate(
     period_ns: i64,
     fault: Option<(FaultKind, Range<usize>)>,
 ) -> SyntheticLog {
+    generate_ramped(rows, seed, start_ns, period_ns, fault, FAULT_RAMP_STEPS)
+}
+
+/// [`generate`] with the fault growing to full strength over `ramp_steps`
+/// rows (a slow fault when that is hours of rows).
+pub fn generate_ramped(
+    rows: usize,
+    seed: u64,
+    start_ns: i64,
+    period_ns: i64,
+    fault: Option<(FaultKind, Range<usize>)>,
+    ramp_steps: u64,
+) -> SyntheticLog {
     let mut sim = PumpSimulator::new(seed);
+    sim.set_ramp_steps(ramp_steps);
     let mut log = SyntheticLog {
         timestamps: Vec::with_capacity(rows),
         values: Vec::with_capacity(rows),
@@ -470,6 +494,29 @@ mod tests {
         let faulty = generate(4_000, 11, T0, S, Some((kind, 2_000..4_000)));
         assert_eq!(normal.values[..2_000], faulty.values[..2_000]);
         (normal, faulty, 2_300..4_000)
+    }
+
+    #[test]
+    fn a_ramped_fault_grows_over_its_ramp() {
+        // Blockage over 3,000 rows: a third of the way in, flow is down by
+        // about a third of the full effect (35 %); after the ramp, by all of it.
+        let normal = generate(8_000, 11, T0, S, None);
+        let slow = generate_ramped(
+            8_000,
+            11,
+            T0,
+            S,
+            Some((FaultKind::Blockage, 2_000..8_000)),
+            3_000,
+        );
+        let drop = |r: Range<usize>| {
+            1.0 - mean(&channel(&slow, "flow_rate", r.clone()))
+                / mean(&channel(&normal, "flow_rate", r))
+        };
+        let (third, full) = (drop(2_900..3_100), drop(6_000..8_000));
+        assert!(third > 0.08 && third < 0.16, "{third}");
+        assert!(full > 0.3 && full < 0.4, "{full}");
+        assert_eq!(slow.labels[1_999..2_001], [0, 1]);
     }
 
     #[test]

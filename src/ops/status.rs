@@ -231,6 +231,7 @@ mod tests {
                 raise_after: 1,
                 clear_after: 1,
                 clear_ratio: 0.5,
+                adapt: Default::default(),
             },
             channels: vec!["a".to_string(), "b".to_string()].into(),
         });

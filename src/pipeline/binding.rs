@@ -6,9 +6,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::config::{AlarmRule, AssetRule, Config};
+use crate::config::{AlarmRule, AssetRule, Config, DetectorConfig};
 use crate::core::contract::ModelMetadata;
-use crate::core::detect::DetectorSettings;
+use crate::core::detect::{Adaptation, DetectorSettings};
 use crate::core::normalise::Normaliser;
 use crate::core::quality::QualitySettings;
 
@@ -55,6 +55,9 @@ pub struct AssetBinding {
 pub struct Binder {
     rules: Vec<AssetRule>,
     default_model: Option<String>,
+    /// `[detector]`: the threshold adaptation of assets whose rule does not
+    /// set it.
+    detector: DetectorConfig,
 }
 
 impl Binder {
@@ -66,6 +69,7 @@ impl Binder {
         Self {
             rules: cfg.assets.clone(),
             default_model,
+            detector: cfg.detector.clone(),
         }
     }
 
@@ -74,6 +78,7 @@ impl Binder {
         Self {
             rules: Vec::new(),
             default_model: Some(model.to_string()),
+            detector: DetectorConfig::default(),
         }
     }
 
@@ -108,6 +113,14 @@ impl Binder {
             d.clear_after = r.clear_after.unwrap_or(d.clear_after);
             d.clear_ratio = r.clear_ratio.unwrap_or(d.clear_ratio);
         }
+        // Opt-in threshold adaptation (docs/far-calibration.md §4), relative
+        // to the model's typical normal score.
+        let (half_life_h, max_factor) = self.detector.adaptation_for(rule);
+        d.adapt = Adaptation {
+            half_life_s: half_life_h * 3600.0,
+            max_factor,
+            reference: slot.meta.error_distribution.mean() as f32,
+        };
         Some((
             idx,
             AssetBinding {
@@ -246,6 +259,30 @@ mod tests {
             QualityRules::default().settings_for("x", 1),
             QualitySettings::OFF
         );
+    }
+
+    #[test]
+    fn threshold_adaptation_is_off_unless_configured_and_rules_override_it() {
+        let meta = crate::core::contract::sample_metadata();
+        let mean = meta.error_distribution.mean() as f32;
+        let slots = [ModelSlot::new("pump", meta)];
+        let adapt = |text: &str, asset: &str| {
+            let c = parse(&format!("{MINIMAL}\n{text}"), &[]).unwrap();
+            let (_, b) = Binder::from_config(&c).bind(asset, &slots).unwrap();
+            b.detector.adapt
+        };
+        let off = adapt("", "pump-1");
+        assert!(!off.is_on(), "{off:?}");
+        let text = "[[assets]]\npattern = \"fan-*\"\nadapt_half_life_h = 0.0\n\
+                    [[assets]]\npattern = \"pump-9\"\nadapt_max_factor = 3.0\n\
+                    [detector]\nadapt_half_life_h = 0.5\n";
+        let fleet = adapt(text, "pump-1");
+        assert!(fleet.is_on());
+        assert_eq!((fleet.half_life_s, fleet.max_factor), (1800.0, 2.0));
+        assert_eq!(fleet.reference, mean);
+        assert!(!adapt(text, "fan-1").is_on());
+        let nine = adapt(text, "pump-9");
+        assert_eq!((nine.half_life_s, nine.max_factor), (1800.0, 3.0));
     }
 
     #[test]

@@ -201,6 +201,7 @@ impl Scorer {
                     score,
                     // Before the alert began no alert was open.
                     anomalous: false,
+                    threshold: det.threshold(),
                     alert: None,
                 },
                 _ => det.observe(req.end_ts, score, &channel_error),
@@ -214,7 +215,7 @@ impl Scorer {
                 binding: b.clone(),
                 ts: req.end_ts,
                 score,
-                threshold: b.detector.threshold,
+                threshold: decision.threshold,
                 anomalous: decision.anomalous,
                 probability,
                 channel_error,

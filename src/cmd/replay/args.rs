@@ -35,6 +35,13 @@ pub struct ReplayArgs {
     pub clear_after: Option<u32>,
     #[arg(long)]
     pub clear_ratio: Option<f32>,
+    /// Let the threshold follow normal scores with this half-life in hours
+    /// of data (docs/far-calibration.md §4; 0 = off, the default).
+    #[arg(long)]
+    pub adapt_half_life_h: Option<f64>,
+    /// Cap of the adapted threshold, times the calibrated one [default: 2].
+    #[arg(long)]
+    pub adapt_max_factor: Option<f32>,
     /// Windows per ONNX Runtime call.
     #[arg(long, default_value_t = 256)]
     pub batch: usize,
@@ -60,7 +67,9 @@ impl ReplayArgs {
         let rule = (self.threshold.is_some()
             || self.raise_after.is_some()
             || self.clear_after.is_some()
-            || self.clear_ratio.is_some())
+            || self.clear_ratio.is_some()
+            || self.adapt_half_life_h.is_some()
+            || self.adapt_max_factor.is_some())
         .then(|| AssetRule {
             pattern: "*".into(),
             model: None,
@@ -68,6 +77,8 @@ impl ReplayArgs {
             raise_after: self.raise_after,
             clear_after: self.clear_after,
             clear_ratio: self.clear_ratio,
+            adapt_half_life_h: self.adapt_half_life_h,
+            adapt_max_factor: self.adapt_max_factor,
         });
         let library_path = self
             .ort_library

@@ -121,6 +121,8 @@ pub fn replay(opts: &ReplayOptions) -> Result<(ReplaySummary, Vec<RowResult>), R
             raise_after: None,
             clear_after: None,
             clear_ratio: None,
+            adapt_half_life_h: None,
+            adapt_max_factor: None,
         });
         if let Some(cfg) = &opts.config
             && let Some(r) = Binder::from_config(cfg).rule_for(&opts.asset)

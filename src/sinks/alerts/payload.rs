@@ -227,6 +227,7 @@ mod tests {
                 raise_after: 1,
                 clear_after: 1,
                 clear_ratio: 0.8,
+                adapt: Default::default(),
             },
             channels: vec!["flow".to_string()].into(),
         })

@@ -262,6 +262,7 @@ mod tests {
                 raise_after: 1,
                 clear_after: 1,
                 clear_ratio: 0.8,
+                adapt: Default::default(),
             },
             channels: vec!["flow rate".to_string(), "p,1".to_string()].into(),
         })

@@ -47,6 +47,7 @@ fn score(ts: i64) -> Output {
                 raise_after: 1,
                 clear_after: 1,
                 clear_ratio: 0.8,
+                adapt: Default::default(),
             },
             channels: vec![].into(),
         }),
