@@ -22,8 +22,8 @@ mod influxd;
 mod model;
 mod mosquitto;
 mod mqtt;
-mod offline;
 mod nats;
+mod offline;
 mod paths;
 mod process;
 mod series;
@@ -43,8 +43,8 @@ pub use mqtt::{
     client_id, frame_messages, frame_payloads, mqtt_publish, mqtt_publish_many, mqtt_publish_with,
     publish_frames, qos, try_mqtt_publish_with,
 };
-pub use offline::{ReplayRow, replay_scores, run_trainer, trainer_bin};
 pub use nats::{NatsCluster, nats_partition};
+pub use offline::{ReplayRow, replay_scores, run_trainer, trainer_bin};
 pub use paths::{
     anomalyd_bin, file_mode, ort_dylib, read_repo_file, skab_dir, tool, workspace_root,
 };
