@@ -12,6 +12,7 @@
 #   /usr/share/anomalyd/systemd/cuda.conf      the CUDA drop-in (installed with --cuda)
 #   /usr/share/doc/anomalyd/README.md
 #   /usr/lib/systemd/system/anomalyd.service   the unit
+#   /usr/lib/systemd/system/anomalyd@.service  the template unit, several daemons on one host (docs/scale-out.md §7; not enabled)
 #
 # Everything created (files and directories) is listed in
 # /usr/share/anomalyd/install.manifest, which scripts/uninstall.sh reads to
@@ -54,7 +55,7 @@ MANIFEST=/usr/share/anomalyd/install.manifest
 fail() { echo "install: $*" >&2; exit 1; }
 
 [ -x "$BIN_SRC" ] || fail "no binary at $BIN_SRC: build it with 'cargo build --release -p anomalyd' or pass --bin"
-for f in models/pump.onnx systemd/anomalyd.service systemd/cuda.conf README.md; do
+for f in models/pump.onnx systemd/anomalyd.service systemd/anomalyd@.service systemd/cuda.conf README.md; do
   [ -f "$REPO/$f" ] || fail "missing $REPO/$f"
 done
 if [ -z "$ROOT" ] && command -v dpkg >/dev/null && dpkg -S /usr/bin/anomalyd >/dev/null 2>&1; then
@@ -143,6 +144,7 @@ done
 put "$REPO/systemd/cuda.conf" /usr/share/anomalyd/systemd/cuda.conf 0644
 put "$REPO/README.md" /usr/share/doc/anomalyd/README.md 0644
 put "$REPO/systemd/anomalyd.service" /usr/lib/systemd/system/anomalyd.service 0644
+put "$REPO/systemd/anomalyd@.service" /usr/lib/systemd/system/anomalyd@.service 0644
 
 provider=cpu
 if [ "$CUDA" -eq 1 ]; then provider=auto; fi

@@ -42,6 +42,8 @@ systemd_here=0
 if [ -z "$ROOT" ] && [ "$SYSTEMCTL" -eq 1 ] && [ -d /run/systemd/system ]; then
   systemd_here=1
   systemctl disable --now anomalyd.service || true
+  # Instances of the template unit (several daemons on one host).
+  systemctl stop 'anomalyd@*.service' || true
 fi
 
 rm -f "$ROOT$MANIFEST"

@@ -77,6 +77,7 @@ fn install_and_uninstall_in_a_scratch_root() {
         "usr/lib/systemd/",
         "usr/lib/systemd/system/",
         "usr/lib/systemd/system/anomalyd.service",
+        "usr/lib/systemd/system/anomalyd@.service",
         "usr/share/",
         "usr/share/anomalyd/",
         "usr/share/anomalyd/install.manifest",
