@@ -1,7 +1,7 @@
 //! The `[alerts]` section (docs/alerts.md): data-quality alarm thresholds
 //! with per-asset-pattern overrides, and the list of alert outputs (MQTT
 //! topics, webhooks), each with its filter. Schema and its validation rules
-//! in one place; the rest of the file's schema is in `schema.rs`.
+//! in one place; the rest of the file's schema is in `schema/`.
 
 use std::path::PathBuf;
 

@@ -4,7 +4,8 @@
 //! at once, then turned into typed [`Settings`] (parsed topic filters, QoS,
 //! durations) the way ripgrep turns raw arguments into high-level ones.
 //!
-//! - `schema.rs`: the structs the file deserialises into, with defaults.
+//! - `schema/`: the structs the file deserialises into, with defaults
+//!   (`mqtt.rs`, `influx.rs`, `state.rs`, the rest in `mod.rs`).
 //! - `validate.rs`: every rule, with its key path.
 //! - `topics.rs`: topic filters with named segments, parsed once.
 //! - `settings.rs`: the validated, typed value the daemon runs on.
