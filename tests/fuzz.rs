@@ -182,6 +182,9 @@ proptest! {
         let mut damaged = bytes[..cut].to_vec();
         damaged.extend_from_slice(&garbage);
         damaged.extend_from_slice(&bytes[ends[t]..]);
+        // Garbage that happens to restore the cut-off bytes leaves the
+        // record whole: not a tear.
+        prop_assume!(damaged.get(start..ends[t]) != Some(&bytes[start..ends[t]]));
         std::fs::write(&path, &damaged).unwrap();
         let mut seen = Vec::new();
         let report = anomalyd::state::Journal::replay_segment(&path, |r| seen.push(r.recv_ns)).unwrap();
