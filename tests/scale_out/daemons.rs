@@ -288,13 +288,18 @@ impl Fleet {
     /// every asset is in, stops the running daemons (SIGTERM: they drain
     /// and flush, so nothing is written after this), and counts.
     fn finish(&mut self) -> Tally {
+        self.finish_when(&|expected, got| expected.iter().all(|t| got.contains_key(t)))
+    }
+
+    /// [`finish`](Self::finish), waiting until `done(expected, written)`
+    /// holds for every asset instead.
+    fn finish_when(&mut self, done: &dyn Fn(&[i64], &BTreeMap<i64, Vec<String>>) -> bool) -> Tally {
         let expected = Self::expected();
         let start = Instant::now();
         let complete = |w: &HashMap<String, BTreeMap<i64, Vec<String>>>| {
-            self.assets.iter().all(|(a, _)| {
-                w.get(a)
-                    .is_some_and(|m| expected.iter().all(|t| m.contains_key(t)))
-            })
+            self.assets
+                .iter()
+                .all(|(a, _)| w.get(a).is_some_and(|m| done(&expected, m)))
         };
         while !complete(&self.written()) && start.elapsed() < COMPLETE_DEADLINE {
             std::thread::sleep(Duration::from_millis(200));
@@ -463,4 +468,47 @@ fn partitions_taken_over_by_sighup_lose_and_repeat_nothing() {
         "gw-b wrote before the handover: {:?}",
         tally.by_host
     );
+}
+
+/// Daemon `gw-b` dies for good (`kill -9`, so it leaves no handover record)
+/// and `gw-a` takes partitions 2 and 3 by SIGHUP. The sessions' backlog is
+/// delivered, so no reading is lost, but `gw-a` has no window history for
+/// those assets: each loses the windows that its first `window - 1` frames
+/// after the takeover would have completed, plus what `gw-b` had
+/// acknowledged but not yet written. Measured and bounded here
+/// (docs/scale-out.md §4, §8); partitions 0 and 1 lose nothing.
+#[test]
+fn partitions_of_a_dead_daemon_taken_without_a_record_lose_only_their_warm_up() {
+    let mut fleet = Fleet::streaming(0, &["gw-b"], "kill -9 gw-b for good");
+    fleet.members[1].kill_9();
+    fleet.mark("gw-b killed; gw-a takes partitions 2 and 3 (SIGHUP)");
+    let all = fleet.members[0]
+        .config
+        .clone()
+        .partitions(PARTITIONS, &[0, 1, 2, 3], &fleet.session);
+    fleet.members[0].reload(all);
+    fleet.publish(BEFORE..ROWS, 0);
+    fleet.mark("the rest published");
+    wait_until(Duration::from_secs(30), "gw-a to own 4 partitions", || {
+        fleet.metric(0, "anomalyd_partitions_owned") == 4.0
+    });
+    assert_eq!(fleet.metric(0, "anomalyd_handovers_taken_total"), 0.0);
+    // Complete once every asset's last window is in.
+    let tally =
+        fleet.finish_when(&|expected, got| expected.last().is_some_and(|t| got.contains_key(t)));
+    tally.print("partitions 2 and 3 of gw-b (kill -9, no record) taken by gw-a (SIGHUP)");
+    assert_eq!(tally.repeated(), 0, "no window written twice");
+    assert_eq!(tally.unexpected, 0);
+    for (asset, lost) in &tally.lost {
+        let n = lost.len();
+        if nats_partition(asset, PARTITIONS) < 2 {
+            assert_eq!(n, 0, "{asset} of gw-a's own partitions lost windows");
+        } else {
+            assert!(
+                (WINDOW - 1..windows_for(ROWS)).contains(&n),
+                "{asset}: {n} windows lost; the warm-up alone is {}",
+                WINDOW - 1
+            );
+        }
+    }
 }
