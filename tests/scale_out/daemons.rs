@@ -28,6 +28,9 @@ const BEFORE: usize = 70;
 /// publish (a node kill alone costs about 8 s of refused connects).
 const COMPLETE_DEADLINE: Duration = Duration::from_secs(40);
 
+/// One asset's windows: end time -> the `host` tags that wrote it.
+type Windows = BTreeMap<i64, Vec<String>>;
+
 /// One daemon of the fleet: its config, ports and state, and the process
 /// while it runs.
 struct Member {
@@ -293,7 +296,7 @@ impl Fleet {
 
     /// [`finish`](Self::finish), waiting until `done(expected, written)`
     /// holds for every asset instead.
-    fn finish_when(&mut self, done: &dyn Fn(&[i64], &BTreeMap<i64, Vec<String>>) -> bool) -> Tally {
+    fn finish_when(&mut self, done: &dyn Fn(&[i64], &Windows) -> bool) -> Tally {
         let expected = Self::expected();
         let start = Instant::now();
         let complete = |w: &HashMap<String, BTreeMap<i64, Vec<String>>>| {
