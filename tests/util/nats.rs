@@ -71,9 +71,37 @@ impl NatsCluster {
     /// Starts `nodes` servers (one: no cluster block) mapping `sensors.*`
     /// into `partitions` partitions; returns once the cluster has a
     /// JetStream meta leader and every node acknowledges an MQTT connect.
+    /// A node that finds one of its ports taken (another test bound it
+    /// between `free_port` and the server's start) exits at once; the
+    /// cluster then starts again on other ports.
     pub fn start(nodes: usize, partitions: u32) -> NatsCluster {
         assert!(nodes >= 1 && partitions >= 1, "nodes and partitions >= 1");
         require_binary(NATS_SERVER_BIN, "nats-server");
+        const ATTEMPTS: usize = 5;
+        for attempt in 1..=ATTEMPTS {
+            let mut cluster = Self::configure(nodes, partitions);
+            // All first: a meta leader needs a quorum of them.
+            for i in 0..cluster.nodes.len() {
+                cluster.spawn(i);
+            }
+            match cluster.wait_listening() {
+                Ok(()) => {
+                    for i in 0..cluster.nodes.len() {
+                        cluster.wait_node(i);
+                    }
+                    return cluster;
+                }
+                Err(why) if attempt < ATTEMPTS => {
+                    eprintln!("nats: {why}; starting the cluster again on other ports");
+                }
+                Err(why) => panic!("nats: {why}, {ATTEMPTS} times"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    /// Ports and config files of a cluster not started yet.
+    fn configure(nodes: usize, partitions: u32) -> NatsCluster {
         let dir = tempfile::Builder::new()
             .prefix("anomalyd-nats-")
             .tempdir()
@@ -90,7 +118,7 @@ impl NatsCluster {
                 child: None,
             })
             .collect();
-        let mut cluster = NatsCluster {
+        let cluster = NatsCluster {
             nodes,
             partitions,
             dir,
@@ -99,14 +127,34 @@ impl NatsCluster {
             let text = cluster.config_text(i);
             fs::write(&cluster.nodes[i].config_path, text).expect("write nats config");
         }
-        // All first: a meta leader needs a quorum of them.
-        for i in 0..cluster.nodes.len() {
-            cluster.spawn(i);
-        }
-        for i in 0..cluster.nodes.len() {
-            cluster.wait_node(i);
-        }
         cluster
+    }
+
+    /// Waits until every node has bound its listeners ("Server is ready"
+    /// in its log); `Err` when one found a port taken.
+    fn wait_listening(&self) -> Result<(), String> {
+        let start = Instant::now();
+        loop {
+            let logs: Vec<String> = self
+                .nodes
+                .iter()
+                .map(|n| fs::read_to_string(&n.log_path).unwrap_or_default())
+                .collect();
+            if let Some(i) = logs
+                .iter()
+                .position(|l| l.contains("address already in use"))
+            {
+                return Err(format!("node {} found a port taken", self.nodes[i].name));
+            }
+            if logs.iter().all(|l| l.contains("Server is ready")) {
+                return Ok(());
+            }
+            // Anything else is left to wait_node, which reports it.
+            if start.elapsed() > Duration::from_secs(20) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// One node, for the benchmark and the partition measurement.
