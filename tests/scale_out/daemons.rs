@@ -375,6 +375,24 @@ impl Fleet {
         self.assert_owner(&[2, 3], "gw-b");
     }
 
+    /// `gw-a` takes partitions 2 and 3 by a config rewrite and SIGHUP while
+    /// the rest of the rows are published; returns once it owns all four.
+    fn take_over_gw_b(&mut self) {
+        self.mark("gw-a takes partitions 2 and 3 (SIGHUP)");
+        let all =
+            self.members[0]
+                .config
+                .clone()
+                .partitions(PARTITIONS, &[0, 1, 2, 3], &self.session);
+        self.members[0].reload(all);
+        self.publish(BEFORE..ROWS, 0);
+        self.mark("the rest published");
+        wait_until(Duration::from_secs(30), "gw-a to own 4 partitions", || {
+            self.metric(0, "anomalyd_partitions_owned") == 4.0
+        });
+        self.mark("gw-a owns 4 partitions");
+    }
+
     /// A metric of the running daemon `member` (0 when absent).
     fn metric(&self, member: usize, name: &str) -> f64 {
         self.members[member].running().metric(name).unwrap_or(0.0)
@@ -443,18 +461,8 @@ fn a_daemon_killed_and_restarted_loses_and_repeats_nothing() {
 fn partitions_taken_over_by_sighup_lose_and_repeat_nothing() {
     let mut fleet = Fleet::streaming(0, &["gw-b"], "SIGTERM gw-b");
     fleet.members[1].stop();
-    fleet.mark("gw-b stopped; gw-a takes partitions 2 and 3 (SIGHUP)");
-    let all = fleet.members[0]
-        .config
-        .clone()
-        .partitions(PARTITIONS, &[0, 1, 2, 3], &fleet.session);
-    fleet.members[0].reload(all);
-    fleet.publish(BEFORE..ROWS, 0);
-    fleet.mark("the rest published");
-    wait_until(Duration::from_secs(30), "gw-a to own 4 partitions", || {
-        fleet.metric(0, "anomalyd_partitions_owned") == 4.0
-    });
-    fleet.mark("gw-a owns 4 partitions");
+    fleet.mark("gw-b stopped");
+    fleet.take_over_gw_b();
     let handovers = (
         fleet.metric(0, "anomalyd_handovers_taken_total"),
         fleet.metric(0, "anomalyd_handover_messages_total"),
@@ -484,17 +492,8 @@ fn partitions_taken_over_by_sighup_lose_and_repeat_nothing() {
 fn partitions_of_a_dead_daemon_taken_without_a_record_lose_only_their_warm_up() {
     let mut fleet = Fleet::streaming(0, &["gw-b"], "kill -9 gw-b for good");
     fleet.members[1].kill_9();
-    fleet.mark("gw-b killed; gw-a takes partitions 2 and 3 (SIGHUP)");
-    let all = fleet.members[0]
-        .config
-        .clone()
-        .partitions(PARTITIONS, &[0, 1, 2, 3], &fleet.session);
-    fleet.members[0].reload(all);
-    fleet.publish(BEFORE..ROWS, 0);
-    fleet.mark("the rest published");
-    wait_until(Duration::from_secs(30), "gw-a to own 4 partitions", || {
-        fleet.metric(0, "anomalyd_partitions_owned") == 4.0
-    });
+    fleet.mark("gw-b killed");
+    fleet.take_over_gw_b();
     assert_eq!(fleet.metric(0, "anomalyd_handovers_taken_total"), 0.0);
     // Complete once every asset's last window is in.
     let tally =
