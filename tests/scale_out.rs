@@ -189,7 +189,12 @@ fn a_retained_message_reaches_a_new_subscriber_on_another_node() {
         // its own: poll with fresh subscribers until this one is there.
         let mut last = Vec::new();
         wait_until(Duration::from_secs(30), "the retained message", || {
-            let sub = MqttSubscriber::connect(nats.mqtt_port(2), "anomalyd/handover/#");
+            // A fresh cluster may refuse a subscription while it creates
+            // its streams: try again within the deadline.
+            let opts = MqttOptions::new(client_id("retained-sub"), "127.0.0.1", nats.mqtt_port(2));
+            let Ok(sub) = MqttSubscriber::try_connect_with(opts, "anomalyd/handover/#", 1) else {
+                return false;
+            };
             let deadline = Instant::now() + Duration::from_secs(2);
             while sub.count() == 0 && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));
