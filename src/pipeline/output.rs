@@ -3,10 +3,12 @@
 //! the aligned frames (docs/architecture.md §6 for how they are written).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use super::binding::AssetBinding;
 use crate::core::detect::AlertEvent;
 use crate::core::quality::QualityEvent;
+use crate::ops::metrics::Metrics;
 
 /// One scored window, ready for the sink.
 #[derive(Debug, Clone)]
@@ -78,4 +80,51 @@ pub struct FrameRecord {
 pub struct QualityRecord {
     pub binding: Arc<AssetBinding>,
     pub event: QualityEvent,
+}
+
+/// What a sink's channel carries: one output at a time, or the outputs of
+/// one scored batch together ([`ScoredBatch`]).
+pub trait SinkItem: Send + 'static {
+    type Outputs: Iterator<Item = Output> + Send;
+    /// The outputs, in order.
+    fn outputs(self) -> Self::Outputs;
+}
+
+impl SinkItem for Output {
+    type Outputs = std::iter::Once<Output>;
+    fn outputs(self) -> Self::Outputs {
+        std::iter::once(self)
+    }
+}
+
+/// The outputs of one scored batch, sent to the sink as one message: the
+/// sink's task is woken once per batch, not once per output, which at a
+/// low rate is most of what scoring costs the async runtime
+/// (docs/low-rate.md §2). Counted in `sink_queue_points` from when it is
+/// made until the sink takes it.
+pub struct ScoredBatch {
+    outputs: Vec<Output>,
+    metrics: Arc<Metrics>,
+}
+
+impl ScoredBatch {
+    /// Takes `outputs` and counts them as queued.
+    pub fn new(outputs: Vec<Output>, metrics: Arc<Metrics>) -> Self {
+        metrics
+            .sink_queue_depth
+            .fetch_add(outputs.len() as u64, Relaxed);
+        Self { outputs, metrics }
+    }
+}
+
+impl SinkItem for ScoredBatch {
+    type Outputs = std::vec::IntoIter<Output>;
+    fn outputs(self) -> Self::Outputs {
+        let n = self.outputs.len() as u64;
+        let _ = self
+            .metrics
+            .sink_queue_depth
+            .fetch_update(Relaxed, Relaxed, |q| Some(q.saturating_sub(n)));
+        self.outputs.into_iter()
+    }
 }

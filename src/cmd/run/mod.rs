@@ -222,7 +222,14 @@ pub async fn run(
             .div_ceil(crate::sources::mqtt::WINDOWS_PER_SEND)
             .max(1),
     );
-    let (out_tx, out_rx) = mpsc::channel::<Output>(cfg.influx.queue_capacity);
+    // The scoring thread sends a batch's outputs as one message, about one
+    // per window (a score; rarely also an alert transition).
+    let (out_tx, out_rx) = mpsc::channel::<crate::pipeline::ScoredBatch>(
+        cfg.influx
+            .queue_capacity
+            .div_ceil(cfg.runtime.max_batch.max(1))
+            .max(1),
+    );
     let (ready_tx, ready_rx) = oneshot::channel();
 
     let mut scorer = Scorer::new(models, metrics.clone());

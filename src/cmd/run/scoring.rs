@@ -14,7 +14,9 @@ use tokio::sync::mpsc;
 use super::models::model_status;
 use crate::core::timestamp::now_ns;
 use crate::ops::metrics::Metrics;
-use crate::pipeline::{InferenceMsg, NamedModel, Output, QualityRecord, Scorer, WindowReceiver};
+use crate::pipeline::{
+    InferenceMsg, NamedModel, Output, QualityRecord, ScoredBatch, Scorer, WindowReceiver,
+};
 use crate::sinks::alerts::ActiveAlarms;
 use crate::state::Outbox;
 use crate::state::open_alerts::AlertStore;
@@ -105,7 +107,7 @@ fn gather(
 pub(super) fn spawn_scorer(
     mut scorer: Scorer,
     rx: WindowReceiver,
-    tx: mpsc::Sender<Output>,
+    tx: mpsc::Sender<ScoredBatch>,
     max_batch: usize,
     heartbeat: Arc<AtomicU64>,
     board: Arc<crate::ops::status::StatusBoard>,
@@ -173,15 +175,18 @@ pub(super) fn spawn_scorer(
                         store.save(scorer.open_alerts());
                     }
                     board.record(&outputs);
-                    for o in outputs.drain(..) {
-                        if tx.blocking_send(o).is_err() {
+                    // One message per batch: one wake-up of the sink.
+                    if !outputs.is_empty() {
+                        let batch = ScoredBatch::new(outputs.drain(..).collect(), metrics.clone());
+                        if tx.blocking_send(batch).is_err() {
                             return;
                         }
                     }
                 }
-                // The barrier follows the outputs of every window before it.
-                for b in end.barriers {
-                    if tx.blocking_send(Output::Barrier(b)).is_err() {
+                // The barriers follow the outputs of every window before them.
+                if !end.barriers.is_empty() {
+                    let barriers = end.barriers.into_iter().map(Output::Barrier).collect();
+                    if tx.blocking_send(ScoredBatch::new(barriers, metrics.clone())).is_err() {
                         return;
                     }
                 }

@@ -345,7 +345,7 @@ impl Metrics {
         g(
             &mut o,
             "sink_queue_points",
-            "Points waiting to be written.",
+            "Scores and alerts waiting for the sink to take them.",
             self.sink_queue_depth.load(Relaxed),
         );
         c(

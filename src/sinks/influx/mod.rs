@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::InfluxConfig;
 use crate::ops::metrics::Metrics;
-use crate::pipeline::Output;
+use crate::pipeline::SinkItem;
 use crate::sinks::runner::{BatchSettings, BatchWriter, Runner, SinkStore};
 
 pub use crate::sinks::runner::WriteFailure;
@@ -59,10 +59,10 @@ impl SinkSettings {
 /// protocol through `writer` (see [`Runner::run`] for batching, the spool
 /// the dead-letter file and barriers). On `stop` (the shutdown deadline) a batch still being
 /// retried in memory is dropped and counted.
-pub async fn run_sink(
+pub async fn run_sink<I: SinkItem>(
     writer: impl BatchWriter,
     settings: SinkSettings,
-    rx: mpsc::Receiver<Output>,
+    rx: mpsc::Receiver<I>,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
     store: SinkStore,

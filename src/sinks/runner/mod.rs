@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::ops::metrics::Metrics;
-use crate::pipeline::Output;
+use crate::pipeline::{Output, SinkItem};
 use crate::state::refused_points::RefusedPoints;
 use crate::state::spool::Spool;
 
@@ -117,9 +117,9 @@ impl<W: BatchWriter> Runner<W> {
     /// bounded channel in front holds the pipeline back. Each barrier is
     /// confirmed to its journal once everything before it is written,
     /// spooled, dead-lettered or counted as dropped.
-    pub async fn run(
+    pub async fn run<I: SinkItem>(
         mut self,
-        mut rx: mpsc::Receiver<Output>,
+        mut rx: mpsc::Receiver<I>,
         mut encode: impl FnMut(&Output, &mut String),
     ) {
         self.publish_spool_depth();
@@ -129,25 +129,25 @@ impl<W: BatchWriter> Runner<W> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                item = rx.recv() => match item {
-                    Some(Output::Barrier(b)) => {
-                        // Everything before the barrier is written or spooled
-                        // (or counted as dropped) once this flush returns.
-                        if points > 0 {
-                            self.flush(&mut buf, &mut points).await;
+                item = rx.recv() => {
+                    let Some(item) = item else { break };
+                    for out in item.outputs() {
+                        if let Output::Barrier(b) = out {
+                            // Everything before the barrier is written or spooled
+                            // (or counted as dropped) once this flush returns.
+                            if points > 0 {
+                                self.flush(&mut buf, &mut points).await;
+                            }
+                            b.confirm();
+                            continue;
                         }
-                        b.confirm();
-                    }
-                    Some(out) => {
                         encode(&out, &mut buf);
                         points += 1;
-                        self.metrics.sink_queue_depth.store(rx.len() as u64, Relaxed);
                         if points >= self.settings.batch_size {
                             self.flush(&mut buf, &mut points).await;
                         }
                     }
-                    None => break,
-                },
+                }
                 _ = tick.tick() => {
                     if points > 0 {
                         self.flush(&mut buf, &mut points).await;
