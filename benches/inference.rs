@@ -162,6 +162,7 @@ fn scorer(c: &mut Criterion) {
                     end_ts: ts,
                     data: data.clone(),
                     rebuild: false,
+                    cut_ns: 0,
                 });
             }
             scorer.score(&mut requests, &mut out);

@@ -1,7 +1,8 @@
-//! Low rates with the intake journal on (docs/low-rate.md §1): messages
+//! Low rates with the intake journal on (docs/low-rate.md): messages
 //! spread evenly over time, as devices on their own clocks send them, must
-//! not cost one disk sync each. Disk syncs stay within what
-//! `journal.sync_interval_ms` and `journal.sync_max_pending` allow, every
+//! not cost one disk sync or one wake-up each. Disk syncs stay within what
+//! `journal.sync_interval_ms` and `journal.sync_max_pending` allow, the
+//! source's thread sleeps per pace tick rather than per message, every
 //! message is still acknowledged and every window scored.
 
 use std::process::Command;
@@ -41,20 +42,46 @@ fn publish_spread(port: u16, prefix: &str) -> Duration {
     started.elapsed()
 }
 
+/// Context switches so far of the daemon's MQTT source thread
+/// (`anomalyd-mqtt`): each voluntary one is the thread going to sleep.
+fn source_thread_switches(pid: u32) -> u64 {
+    let mut total = None;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() != "anomalyd-mqtt" {
+            continue;
+        }
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        *total.get_or_insert(0) += status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches:"))
+            .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    total.expect("the daemon has an anomalyd-mqtt thread")
+}
+
+/// What one run measured.
+struct Run {
+    syncs: f64,
+    /// Seconds the publisher took.
+    secs: f64,
+    /// Context switches of the MQTT source thread per message.
+    switches_per_message: f64,
+}
+
 /// Runs the workload (assets named `prefix`001...) against a daemon with
-/// `env` on top of its config and returns (journal syncs, seconds the
-/// publisher took).
-fn syncs_for(
-    broker: &Mosquitto,
-    vm: &VictoriaMetrics,
-    prefix: &str,
-    env: &[(&str, &str)],
-) -> (f64, f64) {
+/// `env` on top of its config.
+fn syncs_for(broker: &Mosquitto, vm: &VictoriaMetrics, prefix: &str, env: &[(&str, &str)]) -> Run {
     let metrics_port = free_port();
     let state = tempfile::tempdir().unwrap();
     let config = DaemonConfig::new(broker.port(), &vm.url(), metrics_port);
     let mut daemon = Daemon::start(&config.state_dir(state.path()).to_toml(), metrics_port, env);
     daemon.wait_note("READY=1", Duration::from_secs(60));
+    let switches = source_thread_switches(daemon.child.id());
     let took = publish_spread(broker.port(), prefix);
     let messages = (ASSETS * ROWS) as f64;
     wait_until(
@@ -62,6 +89,7 @@ fn syncs_for(
         "every message acknowledged",
         || daemon.metric("anomalyd_mqtt_acks_total").unwrap_or(0.0) >= messages,
     );
+    let switches = source_thread_switches(daemon.child.id()) - switches;
     let expected = ASSETS * windows_for(ROWS);
     wait_until(Duration::from_secs(30), "every window scored", || {
         daemon
@@ -76,7 +104,11 @@ fn syncs_for(
     );
     let syncs = daemon.metric("anomalyd_journal_syncs_total").unwrap_or(0.0);
     assert!(daemon.terminate(Duration::from_secs(20)).success());
-    (syncs, took.as_secs_f64())
+    Run {
+        syncs,
+        secs: took.as_secs_f64(),
+        switches_per_message: switches as f64 / messages,
+    }
 }
 
 #[test]
@@ -85,8 +117,20 @@ fn journal_syncs_are_bounded_by_the_sync_settings() {
     // The broker's default in-flight window (20): a commit once 16 wait.
     let vm = VictoriaMetrics::start();
     let broker = Mosquitto::start();
-    let (syncs, secs) = syncs_for(&broker, &vm, "default-", &[]);
-    eprintln!("{messages} messages over {secs:.1} s, defaults: {syncs} journal syncs");
+    let Run {
+        syncs,
+        secs,
+        switches_per_message,
+    } = syncs_for(&broker, &vm, "default-", &[]);
+    eprintln!(
+        "{messages} messages over {secs:.1} s, defaults: {syncs} journal syncs, {switches_per_message:.2} context switches of the source thread per message"
+    );
+    // Paced reads (docs/low-rate.md §4): the source thread sleeps about
+    // once per 50 ms tick and once per commit, not once per message.
+    assert!(
+        switches_per_message < 0.6,
+        "{switches_per_message:.2} context switches of the source thread per message: it wakes per message"
+    );
     assert!(syncs >= 1.0, "nothing was synced");
     // 1 per second plus 1 per 16 messages, one per segment rotation (every
     // 5 s) and one at shutdown.
@@ -98,7 +142,25 @@ fn journal_syncs_are_bounded_by_the_sync_settings() {
     let broker = Mosquitto::builder()
         .config_line("max_inflight_messages 1000")
         .start();
-    let (syncs, secs) = syncs_for(
+    // Pacing off (a max_wait_ms under 8 ms): the thread wakes per message,
+    // the same workload otherwise.
+    let unpaced = syncs_for(
+        &broker,
+        &vm,
+        "unpaced-",
+        &[("ANOMALYD__RUNTIME__MAX_WAIT_MS", "5")],
+    );
+    eprintln!(
+        "pacing off: {:.2} context switches of the source thread per message",
+        unpaced.switches_per_message
+    );
+    assert!(
+        unpaced.switches_per_message > 2.0 * switches_per_message,
+        "pacing saves no wake-ups: {:.2} per message without it, {switches_per_message:.2} with it",
+        unpaced.switches_per_message
+    );
+
+    let Run { syncs, secs, .. } = syncs_for(
         &broker,
         &vm,
         "raised-",

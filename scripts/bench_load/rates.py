@@ -16,7 +16,9 @@ at its maximum. Per point (ASSETS assets at RATE rows/s each):
    million readings and as % of one core (CPU seconds / wall seconds),
    context switches of all threads per message (each voluntary one is a
    thread going to sleep to be woken again), and for anomalyd its journal
-   syncs per second (`anomalyd_journal_syncs_total`).
+   syncs per second (`anomalyd_journal_syncs_total`) and how long its
+   windows waited for scoring (`anomalyd_window_wait_seconds`: the mean,
+   and the histogram bucket bound that holds 99 % of them).
 """
 
 import time
@@ -53,6 +55,21 @@ def wait_prefill(consumer, stack, messages, timeout_s=120):
                 return
         time.sleep(0.05)
     raise SystemExit(f"bench: {stack} did not take the {messages:,} prefill messages in {timeout_s} s")
+
+
+def window_wait(m0, m1):
+    """anomalyd's wait from a window's cut to its ONNX Runtime call over the
+    point (`anomalyd_window_wait_seconds`): the mean, and the smallest
+    bucket bound that holds 99 % of the windows (p99 at most that)."""
+    name = "anomalyd_window_wait_seconds"
+    n = m1.get(f"{name}_count", 0) - m0.get(f"{name}_count", 0)
+    if n <= 0:
+        return {}
+    total = m1.get(f"{name}_sum", 0) - m0.get(f"{name}_sum", 0)
+    prefix = f'{name}_bucket{{le="'
+    buckets = sorted((float(k[len(prefix) : -2]), k) for k in m1 if k.startswith(prefix) and "+Inf" not in k)
+    p99 = next((le for le, k in buckets if m1[k] - m0.get(k, 0) >= 0.99 * n), None)
+    return {"window_wait_mean_ms": 1000 * total / n, "window_wait_p99_at_most_ms": None if p99 is None else 1000 * p99}
 
 
 def run_rate(bench, stack, qos, assets, rate, seconds):
@@ -117,6 +134,7 @@ def run_rate(bench, stack, qos, assets, rate, seconds):
         key = "anomalyd_journal_syncs_total"
         if key in m1:
             phase["journal_syncs_per_s"] = (m1[key] - m0.get(key, 0)) / wall if wall > 0 else 0.0
+        phase.update(window_wait(m0, m1))
         batches = m1.get("anomalyd_inference_batches_total", 0) - m0.get("anomalyd_inference_batches_total", 0)
         if batches:
             scored = m1.get("anomalyd_windows_scored_total", 0) - m0.get("anomalyd_windows_scored_total", 0)

@@ -152,6 +152,11 @@ def rate_phase(p):
         extra += f", journal syncs {p['journal_syncs_per_s']:.1f}/s"
     if p.get("mean_batch"):
         extra += f", mean inference batch {p['mean_batch']:.1f}"
+    if p.get("window_wait_mean_ms") is not None:
+        p99 = p.get("window_wait_p99_at_most_ms")
+        extra += f", windows waited {p['window_wait_mean_ms']:.0f} ms on average" + (
+            f" (p99 <= {p99:g} ms)" if p99 is not None else " (p99 above 1 s)"
+        )
     ctx = p.get("context_switches_per_message")
     print(
         f"  {p['stack']:<16} QoS {p['qos']} rate {p['assets']} assets x {p['rate_rows_per_s']:g} Hz: "

@@ -15,7 +15,5 @@ mod scorer;
 
 pub use binding::{AssetBinding, Binder, ModelSlot, QualityRules, glob_match};
 pub use features::{FeatureStage, MAX_FUTURE_NS, ScoreRequest, StageSettings};
-pub use output::{
-    Barrier, FrameRecord, Output, QualityRecord, ScoreRecord, ScoredBatch, SinkItem,
-};
+pub use output::{Barrier, FrameRecord, Output, QualityRecord, ScoreRecord, ScoredBatch, SinkItem};
 pub use scorer::{InferenceMsg, NamedModel, Scorer, WindowReceiver, WindowSender};

@@ -153,6 +153,11 @@ impl Scorer {
         if requests.is_empty() {
             return false;
         }
+        let now = crate::core::timestamp::now_ns();
+        for r in requests.iter().filter(|r| !r.rebuild) {
+            let waited = (now - r.cut_ns).max(0) as f64 / 1e9;
+            self.metrics.window_wait.observe(waited);
+        }
         // Group by model, keeping request order within each model.
         let mut order: Vec<usize> = (0..requests.len()).collect();
         order.sort_by_key(|&i| self.model_index(&requests[i].binding.model));

@@ -177,7 +177,10 @@ pub(super) fn spawn_scorer(
                     board.record(&outputs);
                     // One message per batch: one wake-up of the sink.
                     if !outputs.is_empty() {
-                        let batch = ScoredBatch::new(outputs.drain(..).collect(), metrics.clone());
+                        let batch = ScoredBatch::new(
+                            std::mem::replace(&mut outputs, Vec::with_capacity(max_batch * 2)),
+                            metrics.clone(),
+                        );
                         if tx.blocking_send(batch).is_err() {
                             return;
                         }
@@ -186,7 +189,10 @@ pub(super) fn spawn_scorer(
                 // The barriers follow the outputs of every window before them.
                 if !end.barriers.is_empty() {
                     let barriers = end.barriers.into_iter().map(Output::Barrier).collect();
-                    if tx.blocking_send(ScoredBatch::new(barriers, metrics.clone())).is_err() {
+                    if tx
+                        .blocking_send(ScoredBatch::new(barriers, metrics.clone()))
+                        .is_err()
+                    {
                         return;
                     }
                 }

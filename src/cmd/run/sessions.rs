@@ -1,5 +1,5 @@
 //! The MQTT sessions the daemon runs (docs/scale-out.md §2): one, or one
-//! per owned partition of `[partitions]`, each a source task with its own
+//! per owned partition of `[partitions]`, each a source on its own thread with its own
 //! feature stage, intake journal (`<state>/journal/p<i>`) and persistent
 //! session `<session>-p<i>`. A reload starts the partitions newly owned
 //! (they take over from their handover record) and stops those given up
@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
@@ -33,7 +32,8 @@ pub(super) type SessionKey = Option<u32>;
 struct Running {
     reload: mpsc::Sender<SourceReload>,
     stop: CancellationToken,
-    task: JoinHandle<()>,
+    /// Resolves when the session's thread has finished.
+    task: oneshot::Receiver<()>,
     given_up: Arc<AtomicBool>,
 }
 
@@ -194,18 +194,32 @@ impl Sessions {
             Some(i) => tracing::info_span!("partition", index = i),
             None => tracing::Span::none(),
         };
-        let task = tokio::spawn(
-            crate::sources::mqtt::run_source(
-                parts,
-                sh.windows.clone(),
-                reload_rx,
-                sh.metrics.clone(),
-                sh.heartbeat.clone(),
-                connected,
-                stop.clone(),
-            )
-            .instrument(span),
-        );
+        let source = crate::sources::mqtt::run_source(
+            parts,
+            sh.windows.clone(),
+            reload_rx,
+            sh.metrics.clone(),
+            sh.heartbeat.clone(),
+            connected,
+            stop.clone(),
+        )
+        .instrument(span);
+        // Each session reads its broker on a thread of its own, with its
+        // own single-threaded runtime: at low rates its reads are paced by
+        // sleeping that thread (docs/low-rate.md §4), which must hold up
+        // no other session, the sink or the HTTP endpoint.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(DaemonError::Thread)?;
+        let (done, task) = oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("anomalyd-mqtt".into())
+            .spawn(move || {
+                runtime.block_on(source);
+                drop(done);
+            })
+            .map_err(DaemonError::Thread)?;
         if let Some(i) = key {
             tracing::info!(partition = i, session = %client_id, "partition session started");
         }

@@ -13,9 +13,10 @@ mod alarms;
 use alarms::DropEntry;
 pub use alarms::{AlertOutputCounters, AssetDrops};
 
-/// Upper bounds (seconds) of the inference latency histogram buckets.
-const LATENCY_BUCKETS: [f64; 12] = [
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
+/// Upper bounds (seconds) of the latency histograms' buckets.
+const LATENCY_BUCKETS: [f64; 15] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1,
+    0.25, 0.5, 1.0,
 ];
 
 /// A fixed-bucket histogram.
@@ -71,6 +72,8 @@ pub struct Metrics {
     pub inference_batches: AtomicU64,
     pub inference_errors: AtomicU64,
     pub inference_latency: Histogram,
+    /// From a window's cut to its ONNX Runtime call (docs/low-rate.md §3).
+    pub window_wait: Histogram,
     pub alerts_raised: AtomicU64,
     pub alerts_cleared: AtomicU64,
     pub points_written: AtomicU64,
@@ -287,6 +290,11 @@ impl Metrics {
             &mut o,
             "anomalyd_inference_latency_seconds",
             "Time of one ONNX Runtime call (one micro-batch).",
+        );
+        self.window_wait.render(
+            &mut o,
+            "anomalyd_window_wait_seconds",
+            "Time from a window's cut (its closing message read) to its ONNX Runtime call: the micro-batching wait, at most runtime.max_wait_ms less the pace tick, plus any queue.",
         );
         c(
             &mut o,

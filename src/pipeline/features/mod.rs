@@ -35,6 +35,9 @@ pub struct ScoreRequest {
     /// after a restart, a partition's handover); scored for the detector's
     /// state and not written again (docs/durability.md §4).
     pub rebuild: bool,
+    /// When the window was cut (receive clock, ns): its wait for scoring
+    /// is `anomalyd_window_wait_seconds`.
+    pub cut_ns: i64,
 }
 
 /// Settings of the aligner and window stages.
@@ -579,6 +582,7 @@ impl FeatureStage {
                         end_ts: w.end_ts,
                         data: w.data,
                         rebuild: false,
+                        cut_ns: crate::core::timestamp::now_ns(),
                     });
                 }
             }

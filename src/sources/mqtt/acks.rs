@@ -119,3 +119,25 @@ pub(super) fn commit_journal(
     }
     Ok(())
 }
+
+/// At shutdown, what was journaled is synced and acknowledged, best effort
+/// (otherwise the broker redelivers it at the next start; duplicates are
+/// harmless).
+pub(super) fn ack_at_shutdown(
+    journal: &mut Journal,
+    unacked: &mut Vec<(u16, QoS)>,
+    client: &AsyncClient,
+) {
+    if unacked.is_empty() {
+        return;
+    }
+    if let Ok(sync) = journal.commit()
+        && sync.is_none_or(|f| f.sync_data().is_ok())
+    {
+        for (pkid, qos) in unacked.drain(..) {
+            if client.try_ack(&ack_request(pkid, qos)).is_err() {
+                break;
+            }
+        }
+    }
+}

@@ -14,6 +14,7 @@
 mod acks;
 pub(crate) mod decode;
 pub mod handover;
+mod intake_pace;
 mod partition;
 
 pub use decode::{DecodeError, Decoder};
@@ -45,7 +46,8 @@ use tokio_util::sync::CancellationToken;
 use crate::core::reading::{DropReason, Message};
 use crate::ops::metrics::Metrics;
 use crate::pipeline::{Barrier, InferenceMsg, WindowSender};
-use acks::{ACK_QUEUE, ack_request, ack_task, commit_journal};
+use acks::{ACK_QUEUE, ack_at_shutdown, ack_task, commit_journal};
+use intake_pace::IntakePace;
 use journal_replay::replay_journal;
 pub use options::{MqttError, broker_options, mqtt_options, qos};
 use oversize::OversizePolicy;
@@ -185,6 +187,8 @@ pub async fn run_source(
     // When the broker connection came up (receive-time clock); silence
     // while disconnected is not the sensors' (docs/alerts.md §2).
     let mut connected_since: Option<i64> = None;
+    let mut pace = IntakePace::new(max_wait);
+    let max_wait = max_wait.saturating_sub(pace.tick()); // a tick unread in the socket
     loop {
         // rumqttc's connect is not cancel-safe: a connect dropped half-way
         // (another branch firing) leaves the broker a second connection
@@ -261,6 +265,7 @@ pub async fn run_source(
                             continue;
                         }
                         pacer.committed();
+                        pace.acking();
                         // Windows of the closed segment go first, then its barrier.
                         if !out.is_empty() && !send_windows(&windows, &mut out, &metrics).await {
                             break;
@@ -324,7 +329,10 @@ pub async fn run_source(
                     commit_armed = false;
                     if let Some(j) = journal.as_mut() {
                         match commit_journal(j, &mut unacked, epoch.load(Relaxed), &ack_tx, &metrics) {
-                            Ok(()) => pacer.committed(),
+                            Ok(()) => {
+                                pacer.committed();
+                                pace.acking();
+                            }
                             Err(e) => stall = Some(JournalStall::begin(&e, &metrics)),
                         }
                     }
@@ -337,10 +345,26 @@ pub async fn run_source(
                     && pacer.due(unacked.len(), tokio::time::Instant::now()) => {
                     if let Some(j) = journal.as_mut() {
                         match commit_journal(j, &mut unacked, epoch.load(Relaxed), &ack_tx, &metrics) {
-                            Ok(()) => pacer.committed(),
+                            Ok(()) => {
+                                pacer.committed();
+                                pace.acking();
+                            }
                             Err(e) => stall = Some(JournalStall::begin(&e, &metrics)),
                         }
                         commit_armed = false;
+                    }
+                    continue;
+                }
+                // Nothing more ready: due windows go (their timer cannot fire
+                // while we run), then maybe a sleep (intake_pace.rs).
+                () = std::future::ready(()), if pace.after_reads() => {
+                    let now = tokio::time::Instant::now();
+                    if !out.is_empty() && handover_timer.deadline() <= now && !send_windows(&windows, &mut out, &metrics).await {
+                        break;
+                    }
+                    let due = (!out.is_empty()).then(|| handover_timer.deadline());
+                    if let Some(sleep) = pace.rest(now, due) {
+                        std::thread::sleep(sleep);
                     }
                     continue;
                 }
@@ -401,6 +425,7 @@ pub async fn run_source(
                 }
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
+                pace.read();
                 metrics.messages_received.fetch_add(1, Relaxed);
                 let recv_ns = now_ns();
                 // Over the limit: dropped on purpose, acknowledged below.
@@ -430,7 +455,10 @@ pub async fn run_source(
                                     &ack_tx,
                                     &metrics,
                                 ) {
-                                    Ok(()) => pacer.committed(),
+                                    Ok(()) => {
+                                        pacer.committed();
+                                        pace.acking();
+                                    }
                                     Err(e) => stall = Some(JournalStall::begin(&e, &metrics)),
                                 }
                             } else if unacked.len() == 1 {
@@ -532,19 +560,10 @@ pub async fn run_source(
     if !out.is_empty() {
         send_windows(&windows, &mut out, &metrics).await;
     }
-    // What was journaled is acknowledged now, best effort (otherwise the
-    // broker redelivers it at the next start; duplicates are harmless).
     if let Some(j) = journal.as_mut()
-        && !unacked.is_empty()
         && stall.is_none()
-        && let Ok(sync) = j.commit()
-        && sync.is_none_or(|f| f.sync_data().is_ok())
     {
-        for (pkid, qos) in unacked.drain(..) {
-            if client.try_ack(&ack_request(pkid, qos)).is_err() {
-                break;
-            }
-        }
+        ack_at_shutdown(j, &mut unacked, &client);
     }
     // A partition's session leaves its handover record for the next owner.
     if let Some(p) = &partition
