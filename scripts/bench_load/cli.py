@@ -46,6 +46,12 @@ def parse_args(argv=None):
     )
     ap.add_argument("--stall-s", type=float, default=20.0)
     ap.add_argument(
+        "--broker-inflight",
+        type=int,
+        default=1000,
+        help="mosquitto's max_inflight_messages (its own default is 20)",
+    )
+    ap.add_argument(
         "--journal",
         action="store_true",
         help="give anomalyd a state directory: QoS 1/2 messages are journaled and synced before their PUBACK",
@@ -82,7 +88,7 @@ def main(argv=None):
     stacks = [s for s in args.stacks.split(",") if s]
     qos_levels = [int(q) for q in args.qos.split(",") if q]
 
-    services = Services(args.keep)
+    services = Services(args.keep, args.broker_inflight)
     try:
         bench = Bench(args, services)
         services.start()

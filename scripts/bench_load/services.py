@@ -27,7 +27,8 @@ def stop_all(procs, timeout_s):
 
 
 class Services:
-    def __init__(self, keep):
+    def __init__(self, keep, inflight=1000):
+        self.inflight = inflight
         self.keep = keep
         self.dir = tempfile.mkdtemp(prefix="anomalyd-bench.")
         self.procs = []
@@ -46,7 +47,7 @@ class Services:
         with open(conf, "w") as f:
             f.write(
                 f"listener {self.mqtt_port} 127.0.0.1\nallow_anonymous true\n"
-                "max_queued_messages 2000000\nmax_inflight_messages 1000\n"
+                f"max_queued_messages 2000000\nmax_inflight_messages {self.inflight}\n"
                 # stderr is unbuffered: a subscription shows up at once.
                 "log_dest stderr\nlog_type subscribe\nlog_type error\n"
                 + ("user root\n" if os.getuid() == 0 else "")
