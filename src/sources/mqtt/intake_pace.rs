@@ -5,61 +5,83 @@
 //! thread once per message: the context switch costs more than the
 //! message's decoding, windowing and journaling together. So once the
 //! source has read what the broker had ready, and that was only a few
-//! messages, its thread sleeps for one pace tick instead of waiting on the
-//! socket: messages arriving meanwhile queue in the socket, nobody is woken
-//! for them, and the next read takes them all at once.
+//! messages, its thread sleeps instead of waiting on the socket: messages
+//! arriving meanwhile queue in the socket, nobody is woken for them, and
+//! the next read takes them all at once.
 //!
 //! - The source runs on a thread of its own (docs/architecture.md §7), so
 //!   the sleep holds up nothing but its own session.
-//! - A tick is half of `runtime.max_wait_ms` (50 ms by default), and
-//!   the source hands windows to scoring a tick earlier than it did, so a
-//!   window still reaches the scoring thread within `max_wait_ms` of its
-//!   message reaching the socket.
-//! - When a read found [`PACE_BELOW`] messages or more, the source does not
-//!   sleep: at that rate each wake-up already serves several messages, and
-//!   a broker that lets few messages wait for their acknowledgement
-//!   (mosquitto's `max_inflight_messages` is 20 by default) must not be
-//!   held up by our sleeping.
-//! - When nothing came since the last sleep the source waits on the socket
+//! - A sleep lasts a tick, half of `runtime.max_wait_ms` (50 ms by
+//!   default), or as long as [`PER_SLEEP`] messages take to arrive at the
+//!   rate of the last second if that is shorter, and ends when
+//!   gathered windows fall due. The source hands windows to scoring a tick
+//!   earlier than it did, so a window still reaches the scoring thread
+//!   within `max_wait_ms` of its message reaching the socket.
+//! - No sleep after a read of [`PACE_BELOW`] messages or more, when the
+//!   sleep would be under [`MIN_SLEEP`] (thousands of messages per second:
+//!   each wake-up already serves several, and a sleep would only add
+//!   latency), or after a journal commit (its acknowledgements go out as
+//!   soon as its sync is done).
+//! - When nothing came since the last rest the source waits on the socket
 //!   as before: an idle daemon is not woken by ticks.
+//! - A `max_wait_ms` under 8 ms turns pacing off.
 
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 /// Reads of this many messages or more are not followed by a sleep.
-pub(super) const PACE_BELOW: usize = 16;
+pub(super) const PACE_BELOW: u32 = 16;
 
-/// A `runtime.max_wait_ms` below this turns pacing off (ticks under 2 ms
-/// would save nothing).
+/// At most about this many messages arrive during one sleep.
+const PER_SLEEP: u32 = 50;
+
+/// The rate that sizes the sleeps is counted over this long: a second of
+/// reading, not one read, whose span may include time spent waiting on
+/// scoring.
+const RATE_WINDOW: Duration = Duration::from_secs(1);
+
+/// Shorter sleeps save too little to be worth a message's delay.
+const MIN_SLEEP: Duration = Duration::from_millis(2);
+
+/// A `runtime.max_wait_ms` below this turns pacing off.
 const MIN_MAX_WAIT: Duration = Duration::from_millis(8);
 
-/// Counts what the source read since it last slept and decides whether it
-/// sleeps now.
+/// Counts what the source read since it last rested and decides whether,
+/// and how long, it sleeps now.
 #[derive(Debug)]
 pub(super) struct IntakePace {
     tick: Duration,
-    read: usize,
+    /// Messages read since the last rest.
+    read: u32,
+    /// Messages read since `since`, the start of the current rate window.
+    counted: u32,
+    since: Option<Instant>,
+    /// Messages per second over the last rate window ([`RATE_WINDOW`]).
+    rate: Option<f64>,
     /// Acknowledgements were handed to the ack task since the last rest.
     acking: bool,
 }
 
 impl IntakePace {
-    /// Pacing for a micro-batching wait of `max_wait` (off below 8 ms).
+    /// Pacing for a micro-batching wait of `max_wait` (a tick of half of
+    /// it; off below [`MIN_MAX_WAIT`]).
     pub(super) fn new(max_wait: Duration) -> Self {
-        let tick = if max_wait >= MIN_MAX_WAIT {
-            max_wait / 2
-        } else {
-            Duration::ZERO
-        };
         Self {
-            tick,
+            tick: if max_wait < MIN_MAX_WAIT {
+                Duration::ZERO
+            } else {
+                max_wait / 2
+            },
             read: 0,
+            counted: 0,
+            since: None,
+            rate: None,
             acking: false,
         }
     }
 
-    /// How long a message may sit in the socket before it is read: the
+    /// The longest a message may sit in the socket before it is read: the
     /// source hands windows to scoring this much before `max_wait`.
     pub(super) fn tick(&self) -> Duration {
         self.tick
@@ -67,7 +89,8 @@ impl IntakePace {
 
     /// A message was read.
     pub(super) fn read(&mut self) {
-        self.read += 1;
+        self.read = self.read.saturating_add(1);
+        self.counted = self.counted.saturating_add(1);
     }
 
     /// The journal was committed since the last rest.
@@ -83,17 +106,22 @@ impl IntakePace {
 
     /// The broker has nothing more ready at `now`: how long to sleep, if
     /// at all; never past `due`, when gathered windows are due at scoring.
-    /// Not after a commit: its acknowledgements go out as soon as its sync
-    /// is done, so the broker's window of unacknowledged messages keeps
-    /// moving.
     pub(super) fn rest(&mut self, now: Instant, due: Option<Instant>) -> Option<Duration> {
         let read = std::mem::take(&mut self.read);
-        let acking = std::mem::take(&mut self.acking);
-        if read == 0 || read >= PACE_BELOW || acking || self.tick.is_zero() {
+        let since = *self.since.get_or_insert(now);
+        if now - since >= RATE_WINDOW {
+            self.rate = Some(f64::from(self.counted) / (now - since).as_secs_f64());
+            self.counted = 0;
+            self.since = Some(now);
+        }
+        if std::mem::take(&mut self.acking) || read == 0 || read >= PACE_BELOW {
             return None;
         }
-        let until = due.map_or(now + self.tick, |d| d.min(now + self.tick));
-        Some(until.saturating_duration_since(now))
+        // PER_SLEEP messages at the rate of the last window, at most a tick.
+        let sleep =
+            Duration::from_secs_f64(f64::from(PER_SLEEP) / self.rate?.max(1.0)).min(self.tick);
+        let sleep = due.map_or(sleep, |d| sleep.min(d.saturating_duration_since(now)));
+        (sleep >= MIN_SLEEP).then_some(sleep)
     }
 }
 
@@ -103,45 +131,67 @@ mod tests {
 
     const MS: fn(u64) -> Duration = Duration::from_millis;
 
+    /// Over a second at `per_s` messages per second, read and rested one
+    /// by one; returns the clock after it.
+    fn settle(p: &mut IntakePace, t: Instant, per_s: u32) -> Instant {
+        let mut t = t;
+        for _ in 0..=per_s {
+            p.read();
+            t += Duration::from_secs(1) / per_s;
+            p.rest(t, None);
+        }
+        t
+    }
+
     #[test]
-    fn a_trickle_sleeps_half_of_max_wait_but_not_past_due_windows() {
-        let now = Instant::now();
+    fn a_trickle_sleeps_a_tick_but_not_past_due_windows() {
         let mut p = IntakePace::new(MS(100));
         assert_eq!(p.tick(), MS(50));
         // Idle: nothing to rest after, so the source waits on the socket.
         assert!(!p.after_reads());
+        // The first second has no rate to go by.
+        let t = Instant::now();
         p.read();
+        assert_eq!(p.rest(t, None), None);
+        // 200 messages per second: 50 take 250 ms, so a tick.
+        let t = settle(&mut p, t, 200);
         p.read();
-        assert!(p.after_reads());
-        assert_eq!(p.rest(now, None), Some(MS(50)));
-        assert!(!p.after_reads());
-        assert_eq!(p.rest(now, None), None);
+        assert_eq!(p.rest(t, None), Some(MS(50)));
+        // Not past windows due; none when they are due.
         p.read();
-        assert_eq!(p.rest(now, Some(now + MS(20))), Some(MS(20)));
+        assert_eq!(p.rest(t, Some(t + MS(20))), Some(MS(20)));
         p.read();
-        assert_eq!(p.rest(now, Some(now + MS(80))), Some(MS(50)));
+        assert_eq!(p.rest(t, Some(t)), None);
+        // Nothing read: wait on the socket.
+        assert_eq!(p.rest(t, None), None);
+        // 2,000 per second: 25 ms.
+        let t = settle(&mut p, t, 2_000);
         p.read();
-        assert_eq!(p.rest(now + MS(5), Some(now)), Some(Duration::ZERO));
+        let sleep = p.rest(t, None).unwrap();
+        assert!(sleep.abs_diff(MS(25)) < MS(1), "{sleep:?}");
     }
 
     #[test]
-    fn a_busy_read_a_commit_or_a_short_max_wait_does_not_sleep() {
-        let now = Instant::now();
+    fn a_busy_read_a_fast_rate_a_commit_or_a_short_max_wait_does_not_sleep() {
         let mut p = IntakePace::new(MS(100));
+        let t = settle(&mut p, Instant::now(), 200);
         for _ in 0..PACE_BELOW {
             p.read();
         }
-        assert_eq!(p.rest(now, None), None);
-        p.read();
-        assert_eq!(p.rest(now, None), Some(MS(50)));
+        assert_eq!(p.rest(t, None), None);
         p.read();
         p.acking();
-        assert_eq!(p.rest(now, None), None);
+        assert_eq!(p.rest(t, None), None);
         p.read();
-        assert_eq!(p.rest(now, None), Some(MS(50)));
+        assert_eq!(p.rest(t, None), Some(MS(50)));
+        // 50,000 per second: 1 ms for 50, too short.
+        let t = settle(&mut p, t, 50_000);
+        p.read();
+        assert_eq!(p.rest(t, None), None);
         let mut fast = IntakePace::new(MS(5));
         assert_eq!(fast.tick(), Duration::ZERO);
+        let t = settle(&mut fast, t, 200);
         fast.read();
-        assert_eq!(fast.rest(now, None), None);
+        assert_eq!(fast.rest(t, None), None);
     }
 }
