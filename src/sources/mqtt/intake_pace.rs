@@ -9,7 +9,7 @@
 //! arriving meanwhile queue in the socket, nobody is woken for them, and
 //! the next read takes them all at once.
 //!
-//! - The source runs on a thread of its own (docs/architecture.md §7), so
+//! - The source runs on a thread of its own (docs/architecture.md §2), so
 //!   the sleep holds up nothing but its own session.
 //! - A sleep lasts a tick, half of `runtime.max_wait_ms` (50 ms by
 //!   default), or as long as [`PER_SLEEP`] messages take to arrive at the
