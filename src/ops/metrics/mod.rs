@@ -19,7 +19,9 @@ const LATENCY_BUCKETS: [f64; 15] = [
     0.25, 0.5, 1.0,
 ];
 
-/// A fixed-bucket histogram.
+/// A fixed-bucket histogram. Each observation lands in its one bucket
+/// (observed once per window on the scoring thread); the cumulative counts
+/// Prometheus expects are summed when rendered.
 #[derive(Debug, Default)]
 pub struct Histogram {
     buckets: [AtomicU64; LATENCY_BUCKETS.len()],
@@ -29,10 +31,8 @@ pub struct Histogram {
 
 impl Histogram {
     pub fn observe(&self, seconds: f64) {
-        for (b, le) in self.buckets.iter().zip(LATENCY_BUCKETS) {
-            if seconds <= le {
-                b.fetch_add(1, Relaxed);
-            }
+        if let Some(b) = LATENCY_BUCKETS.iter().position(|&le| seconds <= le) {
+            self.buckets[b].fetch_add(1, Relaxed);
         }
         self.count.fetch_add(1, Relaxed);
         self.sum_ns.fetch_add((seconds * 1e9) as u64, Relaxed);
@@ -44,8 +44,10 @@ impl Histogram {
 
     fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
         for (b, le) in self.buckets.iter().zip(LATENCY_BUCKETS) {
-            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {}", b.load(Relaxed));
+            cumulative += b.load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
         }
         let count = self.count.load(Relaxed);
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");

@@ -59,8 +59,6 @@ pub(super) struct IntakePace {
     since: Option<Instant>,
     /// Messages per second over the last rate window ([`RATE_WINDOW`]).
     rate: Option<f64>,
-    /// Acknowledgements were handed to the ack task since the last rest.
-    acking: bool,
 }
 
 impl IntakePace {
@@ -77,7 +75,6 @@ impl IntakePace {
             counted: 0,
             since: None,
             rate: None,
-            acking: false,
         }
     }
 
@@ -93,11 +90,6 @@ impl IntakePace {
         self.counted = self.counted.saturating_add(1);
     }
 
-    /// The journal was committed since the last rest.
-    pub(super) fn acking(&mut self) {
-        self.acking = true;
-    }
-
     /// Whether the source should ask [`Self::rest`] once the broker has
     /// nothing more ready: something was read since the last rest.
     pub(super) fn after_reads(&self) -> bool {
@@ -105,8 +97,14 @@ impl IntakePace {
     }
 
     /// The broker has nothing more ready at `now`: how long to sleep, if
-    /// at all; never past `due`, when gathered windows are due at scoring.
-    pub(super) fn rest(&mut self, now: Instant, due: Option<Instant>) -> Option<Duration> {
+    /// at all; never past `due`, when gathered windows are due at scoring,
+    /// and not when the journal was `committed` since the last rest.
+    pub(super) fn rest(
+        &mut self,
+        now: Instant,
+        due: Option<Instant>,
+        committed: bool,
+    ) -> Option<Duration> {
         let read = std::mem::take(&mut self.read);
         let since = *self.since.get_or_insert(now);
         if now - since >= RATE_WINDOW {
@@ -114,7 +112,7 @@ impl IntakePace {
             self.counted = 0;
             self.since = Some(now);
         }
-        if std::mem::take(&mut self.acking) || read == 0 || read >= PACE_BELOW {
+        if committed || read == 0 || read >= PACE_BELOW {
             return None;
         }
         // PER_SLEEP messages at the rate of the last window, at most a tick.
@@ -138,7 +136,7 @@ mod tests {
         for _ in 0..=per_s {
             p.read();
             t += Duration::from_secs(1) / per_s;
-            p.rest(t, None);
+            p.rest(t, None, false);
         }
         t
     }
@@ -152,22 +150,22 @@ mod tests {
         // The first second has no rate to go by.
         let t = Instant::now();
         p.read();
-        assert_eq!(p.rest(t, None), None);
+        assert_eq!(p.rest(t, None, false), None);
         // 200 messages per second: 50 take 250 ms, so a tick.
         let t = settle(&mut p, t, 200);
         p.read();
-        assert_eq!(p.rest(t, None), Some(MS(50)));
+        assert_eq!(p.rest(t, None, false), Some(MS(50)));
         // Not past windows due; none when they are due.
         p.read();
-        assert_eq!(p.rest(t, Some(t + MS(20))), Some(MS(20)));
+        assert_eq!(p.rest(t, Some(t + MS(20)), false), Some(MS(20)));
         p.read();
-        assert_eq!(p.rest(t, Some(t)), None);
+        assert_eq!(p.rest(t, Some(t), false), None);
         // Nothing read: wait on the socket.
-        assert_eq!(p.rest(t, None), None);
+        assert_eq!(p.rest(t, None, false), None);
         // 2,000 per second: 25 ms.
         let t = settle(&mut p, t, 2_000);
         p.read();
-        let sleep = p.rest(t, None).unwrap();
+        let sleep = p.rest(t, None, false).unwrap();
         assert!(sleep.abs_diff(MS(25)) < MS(1), "{sleep:?}");
     }
 
@@ -178,20 +176,19 @@ mod tests {
         for _ in 0..PACE_BELOW {
             p.read();
         }
-        assert_eq!(p.rest(t, None), None);
+        assert_eq!(p.rest(t, None, false), None);
         p.read();
-        p.acking();
-        assert_eq!(p.rest(t, None), None);
+        assert_eq!(p.rest(t, None, true), None);
         p.read();
-        assert_eq!(p.rest(t, None), Some(MS(50)));
+        assert_eq!(p.rest(t, None, false), Some(MS(50)));
         // 50,000 per second: 1 ms for 50, too short.
         let t = settle(&mut p, t, 50_000);
         p.read();
-        assert_eq!(p.rest(t, None), None);
+        assert_eq!(p.rest(t, None, false), None);
         let mut fast = IntakePace::new(MS(5));
         assert_eq!(fast.tick(), Duration::ZERO);
         let t = settle(&mut fast, t, 200);
         fast.read();
-        assert_eq!(fast.rest(t, None), None);
+        assert_eq!(fast.rest(t, None, false), None);
     }
 }

@@ -265,7 +265,6 @@ pub async fn run_source(
                             continue;
                         }
                         pacer.committed();
-                        pace.acking();
                         // Windows of the closed segment go first, then its barrier.
                         if !out.is_empty() && !send_windows(&windows, &mut out, &metrics).await {
                             break;
@@ -329,10 +328,7 @@ pub async fn run_source(
                     commit_armed = false;
                     if let Some(j) = journal.as_mut() {
                         match commit_journal(j, &mut unacked, epoch.load(Relaxed), &ack_tx, &metrics) {
-                            Ok(()) => {
-                                pacer.committed();
-                                pace.acking();
-                            }
+                            Ok(()) => pacer.committed(),
                             Err(e) => stall = Some(JournalStall::begin(&e, &metrics)),
                         }
                     }
@@ -345,10 +341,7 @@ pub async fn run_source(
                     && pacer.due(unacked.len(), tokio::time::Instant::now()) => {
                     if let Some(j) = journal.as_mut() {
                         match commit_journal(j, &mut unacked, epoch.load(Relaxed), &ack_tx, &metrics) {
-                            Ok(()) => {
-                                pacer.committed();
-                                pace.acking();
-                            }
+                            Ok(()) => pacer.committed(),
                             Err(e) => stall = Some(JournalStall::begin(&e, &metrics)),
                         }
                         commit_armed = false;
@@ -363,7 +356,7 @@ pub async fn run_source(
                         break;
                     }
                     let due = (!out.is_empty()).then(|| handover_timer.deadline());
-                    if let Some(sleep) = pace.rest(now, due) {
+                    if let Some(sleep) = pace.rest(now, due, pacer.take_committed()) {
                         std::thread::sleep(sleep);
                     }
                     continue;
@@ -375,7 +368,7 @@ pub async fn run_source(
                 // Acks still queued belong to the old connection.
                 epoch.fetch_add(1, Relaxed);
                 unacked.clear();
-                pacer.committed();
+                pacer.dropped();
                 commit_armed = false;
                 metrics.mqtt_connects.fetch_add(1, Relaxed);
                 if !session_up {
@@ -455,10 +448,7 @@ pub async fn run_source(
                                     &ack_tx,
                                     &metrics,
                                 ) {
-                                    Ok(()) => {
-                                        pacer.committed();
-                                        pace.acking();
-                                    }
+                                    Ok(()) => pacer.committed(),
                                     Err(e) => stall = Some(JournalStall::begin(&e, &metrics)),
                                 }
                             } else if unacked.len() == 1 {

@@ -21,6 +21,8 @@ pub(super) struct SyncPacer {
     after: usize,
     /// When the first message still waiting arrived.
     waiting_since: Option<Instant>,
+    /// A commit was made since [`Self::take_committed`] last asked.
+    fresh_commit: bool,
 }
 
 impl SyncPacer {
@@ -30,6 +32,7 @@ impl SyncPacer {
             interval,
             after: after.max(1),
             waiting_since: None,
+            fresh_commit: false,
         }
     }
 
@@ -55,9 +58,23 @@ impl SyncPacer {
             .map(|t| t + self.interval)
     }
 
-    /// The waiting messages were committed (or dropped on a reconnect).
+    /// The waiting messages were committed.
     pub(super) fn committed(&mut self) {
         self.waiting_since = None;
+        self.fresh_commit = true;
+    }
+
+    /// The waiting messages were dropped (a reconnect: the broker
+    /// redelivers them).
+    pub(super) fn dropped(&mut self) {
+        self.waiting_since = None;
+    }
+
+    /// Whether a commit was made since the last call: its acknowledgements
+    /// go out once its sync is done, so the source does not sleep now
+    /// (intake_pace.rs).
+    pub(super) fn take_committed(&mut self) -> bool {
+        std::mem::take(&mut self.fresh_commit)
     }
 }
 
@@ -79,6 +96,8 @@ mod tests {
         assert_eq!(p.deadline(2), Some(t0 + ms(1000)));
         assert!(p.due(2, t0 + ms(1000)));
         p.committed();
+        assert!(p.take_committed());
+        assert!(!p.take_committed());
         assert_eq!(p.deadline(0), None);
         p.note(1, t0 + ms(1500));
         assert_eq!(p.deadline(1), Some(t0 + ms(2500)));
