@@ -41,8 +41,10 @@ _apt_present() {
   esac
 }
 
+# Not `grep -q`: it exits at the first match, and under `set -o pipefail`
+# the SIGPIPE apt-cache then gets fails the pipeline.
 _apt_has_candidate() {
-  apt-cache policy "$1" 2>/dev/null | grep -q 'Candidate: [^(]'
+  apt-cache policy "$1" 2>/dev/null | grep 'Candidate: [^(]' >/dev/null
 }
 
 # _apt_install TAG REQUIRED(0|1) PACKAGE...

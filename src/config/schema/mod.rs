@@ -275,7 +275,7 @@ fn default_max_batch() -> usize {
 }
 
 fn default_max_wait() -> u64 {
-    100
+    250
 }
 
 fn default_max_age_periods() -> u32 {

@@ -1,23 +1,31 @@
 //! Acknowledging QoS 1/2 messages once their journal records are durable:
 //! the source hands batches of packet ids to a task beside the poll loop,
-//! which syncs the journal file and then sends the PUBACKs. Nothing whose
-//! write or sync failed is acknowledged (docs/durability.md §2).
+//! which syncs the journal file and hands the batches back; the poll loop
+//! then writes their PUBACKs into the connection together (`send_acks`).
+//! Nothing whose write or sync failed is acknowledged (docs/durability.md
+//! §2).
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::time::Duration;
 
-use rumqttc::{AsyncClient, QoS};
+use rumqttc::{EventLoop, Packet, PubAck, PubRec, QoS};
 use tokio::sync::mpsc;
 
 use crate::ops::metrics::Metrics;
 use crate::state::journal::{Journal, JournalError};
 
-/// Most acknowledgement batches queued for the ack task. Every batch holds
-/// at least one unacknowledged packet id, and a session has at most 65,535
-/// of those at once (MQTT packet ids are 16-bit), so within one connection
-/// the queue cannot fill; the channel allocates only what is queued.
+/// Most acknowledgement batches queued for the ack task, and most synced
+/// hand-backs queued for the poll loop. Every batch holds at least one
+/// unacknowledged packet id, and a session has at most 65,535 of those at
+/// once (MQTT packet ids are 16-bit), so within one connection the queues
+/// cannot fill; a channel allocates only what is queued.
 pub(super) const ACK_QUEUE: usize = 65_536;
+
+/// How long writing acknowledgements may wait on a connection that does
+/// not take them (rumqttc's own flush timeout is its connection timeout).
+const ACK_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Messages acknowledged after one journal sync.
 pub(super) struct AckBatch {
@@ -28,20 +36,12 @@ pub(super) struct AckBatch {
     acks: Vec<(u16, QoS)>,
 }
 
-/// What `ack`/`try_ack` need of a delivered message: its packet id and QoS.
-pub(super) fn ack_request(pkid: u16, qos: QoS) -> rumqttc::Publish {
-    let mut p = rumqttc::Publish::new("", qos, Vec::<u8>::new());
-    p.pkid = pkid;
-    p
-}
-
-/// Sends acknowledgements once their journal records are durable. Runs
-/// beside the poll loop: awaiting `ack` inside it would deadlock when the
-/// request channel is full (docs/architecture.md §7).
+/// Syncs the journal for the batches the source commits and hands them
+/// back, durable, for [`send_acks`]. Runs beside the poll loop, which must
+/// not wait on the disk.
 pub(super) async fn ack_task(
-    client: AsyncClient,
     mut rx: mpsc::Receiver<AckBatch>,
-    epoch: Arc<AtomicU64>,
+    synced: mpsc::Sender<Vec<AckBatch>>,
     sync_failed: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
 ) {
@@ -63,17 +63,51 @@ pub(super) async fn ack_task(
                 continue;
             }
         }
-        for b in batches.drain(..) {
-            if b.epoch != epoch.load(Relaxed) {
-                continue;
-            }
-            for (pkid, qos) in b.acks {
-                if client.ack(&ack_request(pkid, qos)).await.is_err() {
-                    return;
-                }
-                metrics.acks_sent.fetch_add(1, Relaxed);
-            }
+        if synced.send(std::mem::take(&mut batches)).await.is_err() {
+            return;
         }
+    }
+}
+
+/// Writes the PUBACKs (PUBRECs for QoS 2) of synced batches into the
+/// connection's write buffer and flushes it once: one `write` for all of
+/// them. rumqttc's `AsyncClient::ack` would take each through its request
+/// channel and flush each on its own, a system call and a loop turn per
+/// message (docs/low-rate.md §4). Batches of an older connection, or with
+/// no connection, are dropped: the broker redelivers those messages.
+/// A write that fails is left to the next poll, which sees the broken
+/// connection and reconnects.
+pub(super) async fn send_acks(
+    eventloop: &mut EventLoop,
+    batches: Vec<AckBatch>,
+    epoch: u64,
+    metrics: &Metrics,
+) {
+    let Some(network) = eventloop.network.as_mut() else {
+        return;
+    };
+    let mut sent = 0u64;
+    for (pkid, qos) in batches
+        .into_iter()
+        .filter(|b| b.epoch == epoch)
+        .flat_map(|b| b.acks)
+    {
+        let packet = match qos {
+            QoS::ExactlyOnce => Packet::PubRec(PubRec::new(pkid)),
+            _ => Packet::PubAck(PubAck::new(pkid)),
+        };
+        if network.write(packet).await.is_err() {
+            return;
+        }
+        sent += 1;
+    }
+    if sent > 0
+        && matches!(
+            tokio::time::timeout(ACK_FLUSH_TIMEOUT, network.flush()).await,
+            Ok(Ok(()))
+        )
+    {
+        metrics.acks_sent.fetch_add(sent, Relaxed);
     }
 }
 
@@ -122,22 +156,34 @@ pub(super) fn commit_journal(
 
 /// At shutdown, what was journaled is synced and acknowledged, best effort
 /// (otherwise the broker redelivers it at the next start; duplicates are
-/// harmless).
-pub(super) fn ack_at_shutdown(
+/// harmless): the syncs under way finish first (`acks` is closed, so the
+/// ack task ends after them), then the rest is synced here.
+pub(super) async fn ack_at_shutdown(
     journal: &mut Journal,
     unacked: &mut Vec<(u16, QoS)>,
-    client: &AsyncClient,
+    acks: mpsc::Sender<AckBatch>,
+    synced: &mut mpsc::Receiver<Vec<AckBatch>>,
+    eventloop: &mut EventLoop,
+    epoch: u64,
+    metrics: &Metrics,
 ) {
-    if unacked.is_empty() {
-        return;
-    }
-    if let Ok(sync) = journal.commit()
+    drop(acks);
+    let mut done = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        while let Some(b) = synced.recv().await {
+            done.extend(b);
+        }
+    })
+    .await;
+    if !unacked.is_empty()
+        && let Ok(sync) = journal.commit()
         && sync.is_none_or(|f| f.sync_data().is_ok())
     {
-        for (pkid, qos) in unacked.drain(..) {
-            if client.try_ack(&ack_request(pkid, qos)).is_err() {
-                break;
-            }
-        }
+        done.push(AckBatch {
+            epoch,
+            sync: None,
+            acks: std::mem::take(unacked),
+        });
     }
+    send_acks(eventloop, done, epoch, metrics).await;
 }

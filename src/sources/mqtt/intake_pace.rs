@@ -11,7 +11,7 @@
 //!
 //! - The source runs on a thread of its own (docs/architecture.md §2), so
 //!   the sleep holds up nothing but its own session.
-//! - A sleep lasts a tick, half of `runtime.max_wait_ms` (50 ms by
+//! - A sleep lasts a tick, half of `runtime.max_wait_ms` (125 ms by
 //!   default), or as long as [`PER_SLEEP`] messages take to arrive at the
 //!   rate of the last second if that is shorter, and ends when
 //!   gathered windows fall due. The source hands windows to scoring a tick

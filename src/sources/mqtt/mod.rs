@@ -33,8 +33,8 @@ pub use to_scoring::WINDOWS_PER_SEND;
 use to_scoring::{note_marks, send_quality, send_windows};
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::{Duration, Instant};
 
 use crate::core::timestamp::now_ns;
@@ -46,7 +46,7 @@ use tokio_util::sync::CancellationToken;
 use crate::core::reading::{DropReason, Message};
 use crate::ops::metrics::Metrics;
 use crate::pipeline::{Barrier, InferenceMsg, WindowSender};
-use acks::{ACK_QUEUE, ack_at_shutdown, ack_task, commit_journal};
+use acks::{ACK_QUEUE, ack_at_shutdown, ack_task, commit_journal, send_acks};
 use intake_pace::IntakePace;
 use journal_replay::replay_journal;
 pub use options::{MqttError, broker_options, mqtt_options, qos};
@@ -159,14 +159,15 @@ pub async fn run_source(
     {
         return;
     }
-    let epoch = Arc::new(AtomicU64::new(0));
+    // Counts connections: acknowledgements of an older one are not sent.
+    let mut epoch = 0u64;
     let sync_failed = Arc::new(AtomicBool::new(false));
     let (ack_tx, ack_rx) = mpsc::channel(ACK_QUEUE);
+    let (synced_tx, mut synced) = mpsc::channel(ACK_QUEUE);
     if journal.is_some() {
         tokio::spawn(ack_task(
-            client.clone(),
             ack_rx,
-            epoch.clone(),
+            synced_tx,
             sync_failed.clone(),
             metrics.clone(),
         ));
@@ -260,7 +261,7 @@ pub async fn run_source(
                         && let Some(j) = journal.as_mut()
                         && j.should_rotate()
                     {
-                        if let Err(e) = commit_journal(j, &mut unacked, epoch.load(Relaxed), &ack_tx, &metrics) {
+                        if let Err(e) = commit_journal(j, &mut unacked, epoch, &ack_tx, &metrics) {
                             stall = Some(JournalStall::begin(&e, &metrics));
                             continue;
                         }
@@ -306,13 +307,18 @@ pub async fn run_source(
                     // connection: their packet ids mean nothing on the new one.
                     eventloop.clean();
                     eventloop.state.events.clear();
-                    epoch.fetch_add(1, Relaxed);
+                    epoch += 1;
                     unacked.clear();
                     if std::mem::take(&mut session_up) {
                         metrics.session_connected(false);
                     }
                     connected_at = None;
                     pending_subacks = 0;
+                    continue;
+                }
+                // Synced journal records: their PUBACKs go out together.
+                Some(b) = synced.recv() => {
+                    send_acks(&mut eventloop, b, epoch, &metrics).await;
                     continue;
                 }
                 // While the journal cannot write, the broker is not polled:
@@ -327,7 +333,7 @@ pub async fn run_source(
                 () = &mut commit_timer, if commit_armed && stall.is_none() => {
                     commit_armed = false;
                     if let Some(j) = journal.as_mut() {
-                        match commit_journal(j, &mut unacked, epoch.load(Relaxed), &ack_tx, &metrics) {
+                        match commit_journal(j, &mut unacked, epoch, &ack_tx, &metrics) {
                             Ok(()) => pacer.committed(),
                             Err(e) => stall = Some(JournalStall::begin(&e, &metrics)),
                         }
@@ -340,7 +346,7 @@ pub async fn run_source(
                 () = std::future::ready(()), if stall.is_none() && !unacked.is_empty()
                     && pacer.due(unacked.len(), tokio::time::Instant::now()) => {
                     if let Some(j) = journal.as_mut() {
-                        match commit_journal(j, &mut unacked, epoch.load(Relaxed), &ack_tx, &metrics) {
+                        match commit_journal(j, &mut unacked, epoch, &ack_tx, &metrics) {
                             Ok(()) => pacer.committed(),
                             Err(e) => stall = Some(JournalStall::begin(&e, &metrics)),
                         }
@@ -366,7 +372,7 @@ pub async fn run_source(
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 // Acks still queued belong to the old connection.
-                epoch.fetch_add(1, Relaxed);
+                epoch += 1;
                 unacked.clear();
                 pacer.dropped();
                 commit_armed = false;
@@ -441,13 +447,7 @@ pub async fn run_source(
                             }
                             unacked.push((p.pkid, p.qos));
                             if unacked.len() >= 1024 {
-                                match commit_journal(
-                                    j,
-                                    &mut unacked,
-                                    epoch.load(Relaxed),
-                                    &ack_tx,
-                                    &metrics,
-                                ) {
+                                match commit_journal(j, &mut unacked, epoch, &ack_tx, &metrics) {
                                     Ok(()) => pacer.committed(),
                                     Err(e) => stall = Some(JournalStall::begin(&e, &metrics)),
                                 }
@@ -553,7 +553,16 @@ pub async fn run_source(
     if let Some(j) = journal.as_mut()
         && stall.is_none()
     {
-        ack_at_shutdown(j, &mut unacked, &client);
+        ack_at_shutdown(
+            j,
+            &mut unacked,
+            ack_tx,
+            &mut synced,
+            &mut eventloop,
+            epoch,
+            &metrics,
+        )
+        .await;
     }
     // A partition's session leaves its handover record for the next owner.
     if let Some(p) = &partition

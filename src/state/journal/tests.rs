@@ -270,3 +270,22 @@ fn confirmed_barrier_is_kept_across_a_reopen() {
     assert!(paths.is_empty());
     assert_eq!(j.next_seq, seqs[1] + 1);
 }
+
+/// `confirmed` as an earlier version wrote it (unpadded) is read, and is
+/// then overwritten in place with the padded form, whatever it held.
+#[test]
+fn confirmed_barrier_of_the_older_format_is_read_and_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal_dir = settings(dir.path()).dir;
+    fs::create_dir_all(&journal_dir).unwrap();
+    fs::write(journal_dir.join("confirmed"), "7\n").unwrap();
+    let (mut j, _) = Journal::open(settings(dir.path())).unwrap();
+    assert_eq!(j.confirmed_at_open(), Some(7));
+    j.processed(12);
+    j.processed(9); // older: the confirmed barrier stays at 12
+    drop(j);
+    let text = fs::read_to_string(journal_dir.join("confirmed")).unwrap();
+    assert_eq!(text, "00000000000000000012\n");
+    let (j, _) = Journal::open(settings(dir.path())).unwrap();
+    assert_eq!(j.confirmed_at_open(), Some(12));
+}
