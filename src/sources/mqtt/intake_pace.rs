@@ -20,8 +20,9 @@
 //! - No sleep after a read of [`PACE_BELOW`] messages or more, when the
 //!   sleep would be under [`MIN_SLEEP`] (thousands of messages per second:
 //!   each wake-up already serves several, and a sleep would only add
-//!   latency), or after a journal commit (its acknowledgements go out as
-//!   soon as its sync is done).
+//!   latency), or right after a journal commit (the sync's end wakes the
+//!   source to write its acknowledgements; docs/low-rate.md §4 says when
+//!   they wait for the next tick instead).
 //! - When nothing came since the last rest the source waits on the socket
 //!   as before: an idle daemon is not woken by ticks.
 //! - A `max_wait_ms` under 8 ms turns pacing off.
