@@ -16,8 +16,9 @@ const ROWS: usize = 60;
 /// Rows per second per asset: 200 messages per second in all.
 const RATE: f64 = 10.0;
 
-/// Publishes ROWS frames per asset at RATE, each asset at its own phase.
-fn publish_spread(port: u16, prefix: &str) -> Duration {
+/// Publishes ROWS frames per asset at RATE and `qos`, each asset at its
+/// own phase.
+fn publish_spread(port: u16, prefix: &str, qos: u8) -> Duration {
     let started = Instant::now();
     let out = run_output(Command::new(anomalyd_bin()).args([
         "simulate",
@@ -33,7 +34,7 @@ fn publish_spread(port: u16, prefix: &str) -> Duration {
         &RATE.to_string(),
         "--spread",
         "--qos",
-        "1",
+        &qos.to_string(),
         "--start-ts",
         "2026-01-01T00:00:00Z",
         "--asset-prefix",
@@ -83,15 +84,20 @@ struct Run {
 }
 
 /// Runs the workload (assets named `prefix`001...) against a daemon with
-/// `env` on top of its config.
+/// `env` on top of its config; QoS 2 when `env` sets it.
 fn syncs_for(broker: &Mosquitto, vm: &VictoriaMetrics, prefix: &str, env: &[(&str, &str)]) -> Run {
+    let qos = if env.contains(&("ANOMALYD__MQTT__QOS", "2")) {
+        2
+    } else {
+        1
+    };
     let metrics_port = free_port();
     let state = tempfile::tempdir().unwrap();
     let config = DaemonConfig::new(broker.port(), &vm.url(), metrics_port);
     let mut daemon = Daemon::start(&config.state_dir(state.path()).to_toml(), metrics_port, env);
     daemon.wait_note("READY=1", Duration::from_secs(60));
     let (switches, writes) = source_thread_counts(daemon.child.id());
-    let took = publish_spread(broker.port(), prefix);
+    let took = publish_spread(broker.port(), prefix, qos);
     let messages = (ASSETS * ROWS) as f64;
     wait_until(
         Duration::from_secs(30),
@@ -154,6 +160,20 @@ fn journal_syncs_are_bounded_by_the_sync_settings() {
     // 5 s) and one at shutdown.
     let bound = secs.ceil() + (messages / 16.0).ceil() + (secs / 5.0).ceil() + 2.0;
     assert!(syncs <= bound, "{syncs} syncs, more than {bound}");
+
+    // QoS 2: the PUBRECs of a commit go out together the same way, and
+    // the broker's PUBRELs are answered (every message counted once).
+    let qos2 = syncs_for(&broker, &vm, "qos2-", &[("ANOMALYD__MQTT__QOS", "2")]);
+    eprintln!(
+        "QoS 2: {} journal syncs, {:.2} writes of the source thread per message",
+        qos2.syncs, qos2.writes_per_message
+    );
+    assert!(qos2.syncs >= 1.0, "nothing was synced at QoS 2");
+    assert!(
+        qos2.writes_per_message < 0.5,
+        "{:.2} writes of the source thread per message at QoS 2",
+        qos2.writes_per_message
+    );
 
     // A broker with a larger window and sync_max_pending raised with it:
     // about one sync per interval.

@@ -24,7 +24,8 @@ use crate::state::journal::{Journal, JournalError};
 pub(super) const ACK_QUEUE: usize = 65_536;
 
 /// How long writing acknowledgements may wait on a connection that does
-/// not take them (rumqttc's own flush timeout is its connection timeout).
+/// not take them (rumqttc's own flush timeout is its connection timeout,
+/// 5 s by default).
 const ACK_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Messages acknowledged after one journal sync.
@@ -86,27 +87,29 @@ pub(super) async fn send_acks(
     let Some(network) = eventloop.network.as_mut() else {
         return;
     };
-    let mut sent = 0u64;
-    for (pkid, qos) in batches
-        .into_iter()
-        .filter(|b| b.epoch == epoch)
-        .flat_map(|b| b.acks)
-    {
-        let packet = match qos {
-            QoS::ExactlyOnce => Packet::PubRec(PubRec::new(pkid)),
-            _ => Packet::PubAck(PubAck::new(pkid)),
-        };
-        if network.write(packet).await.is_err() {
-            return;
+    // Bounded as a whole: a broker that stops reading fills the socket,
+    // and then the writes wait too, not only the flush.
+    let written = tokio::time::timeout(ACK_FLUSH_TIMEOUT, async {
+        let mut sent = 0u64;
+        for (pkid, qos) in batches
+            .into_iter()
+            .filter(|b| b.epoch == epoch)
+            .flat_map(|b| b.acks)
+        {
+            let packet = match qos {
+                QoS::ExactlyOnce => Packet::PubRec(PubRec::new(pkid)),
+                _ => Packet::PubAck(PubAck::new(pkid)),
+            };
+            network.write(packet).await?;
+            sent += 1;
         }
-        sent += 1;
-    }
-    if sent > 0
-        && matches!(
-            tokio::time::timeout(ACK_FLUSH_TIMEOUT, network.flush()).await,
-            Ok(Ok(()))
-        )
-    {
+        if sent > 0 {
+            network.flush().await?;
+        }
+        Ok::<u64, rumqttc::StateError>(sent)
+    })
+    .await;
+    if let Ok(Ok(sent)) = written {
         metrics.acks_sent.fetch_add(sent, Relaxed);
     }
 }
