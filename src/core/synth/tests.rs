@@ -25,6 +25,18 @@ fn diff_std(v: &[f64]) -> f64 {
     std(&d)
 }
 
+/// `stat` of channel `name` over `rows` of the faulty log `f` against the
+/// normal log `n`.
+fn fault_vs_normal(
+    stat: fn(&[f64]) -> f64,
+    f: &SyntheticLog,
+    n: &SyntheticLog,
+    name: &str,
+    rows: &Range<usize>,
+) -> f64 {
+    stat(&channel(f, name, rows.clone())) / stat(&channel(n, name, rows.clone()))
+}
+
 fn corr(a: &[f64], b: &[f64]) -> f64 {
     let (ma, mb) = (mean(a), mean(b));
     let cov: f64 = a.iter().zip(b).map(|(x, y)| (x - ma) * (y - mb)).sum();
@@ -130,11 +142,9 @@ fn a_ramped_fault_grows_over_its_ramp() {
 #[test]
 fn bearing_fault_raises_vibration_and_motor_temperature() {
     let (n, f, r) = paired(FaultKind::Bearing);
-    let ratio =
-        mean(&channel(&f, "vibration_1", r.clone())) / mean(&channel(&n, "vibration_1", r.clone()));
+    let ratio = fault_vs_normal(mean, &f, &n, "vibration_1", &r);
     assert!(ratio > 1.4 && ratio < 2.5, "{ratio}");
-    let ratio2 =
-        mean(&channel(&f, "vibration_2", r.clone())) / mean(&channel(&n, "vibration_2", r.clone()));
+    let ratio2 = fault_vs_normal(mean, &f, &n, "vibration_2", &r);
     assert!(ratio2 > 1.3, "{ratio2}");
     // The new component adds short-period variation.
     assert!(
@@ -154,30 +164,24 @@ fn bearing_fault_raises_vibration_and_motor_temperature() {
 #[test]
 fn cavitation_drops_pressure_and_makes_flow_and_vibration_noisy() {
     let (n, f, r) = paired(FaultKind::Cavitation);
-    let ratio =
-        mean(&channel(&f, "pressure", r.clone())) / mean(&channel(&n, "pressure", r.clone()));
+    let ratio = fault_vs_normal(mean, &f, &n, "pressure", &r);
     assert!(ratio < 0.85 && ratio > 0.7, "{ratio}");
-    let noise = diff_std(&channel(&f, "flow_rate", r.clone()))
-        / diff_std(&channel(&n, "flow_rate", r.clone()));
+    let noise = fault_vs_normal(diff_std, &f, &n, "flow_rate", &r);
     assert!(noise > 3.0, "{noise}");
-    let vib = diff_std(&channel(&f, "vibration_2", r.clone()))
-        / diff_std(&channel(&n, "vibration_2", r.clone()));
+    let vib = fault_vs_normal(diff_std, &f, &n, "vibration_2", &r);
     assert!(vib > 2.0, "{vib}");
-    let flow = mean(&channel(&f, "flow_rate", r.clone())) / mean(&channel(&n, "flow_rate", r));
+    let flow = fault_vs_normal(mean, &f, &n, "flow_rate", &r);
     assert!(flow > 0.9 && flow < 1.0, "{flow}");
 }
 
 #[test]
 fn blockage_lowers_flow_raises_pressure_and_shifts_current() {
     let (n, f, r) = paired(FaultKind::Blockage);
-    let flow =
-        mean(&channel(&f, "flow_rate", r.clone())) / mean(&channel(&n, "flow_rate", r.clone()));
+    let flow = fault_vs_normal(mean, &f, &n, "flow_rate", &r);
     assert!(flow > 0.6 && flow < 0.7, "{flow}");
-    let pressure =
-        mean(&channel(&f, "pressure", r.clone())) / mean(&channel(&n, "pressure", r.clone()));
+    let pressure = fault_vs_normal(mean, &f, &n, "pressure", &r);
     assert!(pressure > 1.2 && pressure < 1.3, "{pressure}");
-    let current =
-        mean(&channel(&f, "current", r.clone())) / mean(&channel(&n, "current", r.clone()));
+    let current = fault_vs_normal(mean, &f, &n, "current", &r);
     assert!(current < 0.95 && current > 0.75, "{current}");
     assert_eq!(channel(&f, "voltage", r.clone()), channel(&n, "voltage", r));
 }

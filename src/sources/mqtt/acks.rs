@@ -13,6 +13,7 @@ use std::time::Duration;
 use rumqttc::{EventLoop, Packet, PubAck, PubRec, QoS};
 use tokio::sync::mpsc;
 
+use super::sync_pacer::SyncPacer;
 use crate::ops::metrics::Metrics;
 use crate::state::journal::{Journal, JournalError};
 
@@ -21,12 +22,7 @@ use crate::state::journal::{Journal, JournalError};
 /// unacknowledged packet id, and a session has at most 65,535 of those at
 /// once (MQTT packet ids are 16-bit), so within one connection the queues
 /// cannot fill; a channel allocates only what is queued.
-pub(super) const ACK_QUEUE: usize = 65_536;
-
-/// How long writing acknowledgements may wait on a connection that does
-/// not take them (rumqttc's own flush timeout is its connection timeout,
-/// 5 s by default).
-const ACK_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+const ACK_QUEUE: usize = 65_536;
 
 /// Messages acknowledged after one journal sync.
 pub(super) struct AckBatch {
@@ -37,10 +33,34 @@ pub(super) struct AckBatch {
     acks: Vec<(u16, QoS)>,
 }
 
+/// The poll loop's ends of the ack task's queues: batches to sync, and
+/// synced batches back.
+pub(super) struct AckQueues {
+    to_sync: mpsc::Sender<AckBatch>,
+    pub(super) synced: mpsc::Receiver<Vec<AckBatch>>,
+}
+
+impl AckQueues {
+    /// The queues, and the ack task when messages are `journaled` (without
+    /// a journal nothing is committed).
+    pub(super) fn start(
+        journaled: bool,
+        sync_failed: Arc<AtomicBool>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let (to_sync, rx) = mpsc::channel(ACK_QUEUE);
+        let (synced_tx, synced) = mpsc::channel(ACK_QUEUE);
+        if journaled {
+            tokio::spawn(ack_task(rx, synced_tx, sync_failed, metrics));
+        }
+        Self { to_sync, synced }
+    }
+}
+
 /// Syncs the journal for the batches the source commits and hands them
 /// back, durable, for [`send_acks`]. Runs beside the poll loop, which must
 /// not wait on the disk.
-pub(super) async fn ack_task(
+async fn ack_task(
     mut rx: mpsc::Receiver<AckBatch>,
     synced: mpsc::Sender<Vec<AckBatch>>,
     sync_failed: Arc<AtomicBool>,
@@ -84,12 +104,13 @@ pub(super) async fn send_acks(
     epoch: u64,
     metrics: &Metrics,
 ) {
+    // rumqttc bounds its own flushes by the connection timeout; here the
+    // writes are bounded too: a broker that stops reading fills the socket.
+    let timeout = Duration::from_secs(eventloop.network_options.connection_timeout());
     let Some(network) = eventloop.network.as_mut() else {
         return;
     };
-    // Bounded as a whole: a broker that stops reading fills the socket,
-    // and then the writes wait too, not only the flush.
-    let written = tokio::time::timeout(ACK_FLUSH_TIMEOUT, async {
+    let written = tokio::time::timeout(timeout, async {
         let mut sent = 0u64;
         for (pkid, qos) in batches
             .into_iter()
@@ -115,7 +136,7 @@ pub(super) async fn send_acks(
 }
 
 /// Makes the journaled messages durable (in the ack task) and hands their
-/// acknowledgements over.
+/// acknowledgements over; on success the pacer learns that it committed.
 ///
 /// # Errors
 /// The journal cannot write: `unacked` is emptied without acknowledging
@@ -125,10 +146,12 @@ pub(super) fn commit_journal(
     journal: &mut Journal,
     unacked: &mut Vec<(u16, QoS)>,
     epoch: u64,
-    acks: &mpsc::Sender<AckBatch>,
+    acks: &AckQueues,
     metrics: &Metrics,
+    pacer: &mut SyncPacer,
 ) -> Result<(), JournalError> {
     if unacked.is_empty() {
+        pacer.committed();
         return Ok(());
     }
     let sync = journal.commit();
@@ -145,7 +168,7 @@ pub(super) fn commit_journal(
         sync,
         acks: std::mem::take(unacked),
     };
-    if let Err(mpsc::error::TrySendError::Full(b)) = acks.try_send(batch) {
+    if let Err(mpsc::error::TrySendError::Full(b)) = acks.to_sync.try_send(batch) {
         // Only when the ack task is stuck across reconnects: the broker
         // redelivers these messages and the journal absorbs the repeats.
         metrics.journal_errors.fetch_add(1, Relaxed);
@@ -154,23 +177,27 @@ pub(super) fn commit_journal(
             "acknowledgement queue full; the broker will redeliver these messages"
         );
     }
+    pacer.committed();
     Ok(())
 }
 
 /// At shutdown, what was journaled is synced and acknowledged, best effort
 /// (otherwise the broker redelivers it at the next start; duplicates are
-/// harmless): the syncs under way finish first (`acks` is closed, so the
-/// ack task ends after them), then the rest is synced here.
+/// harmless): the syncs under way finish first (the queue to the ack task
+/// is closed, so the task ends after them), then the rest is synced here.
 pub(super) async fn ack_at_shutdown(
     journal: &mut Journal,
     unacked: &mut Vec<(u16, QoS)>,
-    acks: mpsc::Sender<AckBatch>,
-    synced: &mut mpsc::Receiver<Vec<AckBatch>>,
+    acks: AckQueues,
     eventloop: &mut EventLoop,
     epoch: u64,
     metrics: &Metrics,
 ) {
-    drop(acks);
+    let AckQueues {
+        to_sync,
+        mut synced,
+    } = acks;
+    drop(to_sync);
     let mut done = Vec::new();
     let _ = tokio::time::timeout(Duration::from_millis(500), async {
         while let Some(b) = synced.recv().await {

@@ -46,7 +46,7 @@ use tokio_util::sync::CancellationToken;
 use crate::core::reading::{DropReason, Message};
 use crate::ops::metrics::Metrics;
 use crate::pipeline::{Barrier, InferenceMsg, WindowSender};
-use acks::{ACK_QUEUE, ack_at_shutdown, ack_task, commit_journal, send_acks};
+use acks::{AckQueues, ack_at_shutdown, commit_journal, send_acks};
 use intake_pace::IntakePace;
 use journal_replay::replay_journal;
 pub use options::{MqttError, broker_options, mqtt_options, qos};
@@ -162,16 +162,7 @@ pub async fn run_source(
     // Counts connections: acknowledgements of an older one are not sent.
     let mut epoch = 0u64;
     let sync_failed = Arc::new(AtomicBool::new(false));
-    let (ack_tx, ack_rx) = mpsc::channel(ACK_QUEUE);
-    let (synced_tx, mut synced) = mpsc::channel(ACK_QUEUE);
-    if journal.is_some() {
-        tokio::spawn(ack_task(
-            ack_rx,
-            synced_tx,
-            sync_failed.clone(),
-            metrics.clone(),
-        ));
-    }
+    let mut acks = AckQueues::start(journal.is_some(), sync_failed.clone(), metrics.clone());
     let mut stall: Option<JournalStall> = None;
     // This session counted as connected (metrics: all sessions up).
     let mut session_up = false;
@@ -261,11 +252,10 @@ pub async fn run_source(
                         && let Some(j) = journal.as_mut()
                         && j.should_rotate()
                     {
-                        if let Err(e) = commit_journal(j, &mut unacked, epoch, &ack_tx, &metrics) {
+                        if let Err(e) = commit_journal(j, &mut unacked, epoch, &acks, &metrics, &mut pacer) {
                             stall = Some(JournalStall::begin(&e, &metrics));
                             continue;
                         }
-                        pacer.committed();
                         // Windows of the closed segment go first, then its barrier.
                         if !out.is_empty() && !send_windows(&windows, &mut out, &metrics).await {
                             break;
@@ -317,7 +307,7 @@ pub async fn run_source(
                     continue;
                 }
                 // Synced journal records: their PUBACKs go out together.
-                Some(b) = synced.recv() => {
+                Some(b) = acks.synced.recv(), if journal.is_some() => {
                     send_acks(&mut eventloop, b, epoch, &metrics).await;
                     continue;
                 }
@@ -332,11 +322,10 @@ pub async fn run_source(
                 }
                 () = &mut commit_timer, if commit_armed && stall.is_none() => {
                     commit_armed = false;
-                    if let Some(j) = journal.as_mut() {
-                        match commit_journal(j, &mut unacked, epoch, &ack_tx, &metrics) {
-                            Ok(()) => pacer.committed(),
-                            Err(e) => stall = Some(JournalStall::begin(&e, &metrics)),
-                        }
+                    if let Some(j) = journal.as_mut()
+                        && let Err(e) = commit_journal(j, &mut unacked, epoch, &acks, &metrics, &mut pacer)
+                    {
+                        stall = Some(JournalStall::begin(&e, &metrics));
                     }
                     continue;
                 }
@@ -346,9 +335,8 @@ pub async fn run_source(
                 () = std::future::ready(()), if stall.is_none() && !unacked.is_empty()
                     && pacer.due(unacked.len(), tokio::time::Instant::now()) => {
                     if let Some(j) = journal.as_mut() {
-                        match commit_journal(j, &mut unacked, epoch, &ack_tx, &metrics) {
-                            Ok(()) => pacer.committed(),
-                            Err(e) => stall = Some(JournalStall::begin(&e, &metrics)),
+                        if let Err(e) = commit_journal(j, &mut unacked, epoch, &acks, &metrics, &mut pacer) {
+                            stall = Some(JournalStall::begin(&e, &metrics));
                         }
                         commit_armed = false;
                     }
@@ -447,9 +435,15 @@ pub async fn run_source(
                             }
                             unacked.push((p.pkid, p.qos));
                             if unacked.len() >= 1024 {
-                                match commit_journal(j, &mut unacked, epoch, &ack_tx, &metrics) {
-                                    Ok(()) => pacer.committed(),
-                                    Err(e) => stall = Some(JournalStall::begin(&e, &metrics)),
+                                if let Err(e) = commit_journal(
+                                    j,
+                                    &mut unacked,
+                                    epoch,
+                                    &acks,
+                                    &metrics,
+                                    &mut pacer,
+                                ) {
+                                    stall = Some(JournalStall::begin(&e, &metrics));
                                 }
                             } else if unacked.len() == 1 {
                                 let now = tokio::time::Instant::now();
@@ -553,16 +547,7 @@ pub async fn run_source(
     if let Some(j) = journal.as_mut()
         && stall.is_none()
     {
-        ack_at_shutdown(
-            j,
-            &mut unacked,
-            ack_tx,
-            &mut synced,
-            &mut eventloop,
-            epoch,
-            &metrics,
-        )
-        .await;
+        ack_at_shutdown(j, &mut unacked, acks, &mut eventloop, epoch, &metrics).await;
     }
     // A partition's session leaves its handover record for the next owner.
     if let Some(p) = &partition
