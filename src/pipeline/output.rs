@@ -98,9 +98,9 @@ impl SinkItem for Output {
 }
 
 /// The outputs of one scored batch, sent to the sink as one message: the
-/// sink's task is woken once per batch, not once per output, which at a
-/// low rate is most of what scoring costs the async runtime
-/// (docs/low-rate.md §2). Counted in `sink_queue_points` from when it is
+/// sink's task takes them together, not once per output, which at a low
+/// rate was most of what scoring cost the async runtime; at a low rate it
+/// takes them only at its flush tick (docs/low-rate.md §2, §6). Counted in `sink_queue_points` from when it is
 /// made until the sink takes it.
 pub struct ScoredBatch {
     outputs: Vec<Output>,

@@ -9,4 +9,7 @@ pub mod http;
 pub mod influx;
 pub mod runner;
 
-pub use runner::{BatchSettings, BatchWriter, Runner, SinkStore, WriteFailure};
+pub use runner::{
+    BatchSettings, BatchWriter, Runner, SinkReceiver, SinkSender, SinkStore, WriteFailure,
+    sink_queue,
+};

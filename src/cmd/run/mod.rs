@@ -224,11 +224,10 @@ pub async fn run(
     );
     // The scoring thread sends a batch's outputs as one message, about one
     // per window (a score; rarely also an alert transition).
-    let (out_tx, out_rx) = mpsc::channel::<crate::pipeline::ScoredBatch>(
+    let (out_tx, out_rx) = crate::sinks::sink_queue::<crate::pipeline::ScoredBatch>(
         cfg.influx
             .queue_capacity
-            .div_ceil(cfg.runtime.max_batch.max(1))
-            .max(1),
+            .div_ceil(cfg.runtime.max_batch.max(1)),
     );
     let (ready_tx, ready_rx) = oneshot::channel();
 

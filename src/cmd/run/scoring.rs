@@ -8,8 +8,8 @@ use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+use crate::sinks::SinkSender;
 use flume::{RecvTimeoutError, TryRecvError};
-use tokio::sync::mpsc;
 
 use super::models::model_status;
 use crate::core::timestamp::now_ns;
@@ -107,7 +107,7 @@ fn gather(
 pub(super) fn spawn_scorer(
     mut scorer: Scorer,
     rx: WindowReceiver,
-    tx: mpsc::Sender<ScoredBatch>,
+    tx: SinkSender<ScoredBatch>,
     max_batch: usize,
     heartbeat: Arc<AtomicU64>,
     board: Arc<crate::ops::status::StatusBoard>,
@@ -175,7 +175,8 @@ pub(super) fn spawn_scorer(
                         store.save(scorer.open_alerts());
                     }
                     board.record(&outputs);
-                    // One message per batch: one wake-up of the sink.
+                    // One message per batch; the sink takes it at its next
+                    // flush tick, or at once under load (sinks/runner/queue.rs).
                     if !outputs.is_empty() {
                         let batch = ScoredBatch::new(
                             std::mem::replace(&mut outputs, Vec::with_capacity(max_batch * 2)),

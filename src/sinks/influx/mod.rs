@@ -14,13 +14,12 @@ pub mod writer;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::InfluxConfig;
 use crate::ops::metrics::Metrics;
 use crate::pipeline::SinkItem;
-use crate::sinks::runner::{BatchSettings, BatchWriter, Runner, SinkStore};
+use crate::sinks::runner::{BatchSettings, BatchWriter, Runner, SinkReceiver, SinkStore};
 
 pub use crate::sinks::runner::WriteFailure;
 pub use line_protocol::{Measurements, format_output};
@@ -62,7 +61,7 @@ impl SinkSettings {
 pub async fn run_sink<I: SinkItem>(
     writer: impl BatchWriter,
     settings: SinkSettings,
-    rx: mpsc::Receiver<I>,
+    rx: impl Into<SinkReceiver<I>>,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
     store: SinkStore,

@@ -23,6 +23,9 @@ use crate::pipeline::{Output, SinkItem};
 use crate::state::refused_points::RefusedPoints;
 use crate::state::spool::Spool;
 
+mod queue;
+pub use queue::{SinkReceiver, SinkSender, sink_queue};
+
 /// How a failed write is handled (docs/influxdb.md §2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WriteFailure {
@@ -66,6 +69,12 @@ pub struct BatchSettings {
 pub struct SinkStore {
     pub spool: Option<Spool>,
     pub dead_letter: Option<RefusedPoints>,
+}
+
+/// The lines gathered for the next write.
+struct Batch {
+    buf: String,
+    points: usize,
 }
 
 /// One writer with its batching, retry and spool state.
@@ -117,50 +126,110 @@ impl<W: BatchWriter> Runner<W> {
     /// bounded channel in front holds the pipeline back. Each barrier is
     /// confirmed to its journal once everything before it is written,
     /// spooled, dead-lettered or counted as dropped.
+    ///
+    /// With a queue whose sender nudges ([`sink_queue`]), a flush interval
+    /// that brought at most a quarter of the queue's capacity is followed
+    /// by one where the runner takes what is queued only at its tick or
+    /// when nudged: at a low rate no item wakes it (docs/low-rate.md §6).
+    /// A score reaches the database at the same flush either way.
     pub async fn run<I: SinkItem>(
         mut self,
-        mut rx: mpsc::Receiver<I>,
+        rx: impl Into<SinkReceiver<I>>,
         mut encode: impl FnMut(&Output, &mut String),
     ) {
+        let SinkReceiver { mut rx, nudge } = rx.into();
+        let quiet_items = rx.max_capacity() / 4;
         self.publish_spool_depth();
-        let mut buf = String::with_capacity(self.settings.batch_size * 200);
-        let mut points = 0usize;
+        let mut batch = Batch {
+            buf: String::with_capacity(self.settings.batch_size * 200),
+            points: 0,
+        };
         let mut tick = tokio::time::interval(self.settings.flush_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
+        // Items taken since the last tick, and whether to wait for the next
+        // tick (or a nudge) before taking any more.
+        let mut taken = 0usize;
+        let mut quiet = false;
+        let mut open = true;
+        while open {
             tokio::select! {
-                item = rx.recv() => {
+                item = rx.recv(), if !quiet => {
                     let Some(item) = item else { break };
-                    for out in item.outputs() {
-                        if let Output::Barrier(b) = out {
-                            // Everything before the barrier is written or spooled
-                            // (or counted as dropped) once this flush returns.
-                            if points > 0 {
-                                self.flush(&mut buf, &mut points).await;
-                            }
-                            b.confirm();
-                            continue;
-                        }
-                        encode(&out, &mut buf);
-                        points += 1;
-                        if points >= self.settings.batch_size {
-                            self.flush(&mut buf, &mut points).await;
-                        }
+                    taken += 1;
+                    self.take(item, &mut batch, &mut encode).await;
+                }
+                () = async {
+                    match nudge.as_ref() {
+                        Some(n) => n.notified().await,
+                        None => std::future::pending().await,
                     }
+                }, if quiet => {
+                    open = self.take_queued(&mut rx, &mut batch, &mut encode, &mut taken).await;
                 }
                 _ = tick.tick() => {
-                    if points > 0 {
-                        self.flush(&mut buf, &mut points).await;
+                    if quiet {
+                        open = self.take_queued(&mut rx, &mut batch, &mut encode, &mut taken).await;
+                    }
+                    if batch.points > 0 {
+                        self.flush(&mut batch.buf, &mut batch.points).await;
                     }
                     self.drain().await;
+                    quiet = nudge.is_some() && taken <= quiet_items;
+                    taken = 0;
                 }
             }
         }
-        if points > 0 {
-            self.flush(&mut buf, &mut points).await;
+        if batch.points > 0 {
+            self.flush(&mut batch.buf, &mut batch.points).await;
         }
         // One last drain attempt; what stays is kept for the next start.
         self.drain().await;
+    }
+
+    /// Takes everything queued now; false once the channel is closed.
+    async fn take_queued<I: SinkItem>(
+        &mut self,
+        rx: &mut mpsc::Receiver<I>,
+        batch: &mut Batch,
+        encode: &mut impl FnMut(&Output, &mut String),
+        taken: &mut usize,
+    ) -> bool {
+        loop {
+            match rx.try_recv() {
+                Ok(item) => {
+                    *taken += 1;
+                    self.take(item, batch, encode).await;
+                }
+                Err(mpsc::error::TryRecvError::Empty) => return true,
+                Err(mpsc::error::TryRecvError::Disconnected) => return false,
+            }
+        }
+    }
+
+    /// Encodes one item's outputs into the batch, writing it when full;
+    /// a barrier is confirmed once everything before it is written.
+    async fn take<I: SinkItem>(
+        &mut self,
+        item: I,
+        batch: &mut Batch,
+        encode: &mut impl FnMut(&Output, &mut String),
+    ) {
+        for out in item.outputs() {
+            if let Output::Barrier(b) = out {
+                // Everything before the barrier is written or spooled (or
+                // counted as dropped) once this flush returns.
+                if batch.points > 0 {
+                    self.flush(&mut batch.buf, &mut batch.points).await;
+                }
+                b.confirm();
+                continue;
+            }
+            encode(&out, &mut batch.buf);
+            batch.points += 1;
+            if batch.points >= self.settings.batch_size {
+                self.flush(&mut batch.buf, &mut batch.points).await;
+            }
+        }
     }
 
     fn written(&mut self, n: u64) {

@@ -251,3 +251,93 @@ fn split_lines_cuts_at_a_line_end() {
     );
     assert_eq!(points_in("# why\n1\n2\n"), 2);
 }
+
+/// A runner over a nudging queue of `capacity` with the given flush
+/// interval, encoding scores as their timestamps; what it sent is shared.
+fn quiet_runner(flush: Duration) -> (Runner<Recorder>, Arc<Mutex<Vec<String>>>) {
+    let writer = Recorder::default();
+    let sent = writer.sent.clone();
+    let settings = BatchSettings {
+        batch_size: 1000,
+        flush_interval: flush,
+        retry_min: Duration::from_millis(1),
+        retry_max: Duration::from_millis(2),
+    };
+    let runner = Runner::new(
+        writer,
+        settings,
+        Arc::new(Metrics::default()),
+        CancellationToken::new(),
+        SinkStore::default(),
+    );
+    (runner, sent)
+}
+
+fn ts_lines(o: &Output, buf: &mut String) {
+    if let Output::Score(r) = o {
+        buf.push_str(&format!("{}\n", r.ts));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_quiet_sink_is_nudged_by_a_flood_and_by_the_end_of_its_queue() {
+    // The interval's first tick passes at once with nothing taken: the
+    // runner then waits for an hour's tick or a nudge.
+    let (runner, sent) = quiet_runner(Duration::from_secs(3600));
+    let (tx, rx) = sink_queue::<Output>(4);
+    let mut task = tokio::spawn(runner.run(rx, ts_lines));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Five times the queue's capacity, from a thread outside the runtime
+    // as the scoring thread sends: without a nudge at half capacity the
+    // sender would wait for the hour's tick.
+    let sender = std::thread::spawn(move || {
+        for t in 0..20 {
+            assert!(tx.blocking_send(score(t)).is_ok(), "the sink is gone");
+        }
+    });
+    let done = tokio::time::timeout(Duration::from_secs(20), &mut task).await;
+    // A stuck sink is stopped, which frees a stuck sender.
+    task.abort();
+    let _ = sender.join();
+    assert!(
+        done.is_ok(),
+        "the sink did not take the flood or see the end of its queue"
+    );
+    assert_eq!(sent.lock().unwrap().concat(), lines(0..=19));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_quiet_sink_writes_what_trickles_in_at_its_tick() {
+    let (runner, sent) = quiet_runner(Duration::from_millis(300));
+    let (tx, rx) = sink_queue::<Output>(64);
+    let task = tokio::spawn(runner.run(rx, ts_lines));
+    let tx = Arc::new(tx);
+    let sender = tx.clone();
+    tokio::task::spawn_blocking(move || {
+        for t in 0..3 {
+            std::thread::sleep(Duration::from_millis(50));
+            sender
+                .blocking_send(score(t))
+                .map_err(|_| "the sink is gone")
+                .unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    // No nudge came (the queue never half filled), yet the scores are
+    // written by the next flush, with the sender still open.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while sent.lock().unwrap().concat() != lines(0..=2) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not written: {:?}",
+            sent.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(tx);
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
