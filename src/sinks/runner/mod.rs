@@ -71,10 +71,12 @@ pub struct SinkStore {
     pub dead_letter: Option<RefusedPoints>,
 }
 
-/// The lines gathered for the next write.
+/// The lines gathered for the next write, and the points encoded since
+/// the last flush tick.
 struct Batch {
     buf: String,
     points: usize,
+    since_tick: usize,
 }
 
 /// One writer with its batching, retry and spool state.
@@ -128,10 +130,11 @@ impl<W: BatchWriter> Runner<W> {
     /// spooled, dead-lettered or counted as dropped.
     ///
     /// With a queue whose sender nudges ([`sink_queue`]), a flush interval
-    /// that brought at most a quarter of the queue's capacity is followed
-    /// by one where the runner takes what is queued only at its tick or
-    /// when nudged: at a low rate no item wakes it (docs/low-rate.md §6).
-    /// A score reaches the database at the same flush either way.
+    /// that brought at most a quarter of the queue's capacity and half of
+    /// `batch_size` points is followed by one where the runner takes what
+    /// is queued only at its tick or when nudged: at a low rate no item
+    /// wakes it (docs/low-rate.md §6), and a score reaches the database at
+    /// the same flush as when taken at once.
     pub async fn run<I: SinkItem>(
         mut self,
         rx: impl Into<SinkReceiver<I>>,
@@ -143,6 +146,7 @@ impl<W: BatchWriter> Runner<W> {
         let mut batch = Batch {
             buf: String::with_capacity(self.settings.batch_size * 200),
             points: 0,
+            since_tick: 0,
         };
         let mut tick = tokio::time::interval(self.settings.flush_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -174,8 +178,13 @@ impl<W: BatchWriter> Runner<W> {
                         self.flush(&mut batch.buf, &mut batch.points).await;
                     }
                     self.drain().await;
-                    quiet = nudge.is_some() && taken <= quiet_items;
+                    // Quiet while an interval fills neither a quarter of the
+                    // queue nor half a write: a full write is not held back.
+                    quiet = nudge.is_some()
+                        && taken <= quiet_items
+                        && batch.since_tick < self.settings.batch_size / 2;
                     taken = 0;
+                    batch.since_tick = 0;
                 }
             }
         }
@@ -226,6 +235,7 @@ impl<W: BatchWriter> Runner<W> {
             }
             encode(&out, &mut batch.buf);
             batch.points += 1;
+            batch.since_tick += 1;
             if batch.points >= self.settings.batch_size {
                 self.flush(&mut batch.buf, &mut batch.points).await;
             }

@@ -341,3 +341,68 @@ async fn a_quiet_sink_writes_what_trickles_in_at_its_tick() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_sink_that_filled_half_a_write_takes_the_next_at_once() {
+    let flush = Duration::from_secs(2);
+    let writer = Recorder::default();
+    let sent = writer.sent.clone();
+    let settings = BatchSettings {
+        batch_size: 4,
+        flush_interval: flush,
+        retry_min: Duration::from_millis(1),
+        retry_max: Duration::from_millis(2),
+    };
+    let runner = Runner::new(
+        writer,
+        settings,
+        Arc::new(Metrics::default()),
+        CancellationToken::new(),
+        SinkStore::default(),
+    );
+    let (tx, rx) = sink_queue::<Output>(64);
+    let tx = Arc::new(tx);
+    let task = tokio::spawn(runner.run(rx, ts_lines));
+    let send = |range: std::ops::Range<i64>| {
+        let tx = tx.clone();
+        tokio::task::spawn_blocking(move || {
+            for t in range {
+                tx.blocking_send(score(t))
+                    .map_err(|_| "the sink is gone")
+                    .unwrap();
+            }
+        })
+    };
+    // The interval's first tick passes at once with nothing taken; the
+    // next interval is quiet: two writes' worth wait for its tick.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    send(0..8).await.unwrap();
+    let written = |n: usize| sent.lock().unwrap().concat().lines().count() >= n;
+    let deadline = tokio::time::Instant::now() + flush * 3;
+    while !written(8) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not written at the tick"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // That interval filled more than half a write: the sink now takes
+    // each score as it comes, and a full write goes at once, long before
+    // the next tick.
+    let at = tokio::time::Instant::now();
+    send(8..12).await.unwrap();
+    while !written(12) {
+        assert!(
+            at.elapsed() < flush / 2,
+            "a full write waited for the tick: {:?}",
+            sent.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(tx);
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(sent.lock().unwrap().concat(), lines(0..=11));
+}
