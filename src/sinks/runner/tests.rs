@@ -252,13 +252,13 @@ fn split_lines_cuts_at_a_line_end() {
     assert_eq!(points_in("# why\n1\n2\n"), 2);
 }
 
-/// A runner over a nudging queue of `capacity` with the given flush
-/// interval, encoding scores as their timestamps; what it sent is shared.
-fn quiet_runner(flush: Duration) -> (Runner<Recorder>, Arc<Mutex<Vec<String>>>) {
+/// A runner with the given flush interval and batch size, for a nudging
+/// queue; what it sent is shared.
+fn quiet_runner(flush: Duration, batch_size: usize) -> (Runner<Recorder>, Arc<Mutex<Vec<String>>>) {
     let writer = Recorder::default();
     let sent = writer.sent.clone();
     let settings = BatchSettings {
-        batch_size: 1000,
+        batch_size,
         flush_interval: flush,
         retry_min: Duration::from_millis(1),
         retry_max: Duration::from_millis(2),
@@ -283,7 +283,7 @@ fn ts_lines(o: &Output, buf: &mut String) {
 async fn a_quiet_sink_is_nudged_by_a_flood_and_by_the_end_of_its_queue() {
     // The interval's first tick passes at once with nothing taken: the
     // runner then waits for an hour's tick or a nudge.
-    let (runner, sent) = quiet_runner(Duration::from_secs(3600));
+    let (runner, sent) = quiet_runner(Duration::from_secs(3600), 1000);
     let (tx, rx) = sink_queue::<Output>(4);
     let mut task = tokio::spawn(runner.run(rx, ts_lines));
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -308,7 +308,7 @@ async fn a_quiet_sink_is_nudged_by_a_flood_and_by_the_end_of_its_queue() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn a_quiet_sink_writes_what_trickles_in_at_its_tick() {
-    let (runner, sent) = quiet_runner(Duration::from_millis(300));
+    let (runner, sent) = quiet_runner(Duration::from_millis(300), 1000);
     let (tx, rx) = sink_queue::<Output>(64);
     let task = tokio::spawn(runner.run(rx, ts_lines));
     let tx = Arc::new(tx);
@@ -345,21 +345,7 @@ async fn a_quiet_sink_writes_what_trickles_in_at_its_tick() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn a_sink_that_filled_half_a_write_takes_the_next_at_once() {
     let flush = Duration::from_secs(2);
-    let writer = Recorder::default();
-    let sent = writer.sent.clone();
-    let settings = BatchSettings {
-        batch_size: 4,
-        flush_interval: flush,
-        retry_min: Duration::from_millis(1),
-        retry_max: Duration::from_millis(2),
-    };
-    let runner = Runner::new(
-        writer,
-        settings,
-        Arc::new(Metrics::default()),
-        CancellationToken::new(),
-        SinkStore::default(),
-    );
+    let (runner, sent) = quiet_runner(flush, 4);
     let (tx, rx) = sink_queue::<Output>(64);
     let tx = Arc::new(tx);
     let task = tokio::spawn(runner.run(rx, ts_lines));
