@@ -65,19 +65,49 @@ fn start_influxd(dir: &Path) -> Option<Influxd> {
         .stdin(Stdio::null())
         .spawn()
         .expect("start influxd");
-    let s = Influxd {
+    let mut s = Influxd {
         child,
         url: format!("http://127.0.0.1:{port}"),
     };
     let start = Instant::now();
     while ureq::get(&format!("{}/ping", s.url)).call().is_err() {
+        // Ours, not another test's server that took the port meanwhile.
+        if let Ok(Some(status)) = s.child.try_wait() {
+            let log = std::fs::read_to_string(dir.join("influxd.log")).unwrap_or_default();
+            panic!("influxd exited ({status}):\n{log}");
+        }
         assert!(
             start.elapsed() < Duration::from_secs(30),
             "influxd did not answer /ping"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    assert!(
+        matches!(s.child.try_wait(), Ok(None)),
+        "influxd exited after /ping answered: another server holds the port"
+    );
     Some(s)
+}
+
+/// Creates `name` and waits until the server lists it.
+fn create_database(url: &str, name: &str) {
+    let q = |q: &str| {
+        ureq::post(&format!("{url}/query"))
+            .send_form(&[("q", q)])
+            .expect("query")
+            .into_string()
+            .expect("query answer")
+    };
+    let answer = q(&format!("CREATE DATABASE {name}"));
+    assert!(!answer.contains("\"error\""), "CREATE DATABASE: {answer}");
+    let start = Instant::now();
+    while !q("SHOW DATABASES").contains(&format!("[\"{name}\"]")) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "database {name} not listed after CREATE DATABASE"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn metadata(path: &Path) -> ModelMetadata {
@@ -108,12 +138,7 @@ fn a_model_trained_from_influxdb_equals_one_trained_from_the_same_csv() {
     let Some(db) = start_influxd(dir.path()) else {
         return;
     };
-    let q = |q: &str| {
-        ureq::post(&format!("{}/query", db.url))
-            .send_form(&[("q", q)])
-            .expect("query")
-    };
-    q("CREATE DATABASE plant");
+    create_database(&db.url, "plant");
     let rows = 400;
     let log = synth::generate(rows, 3, 1_767_225_600_000_000_000, 1_000_000_000, None);
     // Two pumps in one measurement, as the daemon's [record] writes them;
