@@ -71,18 +71,12 @@ async fn run_with(
 ) -> (Vec<String>, Arc<Metrics>, Option<u64>) {
     let sent = writer.sent.clone();
     let metrics = Arc::new(Metrics::default());
-    let settings = BatchSettings {
-        batch_size: batch,
-        flush_interval: Duration::from_secs(3600),
-        retry_min: Duration::from_millis(1),
-        retry_max: Duration::from_millis(2),
-    };
-    let runner = Runner::new(
+    let runner = new_runner(
         writer,
-        settings,
-        metrics.clone(),
-        CancellationToken::new(),
+        batch,
+        Duration::from_secs(3600),
         store,
+        metrics.clone(),
     );
     let (tx, rx) = mpsc::channel(outputs.len());
     // The journal the barriers answer (every barrier here shares one).
@@ -94,12 +88,7 @@ async fn run_with(
         tx.send(o).await.unwrap();
     }
     drop(tx);
-    let encode = |o: &Output, buf: &mut String| {
-        if let Output::Score(r) = o {
-            buf.push_str(&format!("{}\n", r.ts));
-        }
-    };
-    runner.run(rx, encode).await;
+    runner.run(rx, ts_lines).await;
     let acks = confirm.and_then(|c| *c.borrow());
     let sent = sent.lock().unwrap().clone();
     (sent, metrics, acks)
@@ -252,30 +241,69 @@ fn split_lines_cuts_at_a_line_end() {
     assert_eq!(points_in("# why\n1\n2\n"), 2);
 }
 
-/// A runner with the given flush interval and batch size, for a nudging
-/// queue; what it sent is shared.
-fn quiet_runner(flush: Duration, batch_size: usize) -> (Runner<Recorder>, Arc<Mutex<Vec<String>>>) {
-    let writer = Recorder::default();
-    let sent = writer.sent.clone();
+/// A runner over `writer` with quick retries.
+fn new_runner(
+    writer: Recorder,
+    batch_size: usize,
+    flush: Duration,
+    store: SinkStore,
+    metrics: Arc<Metrics>,
+) -> Runner<Recorder> {
     let settings = BatchSettings {
         batch_size,
         flush_interval: flush,
         retry_min: Duration::from_millis(1),
         retry_max: Duration::from_millis(2),
     };
-    let runner = Runner::new(
-        writer,
-        settings,
-        Arc::new(Metrics::default()),
-        CancellationToken::new(),
-        SinkStore::default(),
-    );
-    (runner, sent)
+    Runner::new(writer, settings, metrics, CancellationToken::new(), store)
 }
 
+/// Encodes a score as its timestamp, one per line.
 fn ts_lines(o: &Output, buf: &mut String) {
     if let Output::Score(r) = o {
         buf.push_str(&format!("{}\n", r.ts));
+    }
+}
+
+/// A runner with the given flush interval and batch size, for a nudging
+/// queue; what it sent is shared.
+fn quiet_runner(flush: Duration, batch_size: usize) -> (Runner<Recorder>, Arc<Mutex<Vec<String>>>) {
+    let writer = Recorder::default();
+    let sent = writer.sent.clone();
+    let metrics = Arc::new(Metrics::default());
+    let runner = new_runner(writer, batch_size, flush, SinkStore::default(), metrics);
+    (runner, sent)
+}
+
+/// Sends scores `range` from a thread outside the runtime, as the scoring
+/// thread does, `gap` apart.
+fn send_scores(
+    tx: &Arc<SinkSender<Output>>,
+    range: std::ops::Range<i64>,
+    gap: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let tx = tx.clone();
+    tokio::task::spawn_blocking(move || {
+        for t in range {
+            std::thread::sleep(gap);
+            tx.blocking_send(score(t))
+                .map_err(|_| "the sink is gone")
+                .unwrap();
+        }
+    })
+}
+
+/// Waits until the sink has written `n` lines, failing with `what` after
+/// `limit`.
+async fn wait_written(sent: &Mutex<Vec<String>>, n: usize, limit: Duration, what: &str) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while sent.lock().unwrap().concat().lines().count() < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: {:?}",
+            sent.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -312,29 +340,13 @@ async fn a_quiet_sink_writes_what_trickles_in_at_its_tick() {
     let (tx, rx) = sink_queue::<Output>(64);
     let task = tokio::spawn(runner.run(rx, ts_lines));
     let tx = Arc::new(tx);
-    let sender = tx.clone();
-    tokio::task::spawn_blocking(move || {
-        for t in 0..3 {
-            std::thread::sleep(Duration::from_millis(50));
-            sender
-                .blocking_send(score(t))
-                .map_err(|_| "the sink is gone")
-                .unwrap();
-        }
-    })
-    .await
-    .unwrap();
+    send_scores(&tx, 0..3, Duration::from_millis(50))
+        .await
+        .unwrap();
     // No nudge came (the queue never half filled), yet the scores are
     // written by the next flush, with the sender still open.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while sent.lock().unwrap().concat() != lines(0..=2) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not written: {:?}",
-            sent.lock().unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_written(&sent, 3, Duration::from_secs(5), "not written").await;
+    assert_eq!(sent.lock().unwrap().concat(), lines(0..=2));
     drop(tx);
     tokio::time::timeout(Duration::from_secs(5), task)
         .await
@@ -349,42 +361,16 @@ async fn a_sink_that_filled_half_a_write_takes_the_next_at_once() {
     let (tx, rx) = sink_queue::<Output>(64);
     let tx = Arc::new(tx);
     let task = tokio::spawn(runner.run(rx, ts_lines));
-    let send = |range: std::ops::Range<i64>| {
-        let tx = tx.clone();
-        tokio::task::spawn_blocking(move || {
-            for t in range {
-                tx.blocking_send(score(t))
-                    .map_err(|_| "the sink is gone")
-                    .unwrap();
-            }
-        })
-    };
     // The interval's first tick passes at once with nothing taken; the
     // next interval is quiet: two writes' worth wait for its tick.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    send(0..8).await.unwrap();
-    let written = |n: usize| sent.lock().unwrap().concat().lines().count() >= n;
-    let deadline = tokio::time::Instant::now() + flush * 3;
-    while !written(8) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not written at the tick"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    send_scores(&tx, 0..8, Duration::ZERO).await.unwrap();
+    wait_written(&sent, 8, flush * 3, "not written at the tick").await;
     // That interval filled more than half a write: the sink now takes
     // each score as it comes, and a full write goes at once, long before
     // the next tick.
-    let at = tokio::time::Instant::now();
-    send(8..12).await.unwrap();
-    while !written(12) {
-        assert!(
-            at.elapsed() < flush / 2,
-            "a full write waited for the tick: {:?}",
-            sent.lock().unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    send_scores(&tx, 8..12, Duration::ZERO).await.unwrap();
+    wait_written(&sent, 12, flush / 2, "a full write waited for the tick").await;
     drop(tx);
     tokio::time::timeout(Duration::from_secs(5), task)
         .await
