@@ -81,6 +81,12 @@ struct Run {
     switches_per_message: f64,
     /// Its write-class system calls per message.
     writes_per_message: f64,
+    /// ONNX Runtime calls.
+    calls: f64,
+    /// Windows scored, and those that waited over 250 ms (the default
+    /// `runtime.max_wait_ms`) from their cut to their call.
+    windows: f64,
+    late: f64,
 }
 
 /// Runs the workload (assets named `prefix`001...) against a daemon with
@@ -119,12 +125,24 @@ fn syncs_for(broker: &Mosquitto, vm: &VictoriaMetrics, prefix: &str, env: &[(&st
         Duration::from_secs(30),
     );
     let syncs = daemon.metric("anomalyd_journal_syncs_total").unwrap_or(0.0);
+    let calls = daemon
+        .metric("anomalyd_inference_batches_total")
+        .unwrap_or(0.0);
+    let windows = daemon
+        .metric("anomalyd_window_wait_seconds_count")
+        .unwrap_or(0.0);
+    let on_time = daemon
+        .metric("anomalyd_window_wait_seconds_bucket{le=\"0.25\"}")
+        .unwrap_or(0.0);
     assert!(daemon.terminate(Duration::from_secs(20)).success());
     Run {
         syncs,
         secs: took.as_secs_f64(),
         switches_per_message: switches as f64 / messages,
         writes_per_message: writes as f64 / messages,
+        calls,
+        windows,
+        late: windows - on_time,
     }
 }
 
@@ -139,6 +157,7 @@ fn journal_syncs_are_bounded_by_the_sync_settings() {
         secs,
         switches_per_message,
         writes_per_message,
+        ..
     } = syncs_for(&broker, &vm, "default-", &[]);
     eprintln!(
         "{messages} messages over {secs:.1} s, defaults: {syncs} journal syncs, {switches_per_message:.2} context switches and {writes_per_message:.2} writes of the source thread per message"
@@ -198,7 +217,21 @@ fn journal_syncs_are_bounded_by_the_sync_settings() {
         unpaced.switches_per_message
     );
 
-    let Run { syncs, secs, .. } = syncs_for(
+    // The same broker with the shipped settings: the pacer learns that the
+    // broker lets more than sync_max_pending wait (docs/low-rate.md §8).
+    let learned = syncs_for(&broker, &vm, "learned-", &[]);
+    eprintln!(
+        "{messages} messages over {:.1} s, a broker window of 1,000, defaults: {} journal syncs",
+        learned.secs, learned.syncs
+    );
+    let Run {
+        syncs,
+        secs,
+        calls,
+        windows,
+        late,
+        ..
+    } = syncs_for(
         &broker,
         &vm,
         "raised-",
@@ -207,7 +240,25 @@ fn journal_syncs_are_bounded_by_the_sync_settings() {
             ("ANOMALYD__JOURNAL__SYNC_INTERVAL_MS", "500"),
         ],
     );
-    eprintln!("{messages} messages over {secs:.1} s, 500 ms / 500 pending: {syncs} journal syncs");
+    eprintln!(
+        "{messages} messages over {secs:.1} s, 500 ms / 500 pending: {syncs} journal syncs, {windows} windows in {calls} ONNX Runtime calls, {late} waited over 250 ms"
+    );
     let bound = (secs / 0.5).ceil() + (secs / 5.0).ceil() + 2.0;
     assert!(syncs <= bound, "{syncs} syncs, more than {bound}");
+    // Nothing in the broker's way, messages come as they are published:
+    // windows are handed to scoring within max_wait of their message
+    // reaching the socket (docs/low-rate.md §3), and one call scores what
+    // two pace ticks brought, 50 windows at 200 per second and the default
+    // 250 ms (fewer when a segment rotates). Due a tick after their read
+    // instead, a call scored about 25.
+    assert!(windows > 0.0, "no window was scored");
+    assert!(
+        late <= windows / 100.0,
+        "{late} of {windows} windows waited over 250 ms for scoring"
+    );
+    let per_call = windows / calls.max(1.0);
+    assert!(
+        per_call > 35.0,
+        "{per_call:.1} windows per ONNX Runtime call at 200 windows per second"
+    );
 }

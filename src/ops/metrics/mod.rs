@@ -296,7 +296,7 @@ impl Metrics {
         self.window_wait.render(
             &mut o,
             "anomalyd_window_wait_seconds",
-            "Time from a window's cut (its closing message read) to its ONNX Runtime call: the micro-batching wait, at most runtime.max_wait_ms less the pace tick, plus any queue.",
+            "Time from a window's cut (its closing message read) to its ONNX Runtime call: the micro-batching wait, at most runtime.max_wait_ms from the message reaching the socket, plus any queue.",
         );
         c(
             &mut o,

@@ -151,7 +151,7 @@ pub(super) fn commit_journal(
     pacer: &mut SyncPacer,
 ) -> Result<(), JournalError> {
     if unacked.is_empty() {
-        pacer.committed();
+        pacer.committed(0);
         return Ok(());
     }
     let sync = journal.commit();
@@ -163,6 +163,7 @@ pub(super) fn commit_journal(
             return Err(e);
         }
     };
+    pacer.committed(unacked.len());
     let batch = AckBatch {
         epoch,
         sync,
@@ -177,7 +178,6 @@ pub(super) fn commit_journal(
             "acknowledgement queue full; the broker will redeliver these messages"
         );
     }
-    pacer.committed();
     Ok(())
 }
 

@@ -14,9 +14,12 @@
 //! - A sleep lasts a tick, half of `runtime.max_wait_ms` (125 ms by
 //!   default), or as long as [`PER_SLEEP`] messages take to arrive at the
 //!   rate of the last second if that is shorter, and ends when
-//!   gathered windows fall due. The source hands windows to scoring a tick
-//!   earlier than it did, so a window still reaches the scoring thread
-//!   within `max_wait_ms` of its message reaching the socket.
+//!   gathered windows fall due.
+//! - Windows are due at scoring `max_wait_ms` after the source last found
+//!   the socket empty before their message was read
+//!   ([`IntakePace::handover_at`]): the message reached the socket after
+//!   that, so it is scored within `max_wait_ms` of its arrival, and at a
+//!   low rate one call scores what two reads brought.
 //! - No sleep after a read of [`PACE_BELOW`] messages or more, when the
 //!   sleep would be under [`MIN_SLEEP`] (thousands of messages per second:
 //!   each wake-up already serves several, and a sleep would only add
@@ -45,6 +48,11 @@ const RATE_WINDOW: Duration = Duration::from_secs(1);
 /// Shorter sleeps save too little to be worth a message's delay.
 const MIN_SLEEP: Duration = Duration::from_millis(2);
 
+/// Windows are sent a fiftieth of `max_wait` (5 ms of the default 250)
+/// before it ends: the timer's slack and the scoring thread's wake-up fit
+/// in it.
+const HANDOVER_SLACK: u32 = 50;
+
 /// A `runtime.max_wait_ms` below this turns pacing off.
 const MIN_MAX_WAIT: Duration = Duration::from_millis(8);
 
@@ -60,6 +68,9 @@ pub(super) struct IntakePace {
     since: Option<Instant>,
     /// Messages per second over the last rate window ([`RATE_WINDOW`]).
     rate: Option<f64>,
+    /// When the source last found the broker had nothing more ready: what
+    /// it reads later reached the socket after this.
+    drained: Option<Instant>,
 }
 
 impl IntakePace {
@@ -76,13 +87,21 @@ impl IntakePace {
             counted: 0,
             since: None,
             rate: None,
+            drained: None,
         }
     }
 
-    /// The longest a message may sit in the socket before it is read: the
-    /// source hands windows to scoring this much before `max_wait`.
-    pub(super) fn tick(&self) -> Duration {
-        self.tick
+    /// When windows first gathered at `now` are due at scoring, for a
+    /// micro-batching wait of `max_wait` from their messages reaching the
+    /// socket: those messages arrived after the source last found it
+    /// empty, and at most a tick before `now` (a sleep is never longer).
+    /// At a low rate that is a tick later than `now + max_wait - tick`, so
+    /// that one call scores what two reads brought.
+    /// [`HANDOVER_SLACK`] of the wait is left for the hand-over itself.
+    pub(super) fn handover_at(&self, now: Instant, max_wait: Duration) -> Instant {
+        let arrived = now.checked_sub(self.tick).unwrap_or(now);
+        let wait = max_wait - max_wait / HANDOVER_SLACK;
+        self.drained.map_or(arrived, |d| d.max(arrived)) + wait
     }
 
     /// A message was read.
@@ -100,20 +119,25 @@ impl IntakePace {
     /// The broker has nothing more ready at `now`: how long to sleep, if
     /// at all; never past `due`, when gathered windows are due at scoring,
     /// and not when the journal was `committed` since the last rest.
+    /// `journaled`: acknowledgements wait for journal commits, whose pacer
+    /// keeps what waits within the broker's window (sync_pacer.rs), so a
+    /// large read does not mean the broker held messages back.
     pub(super) fn rest(
         &mut self,
         now: Instant,
         due: Option<Instant>,
         committed: bool,
+        journaled: bool,
     ) -> Option<Duration> {
         let read = std::mem::take(&mut self.read);
+        self.drained = Some(now);
         let since = *self.since.get_or_insert(now);
         if now - since >= RATE_WINDOW {
             self.rate = Some(f64::from(self.counted) / (now - since).as_secs_f64());
             self.counted = 0;
             self.since = Some(now);
         }
-        if committed || read == 0 || read >= PACE_BELOW {
+        if committed || read == 0 || (read >= PACE_BELOW && !journaled) {
             return None;
         }
         // PER_SLEEP messages at the rate of the last window, at most a tick.
@@ -137,7 +161,7 @@ mod tests {
         for _ in 0..=per_s {
             p.read();
             t += Duration::from_secs(1) / per_s;
-            p.rest(t, None, false);
+            p.rest(t, None, false, false);
         }
         t
     }
@@ -145,29 +169,56 @@ mod tests {
     #[test]
     fn a_trickle_sleeps_a_tick_but_not_past_due_windows() {
         let mut p = IntakePace::new(MS(100));
-        assert_eq!(p.tick(), MS(50));
+        assert_eq!(p.tick, MS(50));
         // Idle: nothing to rest after, so the source waits on the socket.
         assert!(!p.after_reads());
         // The first second has no rate to go by.
         let t = Instant::now();
         p.read();
-        assert_eq!(p.rest(t, None, false), None);
+        assert_eq!(p.rest(t, None, false, false), None);
         // 200 messages per second: 50 take 250 ms, so a tick.
         let t = settle(&mut p, t, 200);
         p.read();
-        assert_eq!(p.rest(t, None, false), Some(MS(50)));
+        assert_eq!(p.rest(t, None, false, false), Some(MS(50)));
         // Not past windows due; none when they are due.
         p.read();
-        assert_eq!(p.rest(t, Some(t + MS(20)), false), Some(MS(20)));
+        assert_eq!(p.rest(t, Some(t + MS(20)), false, false), Some(MS(20)));
         p.read();
-        assert_eq!(p.rest(t, Some(t), false), None);
+        assert_eq!(p.rest(t, Some(t), false, false), None);
         // Nothing read: wait on the socket.
-        assert_eq!(p.rest(t, None, false), None);
+        assert_eq!(p.rest(t, None, false, false), None);
         // 2,000 per second: 25 ms.
         let t = settle(&mut p, t, 2_000);
         p.read();
-        let sleep = p.rest(t, None, false).unwrap();
+        let sleep = p.rest(t, None, false, false).unwrap();
         assert!(sleep.abs_diff(MS(25)) < MS(1), "{sleep:?}");
+    }
+
+    #[test]
+    fn windows_are_due_max_wait_after_the_socket_was_last_found_empty() {
+        let mut p = IntakePace::new(MS(250));
+        let t = Instant::now() + MS(1_000);
+        // Due 5 ms (a fiftieth) before max_wait is over.
+        let wait = MS(245);
+        // Nothing drained yet: the message may have waited a tick unread.
+        assert_eq!(p.handover_at(t, MS(250)), t - MS(125) + wait);
+        // Drained at t, then a tick's sleep: what the next read brings is
+        // due max_wait after t, not after the read, so one call scores what
+        // this read and the next bring.
+        p.read();
+        p.rest(t, None, false, false);
+        assert_eq!(p.handover_at(t + MS(125), MS(250)), t + wait);
+        // A message read at once, without a sleep: due max_wait after the
+        // socket was found empty, shortly before.
+        assert_eq!(p.handover_at(t + MS(3), MS(250)), t + wait);
+        // The source stayed busy long after it last drained: never more
+        // than a tick is assumed unread.
+        assert_eq!(p.handover_at(t + MS(1_000), MS(250)), t + MS(875) + wait);
+        // Pacing off: the full wait from now, less a fiftieth (0 of 5 ms).
+        let mut fast = IntakePace::new(MS(5));
+        fast.read();
+        fast.rest(t, None, false, false);
+        assert_eq!(fast.handover_at(t + MS(1), MS(5)), t + MS(6) - MS(5) / 50);
     }
 
     #[test]
@@ -177,19 +228,25 @@ mod tests {
         for _ in 0..PACE_BELOW {
             p.read();
         }
-        assert_eq!(p.rest(t, None, false), None);
+        assert_eq!(p.rest(t, None, false, false), None);
+        // Acknowledgements that wait for the journal: its pacer keeps them
+        // within the broker's window, so a large read is no sign of it.
+        for _ in 0..PACE_BELOW {
+            p.read();
+        }
+        assert_eq!(p.rest(t, None, false, true), Some(MS(50)));
         p.read();
-        assert_eq!(p.rest(t, None, true), None);
+        assert_eq!(p.rest(t, None, true, false), None);
         p.read();
-        assert_eq!(p.rest(t, None, false), Some(MS(50)));
+        assert_eq!(p.rest(t, None, false, false), Some(MS(50)));
         // 50,000 per second: 1 ms for 50, too short.
         let t = settle(&mut p, t, 50_000);
         p.read();
-        assert_eq!(p.rest(t, None, false), None);
+        assert_eq!(p.rest(t, None, false, false), None);
         let mut fast = IntakePace::new(MS(5));
-        assert_eq!(fast.tick(), Duration::ZERO);
+        assert_eq!(fast.tick, Duration::ZERO);
         let t = settle(&mut fast, t, 200);
         fast.read();
-        assert_eq!(fast.rest(t, None, false), None);
+        assert_eq!(fast.rest(t, None, false, false), None);
     }
 }

@@ -116,7 +116,8 @@ pub async fn run_source(
     let commit_timer = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(commit_timer);
     let mut commit_armed = false;
-    // Fires when the oldest gathered window has waited `max_wait`.
+    // Fires when the oldest gathered window's message may have waited
+    // `max_wait` since it reached the socket (IntakePace::handover_at).
     let handover_timer = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(handover_timer);
     let Some(first) = brokers.first().cloned() else {
@@ -180,7 +181,6 @@ pub async fn run_source(
     // while disconnected is not the sensors' (docs/alerts.md §2).
     let mut connected_since: Option<i64> = None;
     let mut pace = IntakePace::new(max_wait);
-    let max_wait = max_wait.saturating_sub(pace.tick()); // a tick unread in the socket
     loop {
         // rumqttc's connect is not cancel-safe: a connect dropped half-way
         // (another branch firing) leaves the broker a second connection
@@ -244,6 +244,11 @@ pub async fn run_source(
                     stage.tick(now, connected_since, &mut out);
                     if partition.is_some() {
                         note_marks(&mut marks, &out[gathered..]);
+                    }
+                    if gathered == 0 && !out.is_empty() {
+                        handover_timer
+                            .as_mut()
+                            .reset(pace.handover_at(tokio::time::Instant::now(), max_wait));
                     }
                     if !send_quality(&mut stage, &windows, &mut out, &metrics).await {
                         break;
@@ -335,6 +340,7 @@ pub async fn run_source(
                 () = std::future::ready(()), if stall.is_none() && !unacked.is_empty()
                     && pacer.due(unacked.len(), tokio::time::Instant::now()) => {
                     if let Some(j) = journal.as_mut() {
+                        pacer.commit_due(unacked.len(), tokio::time::Instant::now());
                         if let Err(e) = commit_journal(j, &mut unacked, epoch, &acks, &metrics, &mut pacer) {
                             stall = Some(JournalStall::begin(&e, &metrics));
                         }
@@ -350,8 +356,14 @@ pub async fn run_source(
                         break;
                     }
                     let due = (!out.is_empty()).then(|| handover_timer.deadline());
-                    if let Some(sleep) = pace.rest(now, due, pacer.take_committed()) {
+                    let sleep = pace.rest(now, due, pacer.take_committed(), journal.is_some());
+                    pacer.rested(unacked.len(), sleep.is_some());
+                    if let Some(sleep) = sleep {
                         std::thread::sleep(sleep);
+                        // Let the runtime look at the socket: until it does,
+                        // a read finds nothing, and the pacer would take
+                        // that for a broker that stopped (sync_pacer.rs).
+                        tokio::task::yield_now().await;
                     }
                     continue;
                 }
@@ -479,7 +491,7 @@ pub async fn run_source(
                         } else if gathered == 0 && !out.is_empty() {
                             handover_timer
                                 .as_mut()
-                                .reset(tokio::time::Instant::now() + max_wait);
+                                .reset(pace.handover_at(tokio::time::Instant::now(), max_wait));
                         }
                         if !send_quality(&mut stage, &windows, &mut out, &metrics).await {
                             break;

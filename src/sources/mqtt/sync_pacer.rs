@@ -5,6 +5,14 @@
 //! Disk syncs per second are thus at most `1 / sync_interval` plus
 //! `messages per second / sync_max_pending` (docs/low-rate.md §1).
 //!
+//! A broker with a larger window lets more wait, and MQTT 3.1.1 does not
+//! say how many: the pacer learns it (docs/low-rate.md §8). Messages that
+//! wait are a lower bound of the window (`room`); once `sync_after` wait,
+//! it commits only when no more arrived since the source last rested,
+//! and from then on at four fifths of the most seen waiting. Where the
+//! broker did stop at the window, that costs one rest's delay of the
+//! acknowledgements, and the pacer does not try again for a minute.
+//!
 //! Holding acknowledgements back costs nothing in latency: the messages
 //! are decoded and scored at once; only their PUBACKs wait, and an
 //! unacknowledged message is redelivered after a crash, so at-least-once
@@ -13,6 +21,10 @@
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+/// After a commit found that the broker had stopped delivering short of
+/// what was waiting, commits go at the learned room for this long.
+const PROBE_BACKOFF: Duration = Duration::from_secs(60);
 
 /// Decides when the source commits the journal.
 #[derive(Debug, Clone)]
@@ -23,6 +35,14 @@ pub(super) struct SyncPacer {
     waiting_since: Option<Instant>,
     /// A commit was made since [`Self::take_committed`] last asked.
     fresh_commit: bool,
+    /// The most messages seen waiting at once on this connection: the
+    /// broker's in-flight window is at least this.
+    room: usize,
+    /// Messages waiting when the source last slept, or `None` when it
+    /// last rested without a sleep (nothing to learn from the next read).
+    at_rest: Option<usize>,
+    /// No waiting for more before this (the last try found none).
+    probe_after: Option<Instant>,
 }
 
 impl SyncPacer {
@@ -33,6 +53,9 @@ impl SyncPacer {
             after: after.max(1),
             waiting_since: None,
             fresh_commit: false,
+            room: 0,
+            at_rest: None,
+            probe_after: None,
         }
     }
 
@@ -44,10 +67,31 @@ impl SyncPacer {
         }
     }
 
-    /// Whether to commit now: enough messages wait, or the oldest has
-    /// waited a whole interval.
+    /// How many waiting messages call for a commit: `sync_after`, or four
+    /// fifths of the most seen waiting at once.
+    fn limit(&self) -> usize {
+        self.after.max(self.room - self.room / 5)
+    }
+
+    fn probing(&self, now: Instant) -> bool {
+        self.probe_after.is_none_or(|t| now >= t)
+    }
+
+    /// Whether to commit now: the oldest has waited a whole interval, or
+    /// enough messages wait and none arrived since the source last rested
+    /// (or it does not wait for more: see the module's doc).
     pub(super) fn due(&self, pending: usize, now: Instant) -> bool {
-        pending >= self.after || self.deadline(pending).is_some_and(|d| d <= now)
+        if self.deadline(pending).is_some_and(|d| d <= now) {
+            return true;
+        }
+        pending >= self.limit() && !(self.probing(now) && self.at_rest.is_some_and(|r| pending > r))
+    }
+
+    /// The source rests with `pending` messages waiting, all delivered
+    /// without an acknowledgement; it `slept` (or waits on the socket).
+    pub(super) fn rested(&mut self, pending: usize, slept: bool) {
+        self.at_rest = slept.then_some(pending);
+        self.room = self.room.max(pending);
     }
 
     /// When the waiting messages must be committed at the latest; `None`
@@ -58,16 +102,37 @@ impl SyncPacer {
             .map(|t| t + self.interval)
     }
 
-    /// The waiting messages were committed.
-    pub(super) fn committed(&mut self) {
+    /// The source commits because [`Self::due`] said so. If that was
+    /// because nothing arrived while more than the count waited, the
+    /// broker may have stopped at its window: no waiting for more for a
+    /// while. (Commits for other reasons, a segment's rotation, say, tell
+    /// nothing of the window.)
+    pub(super) fn commit_due(&mut self, pending: usize, now: Instant) {
+        let timed_out = self.deadline(pending).is_some_and(|d| d <= now);
+        if pending >= self.limit()
+            && self.at_rest == Some(pending)
+            && !timed_out
+            && self.probing(now)
+        {
+            self.probe_after = Some(now + PROBE_BACKOFF);
+        }
+    }
+
+    /// The `pending` waiting messages were committed.
+    pub(super) fn committed(&mut self, pending: usize) {
+        self.room = self.room.max(pending);
+        self.at_rest = None;
         self.waiting_since = None;
         self.fresh_commit = true;
     }
 
     /// The waiting messages were dropped (a reconnect: the broker
-    /// redelivers them).
+    /// redelivers them, and may be another node with another window).
     pub(super) fn dropped(&mut self) {
         self.waiting_since = None;
+        self.room = 0;
+        self.at_rest = None;
+        self.probe_after = None;
     }
 
     /// Whether a commit was made since the last call: its acknowledgements
@@ -95,7 +160,7 @@ mod tests {
         assert!(!p.due(2, t0 + ms(999)));
         assert_eq!(p.deadline(2), Some(t0 + ms(1000)));
         assert!(p.due(2, t0 + ms(1000)));
-        p.committed();
+        p.committed(2);
         assert!(p.take_committed());
         assert!(!p.take_committed());
         assert_eq!(p.deadline(0), None);
@@ -113,5 +178,66 @@ mod tests {
         // Zero is clamped: every message commits at once.
         let p = SyncPacer::new(Duration::from_secs(1), 0);
         assert!(p.due(1, t0));
+    }
+
+    #[test]
+    fn a_larger_window_is_learned_by_waiting_while_the_broker_delivers() {
+        let t = Instant::now();
+        let ms = Duration::from_millis;
+        let mut p = SyncPacer::new(ms(1000), 16);
+        p.note(1, t);
+        // The source slept with 10 waiting, and the next read brought 25:
+        // past sync_after, but the broker is still delivering.
+        p.rested(10, true);
+        assert!(!p.due(35, t));
+        p.rested(35, true);
+        assert!(!p.due(60, t));
+        // The interval ends the wait; that is no sign of the window.
+        assert!(p.due(60, t + ms(1000)));
+        p.commit_due(60, t + ms(1000));
+        p.committed(60);
+        // Now at four fifths of the 60 seen waiting, once nothing new came.
+        p.note(1, t + ms(1000));
+        p.rested(40, true);
+        assert!(!p.due(47, t + ms(1100)));
+        assert!(!p.due(48, t + ms(1100)), "still delivering");
+        p.rested(48, true);
+        assert!(p.due(48, t + ms(1200)), "nothing came during the sleep");
+        // That commit is taken as the window: for a minute, commits go at
+        // the limit whatever arrives.
+        p.commit_due(48, t + ms(1200));
+        p.committed(48);
+        p.note(1, t + ms(1300));
+        p.rested(10, true);
+        assert!(!p.due(47, t + ms(1300)));
+        assert!(p.due(48, t + ms(1300)));
+        p.commit_due(48, t + ms(1300));
+        p.committed(48);
+        // A minute later the pacer waits for more again.
+        let later = t + ms(61_300);
+        p.note(1, later);
+        p.rested(10, true);
+        assert!(!p.due(48, later));
+    }
+
+    #[test]
+    fn without_a_sleep_or_after_a_reconnect_sync_after_counts() {
+        let t = Instant::now();
+        let mut p = SyncPacer::new(Duration::from_secs(1), 16);
+        p.note(1, t);
+        // The source waits on the socket instead of sleeping: the next
+        // check would learn nothing, so the commit goes at once and no
+        // back-off follows.
+        p.rested(20, false);
+        assert!(p.due(20, t));
+        p.commit_due(20, t);
+        p.committed(20);
+        p.note(1, t);
+        p.rested(10, true);
+        assert!(!p.due(20, t), "still waits for more once the source sleeps");
+        // A reconnect (maybe to another node) forgets the window learned.
+        p.dropped();
+        p.note(1, t);
+        assert!(p.due(16, t));
     }
 }
