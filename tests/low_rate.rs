@@ -224,6 +224,16 @@ fn journal_syncs_are_bounded_by_the_sync_settings() {
         "{messages} messages over {:.1} s, a broker window of 1,000, defaults: {} journal syncs",
         learned.secs, learned.syncs
     );
+    // One per 16 messages in the first second (the source sleeps only once
+    // it knows the rate, and only a sleep shows what the broker lets
+    // wait), then about one per interval; each segment rotation and the
+    // shutdown add one. Committing at every 16 made 38 here.
+    let bound = (200.0 / 16.0_f64).ceil() + learned.secs.ceil() + (learned.secs / 5.0).ceil() + 4.0;
+    assert!(
+        learned.syncs <= bound,
+        "{} syncs with a broker window of 1,000, more than {bound}: the window was not learned",
+        learned.syncs
+    );
     let Run {
         syncs,
         secs,
