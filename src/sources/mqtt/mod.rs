@@ -355,6 +355,19 @@ pub async fn run_source(
                     if !out.is_empty() && handover_timer.deadline() <= now && !send_windows(&windows, &mut out, &metrics).await {
                         break;
                     }
+                    // What waits for its commit reaches the file before the
+                    // source rests, so that a crash of the process loses none
+                    // of it however long the commit waits (§8 of
+                    // docs/low-rate.md).
+                    if stall.is_none()
+                        && !unacked.is_empty()
+                        && let Some(j) = journal.as_mut()
+                        && let Err(e) = j.write_out()
+                    {
+                        unacked.clear();
+                        stall = Some(JournalStall::begin(&e, &metrics));
+                        continue;
+                    }
                     let due = (!out.is_empty()).then(|| handover_timer.deadline());
                     let sleep = pace.rest(now, due, pacer.take_committed(), journal.is_some());
                     pacer.rested(unacked.len(), sleep.is_some());

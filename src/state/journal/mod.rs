@@ -307,6 +307,28 @@ impl Journal {
         Ok(())
     }
 
+    /// Writes the buffered records to the file without syncing it: a crash
+    /// of the process (not of the machine) then loses none of them, though
+    /// they are neither durable nor acknowledged until the next commit.
+    ///
+    /// # Errors
+    /// The write fails; as with [`Journal::append`], the records since the
+    /// last commit are gone.
+    pub fn write_out(&mut self) -> Result<(), JournalError> {
+        let Some((seg, w, _)) = self.current.as_mut() else {
+            return Ok(());
+        };
+        if w.buffer().is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = w.flush() {
+            let err = io(&seg.path)(e);
+            self.rollback();
+            return Err(err);
+        }
+        Ok(())
+    }
+
     /// Writes the buffered records to the file and returns a handle whose
     /// `sync_data` makes them durable (`None` when sync is off or nothing
     /// is open). Call [`Journal::should_rotate`] after.
