@@ -20,7 +20,10 @@
 //!   ([`IntakePace::handover_at`]): the message reached the socket after
 //!   that, so it is scored within `max_wait_ms` of its arrival, and at a
 //!   low rate one call scores what two reads brought.
-//! - No sleep after a read of [`PACE_BELOW`] messages or more, when the
+//! - No sleep after a read of [`PACE_BELOW`] messages or more (without the
+//!   journal: with it, the sync pacer keeps what waits within the broker's
+//!   window, so a large read does not mean the broker held messages back),
+//!   when the
 //!   sleep would be under [`MIN_SLEEP`] (thousands of messages per second:
 //!   each wake-up already serves several, and a sleep would only add
 //!   latency), or right after a journal commit (the sync's end wakes the
@@ -71,12 +74,18 @@ pub(super) struct IntakePace {
     /// When the source last found the broker had nothing more ready: what
     /// it reads later reached the socket after this.
     drained: Option<Instant>,
+    /// How long gathered windows may wait: `max_wait` less
+    /// [`HANDOVER_SLACK`].
+    wait: Duration,
+    /// Acknowledgements wait for journal commits (sync_pacer.rs).
+    journaled: bool,
 }
 
 impl IntakePace {
     /// Pacing for a micro-batching wait of `max_wait` (a tick of half of
-    /// it; off below [`MIN_MAX_WAIT`]).
-    pub(super) fn new(max_wait: Duration) -> Self {
+    /// it; off below [`MIN_MAX_WAIT`]); `journaled` when acknowledgements
+    /// wait for journal commits.
+    pub(super) fn new(max_wait: Duration, journaled: bool) -> Self {
         Self {
             tick: if max_wait < MIN_MAX_WAIT {
                 Duration::ZERO
@@ -88,6 +97,8 @@ impl IntakePace {
             since: None,
             rate: None,
             drained: None,
+            wait: max_wait - max_wait / HANDOVER_SLACK,
+            journaled,
         }
     }
 
@@ -98,10 +109,9 @@ impl IntakePace {
     /// At a low rate that is a tick later than `now + max_wait - tick`, so
     /// that one call scores what two reads brought.
     /// [`HANDOVER_SLACK`] of the wait is left for the hand-over itself.
-    pub(super) fn handover_at(&self, now: Instant, max_wait: Duration) -> Instant {
+    pub(super) fn handover_at(&self, now: Instant) -> Instant {
         let arrived = now.checked_sub(self.tick).unwrap_or(now);
-        let wait = max_wait - max_wait / HANDOVER_SLACK;
-        self.drained.map_or(arrived, |d| d.max(arrived)) + wait
+        self.drained.map_or(arrived, |d| d.max(arrived)) + self.wait
     }
 
     /// A message was read.
@@ -119,15 +129,11 @@ impl IntakePace {
     /// The broker has nothing more ready at `now`: how long to sleep, if
     /// at all; never past `due`, when gathered windows are due at scoring,
     /// and not when the journal was `committed` since the last rest.
-    /// `journaled`: acknowledgements wait for journal commits, whose pacer
-    /// keeps what waits within the broker's window (sync_pacer.rs), so a
-    /// large read does not mean the broker held messages back.
     pub(super) fn rest(
         &mut self,
         now: Instant,
         due: Option<Instant>,
         committed: bool,
-        journaled: bool,
     ) -> Option<Duration> {
         let read = std::mem::take(&mut self.read);
         self.drained = Some(now);
@@ -137,7 +143,7 @@ impl IntakePace {
             self.counted = 0;
             self.since = Some(now);
         }
-        if committed || read == 0 || (read >= PACE_BELOW && !journaled) {
+        if committed || read == 0 || (read >= PACE_BELOW && !self.journaled) {
             return None;
         }
         // PER_SLEEP messages at the rate of the last window, at most a tick.
@@ -161,92 +167,94 @@ mod tests {
         for _ in 0..=per_s {
             p.read();
             t += Duration::from_secs(1) / per_s;
-            p.rest(t, None, false, false);
+            p.rest(t, None, false);
         }
         t
     }
 
     #[test]
     fn a_trickle_sleeps_a_tick_but_not_past_due_windows() {
-        let mut p = IntakePace::new(MS(100));
+        let mut p = IntakePace::new(MS(100), false);
         assert_eq!(p.tick, MS(50));
         // Idle: nothing to rest after, so the source waits on the socket.
         assert!(!p.after_reads());
         // The first second has no rate to go by.
         let t = Instant::now();
         p.read();
-        assert_eq!(p.rest(t, None, false, false), None);
+        assert_eq!(p.rest(t, None, false), None);
         // 200 messages per second: 50 take 250 ms, so a tick.
         let t = settle(&mut p, t, 200);
         p.read();
-        assert_eq!(p.rest(t, None, false, false), Some(MS(50)));
+        assert_eq!(p.rest(t, None, false), Some(MS(50)));
         // Not past windows due; none when they are due.
         p.read();
-        assert_eq!(p.rest(t, Some(t + MS(20)), false, false), Some(MS(20)));
+        assert_eq!(p.rest(t, Some(t + MS(20)), false), Some(MS(20)));
         p.read();
-        assert_eq!(p.rest(t, Some(t), false, false), None);
+        assert_eq!(p.rest(t, Some(t), false), None);
         // Nothing read: wait on the socket.
-        assert_eq!(p.rest(t, None, false, false), None);
+        assert_eq!(p.rest(t, None, false), None);
         // 2,000 per second: 25 ms.
         let t = settle(&mut p, t, 2_000);
         p.read();
-        let sleep = p.rest(t, None, false, false).unwrap();
+        let sleep = p.rest(t, None, false).unwrap();
         assert!(sleep.abs_diff(MS(25)) < MS(1), "{sleep:?}");
     }
 
     #[test]
     fn windows_are_due_max_wait_after_the_socket_was_last_found_empty() {
-        let mut p = IntakePace::new(MS(250));
+        let mut p = IntakePace::new(MS(250), false);
         let t = Instant::now() + MS(1_000);
         // Due 5 ms (a fiftieth) before max_wait is over.
         let wait = MS(245);
         // Nothing drained yet: the message may have waited a tick unread.
-        assert_eq!(p.handover_at(t, MS(250)), t - MS(125) + wait);
+        assert_eq!(p.handover_at(t), t - MS(125) + wait);
         // Drained at t, then a tick's sleep: what the next read brings is
         // due max_wait after t, not after the read, so one call scores what
         // this read and the next bring.
         p.read();
-        p.rest(t, None, false, false);
-        assert_eq!(p.handover_at(t + MS(125), MS(250)), t + wait);
+        p.rest(t, None, false);
+        assert_eq!(p.handover_at(t + MS(125)), t + wait);
         // A message read at once, without a sleep: due max_wait after the
         // socket was found empty, shortly before.
-        assert_eq!(p.handover_at(t + MS(3), MS(250)), t + wait);
+        assert_eq!(p.handover_at(t + MS(3)), t + wait);
         // The source stayed busy long after it last drained: never more
         // than a tick is assumed unread.
-        assert_eq!(p.handover_at(t + MS(1_000), MS(250)), t + MS(875) + wait);
+        assert_eq!(p.handover_at(t + MS(1_000)), t + MS(875) + wait);
         // Pacing off: the full wait from now, less a fiftieth (0 of 5 ms).
-        let mut fast = IntakePace::new(MS(5));
+        let mut fast = IntakePace::new(MS(5), false);
         fast.read();
-        fast.rest(t, None, false, false);
-        assert_eq!(fast.handover_at(t + MS(1), MS(5)), t + MS(6) - MS(5) / 50);
+        fast.rest(t, None, false);
+        assert_eq!(fast.handover_at(t + MS(1)), t + MS(6) - MS(5) / 50);
     }
 
     #[test]
     fn a_busy_read_a_fast_rate_a_commit_or_a_short_max_wait_does_not_sleep() {
-        let mut p = IntakePace::new(MS(100));
+        let mut p = IntakePace::new(MS(100), false);
         let t = settle(&mut p, Instant::now(), 200);
         for _ in 0..PACE_BELOW {
             p.read();
         }
-        assert_eq!(p.rest(t, None, false, false), None);
+        assert_eq!(p.rest(t, None, false), None);
         // Acknowledgements that wait for the journal: its pacer keeps them
         // within the broker's window, so a large read is no sign of it.
+        let mut journaled = IntakePace::new(MS(100), true);
+        let tj = settle(&mut journaled, t, 200);
         for _ in 0..PACE_BELOW {
-            p.read();
+            journaled.read();
         }
-        assert_eq!(p.rest(t, None, false, true), Some(MS(50)));
+        assert_eq!(journaled.rest(tj, None, false), Some(MS(50)));
         p.read();
-        assert_eq!(p.rest(t, None, true, false), None);
+        assert_eq!(p.rest(t, None, true), None);
         p.read();
-        assert_eq!(p.rest(t, None, false, false), Some(MS(50)));
+        assert_eq!(p.rest(t, None, false), Some(MS(50)));
         // 50,000 per second: 1 ms for 50, too short.
         let t = settle(&mut p, t, 50_000);
         p.read();
-        assert_eq!(p.rest(t, None, false, false), None);
-        let mut fast = IntakePace::new(MS(5));
+        assert_eq!(p.rest(t, None, false), None);
+        let mut fast = IntakePace::new(MS(5), false);
         assert_eq!(fast.tick, Duration::ZERO);
         let t = settle(&mut fast, t, 200);
         fast.read();
-        assert_eq!(fast.rest(t, None, false, false), None);
+        assert_eq!(fast.rest(t, None, false), None);
     }
 }

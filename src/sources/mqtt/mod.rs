@@ -12,6 +12,7 @@
 //! session takes and leaves its handover record (`partition.rs`).
 
 mod acks;
+mod connection;
 pub(crate) mod decode;
 pub mod handover;
 mod intake_pace;
@@ -43,7 +44,7 @@ use rumqttc::{AsyncClient, Event, Packet, QoS};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::core::reading::{DropReason, Message};
+use crate::core::reading::Message;
 use crate::ops::metrics::Metrics;
 use crate::pipeline::{Barrier, InferenceMsg, WindowSender};
 use acks::{AckQueues, ack_at_shutdown, commit_journal, send_acks};
@@ -180,7 +181,7 @@ pub async fn run_source(
     // When the broker connection came up (receive-time clock); silence
     // while disconnected is not the sensors' (docs/alerts.md §2).
     let mut connected_since: Option<i64> = None;
-    let mut pace = IntakePace::new(max_wait);
+    let mut pace = IntakePace::new(max_wait, journal.is_some());
     loop {
         // rumqttc's connect is not cancel-safe: a connect dropped half-way
         // (another branch firing) leaves the broker a second connection
@@ -248,7 +249,7 @@ pub async fn run_source(
                     if gathered == 0 && !out.is_empty() {
                         handover_timer
                             .as_mut()
-                            .reset(pace.handover_at(tokio::time::Instant::now(), max_wait));
+                            .reset(pace.handover_at(tokio::time::Instant::now()));
                     }
                     if !send_quality(&mut stage, &windows, &mut out, &metrics).await {
                         break;
@@ -369,7 +370,7 @@ pub async fn run_source(
                         continue;
                     }
                     let due = (!out.is_empty()).then(|| handover_timer.deadline());
-                    let sleep = pace.rest(now, due, pacer.take_committed(), journal.is_some());
+                    let sleep = pace.rest(now, due, pacer.take_committed());
                     pacer.rested(unacked.len(), sleep.is_some());
                     if let Some(sleep) = sleep {
                         std::thread::sleep(sleep);
@@ -504,7 +505,7 @@ pub async fn run_source(
                         } else if gathered == 0 && !out.is_empty() {
                             handover_timer
                                 .as_mut()
-                                .reset(pace.handover_at(tokio::time::Instant::now(), max_wait));
+                                .reset(pace.handover_at(tokio::time::Instant::now()));
                         }
                         if !send_quality(&mut stage, &windows, &mut out, &metrics).await {
                             break;
@@ -525,31 +526,9 @@ pub async fn run_source(
                 if std::mem::take(&mut session_up) {
                     metrics.session_connected(false);
                 }
-                metrics.mqtt_disconnects.fetch_add(1, Relaxed);
                 connected_since = None;
                 pending_subacks = 0;
-                if let rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(
-                    rumqttc::Error::PayloadSizeLimitExceeded(size),
-                )) = &e
-                {
-                    metrics.count_drop(DropReason::Oversize, 1);
-                    tracing::error!(
-                        bytes = size,
-                        "a message larger than the transport limit cannot be read or acknowledged; the broker redelivers it after each reconnect (remove it there, or cap message sizes at the broker)"
-                    );
-                }
-                // Dropped soon after the broker accepted us: a flapping
-                // connection; the backoff keeps growing.
-                let quick = connected_at
-                    .take()
-                    .is_some_and(|t| t.elapsed() < STABLE_CONNECTION);
-                if quick {
-                    metrics.mqtt_flapping.store(1, Relaxed);
-                }
-                metrics
-                    .mqtt_backoff_ms
-                    .store(backoff.as_millis() as u64, Relaxed);
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, flapping = quick, "MQTT connection lost; reconnecting");
+                connection::note_lost(&e, &metrics, connected_at.take(), backoff);
                 // Several nodes: the next one (the session resumes there).
                 if brokers.len() > 1 {
                     broker = (broker + 1) % brokers.len();

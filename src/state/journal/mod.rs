@@ -318,9 +318,6 @@ impl Journal {
         let Some((seg, w, _)) = self.current.as_mut() else {
             return Ok(());
         };
-        if w.buffer().is_empty() {
-            return Ok(());
-        }
         if let Err(e) = w.flush() {
             let err = io(&seg.path)(e);
             self.rollback();
@@ -337,16 +334,15 @@ impl Journal {
     /// The write or the handle duplication fails; as with
     /// [`Journal::append`], the records since the last commit are gone.
     pub fn commit(&mut self) -> Result<Option<File>, JournalError> {
+        self.write_out()?;
         let Some((seg, w, _)) = self.current.as_mut() else {
             return Ok(None);
         };
-        let sync = w.flush().and_then(|()| {
-            if self.settings.fsync {
-                w.get_ref().try_clone().map(Some)
-            } else {
-                Ok(None)
-            }
-        });
+        let sync = if self.settings.fsync {
+            w.get_ref().try_clone().map(Some)
+        } else {
+            Ok(None)
+        };
         match sync {
             Ok(f) => {
                 self.committed = seg.bytes;
