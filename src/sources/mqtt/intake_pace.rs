@@ -122,6 +122,11 @@ impl IntakePace {
 
     /// Whether the source should ask [`Self::rest`] once the broker has
     /// nothing more ready: something was read since the last rest.
+    /// How long a sleep lasts at most; zero with pacing off.
+    pub(super) fn tick(&self) -> Duration {
+        self.tick
+    }
+
     pub(super) fn after_reads(&self) -> bool {
         self.read > 0
     }

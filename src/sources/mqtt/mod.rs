@@ -378,6 +378,11 @@ pub async fn run_source(
                         // a read finds nothing, and the pacer would take
                         // that for a broker that stopped (sync_pacer.rs).
                         tokio::task::yield_now().await;
+                    } else if let Some(at) = pacer.commit_by(unacked.len(), now, pace.tick())
+                        && (!commit_armed || commit_timer.deadline() > at)
+                    {
+                        commit_timer.as_mut().reset(at);
+                        commit_armed = true;
                     }
                     continue;
                 }

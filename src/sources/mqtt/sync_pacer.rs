@@ -100,6 +100,19 @@ impl SyncPacer {
         pending >= self.limit() && !(self.probing(now) && self.at_rest.is_some_and(|r| pending > r))
     }
 
+    /// The source rests without a sleep (it waits on the socket) with
+    /// `pending` waiting: with no sleep to judge by, a broker that stopped
+    /// would hold what comes next until the interval ends. So once
+    /// `sync_after` wait, the commit goes a pace `tick` later at the latest.
+    pub(super) fn commit_by(
+        &self,
+        pending: usize,
+        now: Instant,
+        tick: Duration,
+    ) -> Option<Instant> {
+        (pending >= self.after && !tick.is_zero()).then(|| now + tick)
+    }
+
     /// The source rests with `pending` messages waiting, all delivered
     /// without an acknowledgement; it `slept` (or waits on the socket).
     pub(super) fn rested(&mut self, pending: usize, slept: bool) {
@@ -231,6 +244,17 @@ mod tests {
         p.note(1, later);
         p.rested(10, true);
         assert!(!p.due(48, later));
+    }
+
+    #[test]
+    fn waiting_on_the_socket_commits_within_a_tick() {
+        let t = Instant::now();
+        let tick = Duration::from_millis(125);
+        let p = SyncPacer::new(Duration::from_secs(1), 16);
+        assert_eq!(p.commit_by(16, t, tick), Some(t + tick));
+        assert_eq!(p.commit_by(15, t, tick), None);
+        // Pacing off: the source never sleeps, counts and the interval rule.
+        assert_eq!(p.commit_by(16, t, Duration::ZERO), None);
     }
 
     #[test]
