@@ -23,10 +23,9 @@
 //! - No sleep after a read of [`PACE_BELOW`] messages or more (without the
 //!   journal: with it, the sync pacer keeps what waits within the broker's
 //!   window, so a large read does not mean the broker held messages back),
-//!   when the
-//!   sleep would be under [`MIN_SLEEP`] (thousands of messages per second:
-//!   each wake-up already serves several, and a sleep would only add
-//!   latency), or right after a journal commit (the sync's end wakes the
+//!   when the sleep would be under [`MIN_SLEEP`] (thousands of messages per
+//!   second: each wake-up already serves several, and a sleep would only
+//!   add latency), or right after a journal commit (the sync's end wakes the
 //!   source to write its acknowledgements; docs/low-rate.md §4 says when
 //!   they wait for the next tick instead).
 //! - When nothing came since the last rest the source waits on the socket
@@ -120,13 +119,13 @@ impl IntakePace {
         self.counted = self.counted.saturating_add(1);
     }
 
-    /// Whether the source should ask [`Self::rest`] once the broker has
-    /// nothing more ready: something was read since the last rest.
     /// How long a sleep lasts at most; zero with pacing off.
     pub(super) fn tick(&self) -> Duration {
         self.tick
     }
 
+    /// Whether the source should ask [`Self::rest`] once the broker has
+    /// nothing more ready: something was read since the last rest.
     pub(super) fn after_reads(&self) -> bool {
         self.read > 0
     }

@@ -381,6 +381,8 @@ pub async fn run_source(
                     } else if let Some(at) = pacer.commit_by(unacked.len(), now, pace.tick())
                         && (!commit_armed || commit_timer.deadline() > at)
                     {
+                        // No sleep to judge a stopped broker by: the commit
+                        // goes within a tick (sync_pacer.rs).
                         commit_timer.as_mut().reset(at);
                         commit_armed = true;
                     }

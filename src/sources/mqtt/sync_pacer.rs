@@ -19,6 +19,8 @@
 //! messages until the next acknowledgement. So once `sync_after` wait, a
 //! sleep that brought nothing commits: what the broker holds back waits
 //! about a rest, not the whole interval (up to a second before this rule).
+//! A rest without a sleep gives nothing to judge by: then the commit goes
+//! a pace tick later at the latest ([`SyncPacer::commit_by`]).
 //!
 //! The messages read are decoded and scored at once; only their PUBACKs
 //! wait, and an unacknowledged message is redelivered after a crash, so
