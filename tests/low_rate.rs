@@ -201,7 +201,7 @@ fn journal_syncs_are_bounded_by_the_sync_settings() {
         "{writes_per_message:.2} writes of the source thread per message: acknowledgements are written one by one"
     );
     // Paced reads (docs/low-rate.md §4): the source thread sleeps about
-    // once per 125 ms tick and once per commit, not once per message.
+    // once per 240 ms tick and once per commit, not once per message.
     assert!(
         switches_per_message < 0.6,
         "{switches_per_message:.2} context switches of the source thread per message: it wakes per message"
@@ -290,9 +290,9 @@ fn journal_syncs_are_bounded_by_the_sync_settings() {
     // Nothing in the broker's way, messages come as they are published:
     // windows are handed to scoring within max_wait of their message
     // reaching the socket (docs/low-rate.md §3), and one call scores what
-    // two pace ticks brought, 50 windows at 200 per second and the default
-    // 250 ms (fewer when a segment rotates). Due a tick after their read
-    // instead, a call scored about 25.
+    // one pace tick (240 ms) brought, 48 windows at 200 per second and the
+    // default 250 ms (fewer when a segment rotates). Due a tick after
+    // their read, with a tick of half max_wait, a call scored about 25.
     assert!(windows > 0.0, "no window was scored");
     assert!(
         late <= windows / 100.0,

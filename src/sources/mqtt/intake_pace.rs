@@ -11,15 +11,16 @@
 //!
 //! - The source runs on a thread of its own (docs/architecture.md §2), so
 //!   the sleep holds up nothing but its own session.
-//! - A sleep lasts a tick, half of `runtime.max_wait_ms` (125 ms by
-//!   default), or as long as [`PER_SLEEP`] messages take to arrive at the
-//!   rate of the last second if that is shorter, and ends when
-//!   gathered windows fall due.
+//! - A sleep lasts a tick, `runtime.max_wait_ms` less a twenty-fifth
+//!   (240 ms by default), or as long as [`PER_SLEEP`] messages take to
+//!   arrive at the rate of the last second if that is shorter.
 //! - Windows are due at scoring `max_wait_ms` after the source last found
 //!   the socket empty before their message was read
 //!   ([`IntakePace::handover_at`]): the message reached the socket after
-//!   that, so it is scored within `max_wait_ms` of its arrival, and at a
-//!   low rate one call scores what two reads brought.
+//!   that, so it is scored within `max_wait_ms` of its arrival. Windows
+//!   that would fall due during the sleep go to scoring before it, not at
+//!   a wake-up of their own: at a low rate each read is due before the
+//!   next, and one call scores what one read brought, once per tick.
 //! - No sleep after a read of [`PACE_BELOW`] messages or more (without the
 //!   journal: with it, the sync pacer keeps what waits within the broker's
 //!   window, so a large read does not mean the broker held messages back),
@@ -49,6 +50,11 @@ const RATE_WINDOW: Duration = Duration::from_secs(1);
 
 /// Shorter sleeps save too little to be worth a message's delay.
 const MIN_SLEEP: Duration = Duration::from_millis(2);
+
+/// A tick is `max_wait` less a twenty-fifth (240 ms of the default 250):
+/// what one read brings is due before the next, so it goes to scoring at
+/// the rest after it, and the read's own work fits in the rest.
+const TICK_SLACK: u32 = 25;
 
 /// Windows are sent a fiftieth of `max_wait` (5 ms of the default 250)
 /// before it ends: the timer's slack and the scoring thread's wake-up fit
@@ -89,7 +95,7 @@ impl IntakePace {
             tick: if max_wait < MIN_MAX_WAIT {
                 Duration::ZERO
             } else {
-                max_wait / 2
+                max_wait - max_wait / TICK_SLACK
             },
             read: 0,
             counted: 0,
@@ -105,8 +111,8 @@ impl IntakePace {
     /// micro-batching wait of `max_wait` from their messages reaching the
     /// socket: those messages arrived after the source last found it
     /// empty, and at most a tick before `now` (a sleep is never longer).
-    /// At a low rate that is a tick later than `now + max_wait - tick`, so
-    /// that one call scores what two reads brought.
+    /// After a tick's sleep that is 5 ms (a fiftieth of 250) after the
+    /// read, before the next sleep ends: the read's windows go at its rest.
     /// [`HANDOVER_SLACK`] of the wait is left for the hand-over itself.
     pub(super) fn handover_at(&self, now: Instant) -> Instant {
         let arrived = now.checked_sub(self.tick).unwrap_or(now);
@@ -124,6 +130,19 @@ impl IntakePace {
         self.tick
     }
 
+    /// How many messages arrive during `sleep` at the rate of the last
+    /// second (none known: 0), for the sync pacer to tell whether the
+    /// broker held some back. A sleep under half a tick predicts none: what
+    /// the broker holds back then waits one more short sleep at most, and
+    /// judging short sleeps by their count committed at nearly every one
+    /// (docs/low-rate.md §8).
+    pub(super) fn expected(&self, sleep: Duration) -> usize {
+        if sleep < self.tick / 2 {
+            return 0;
+        }
+        (self.rate.unwrap_or(0.0) * sleep.as_secs_f64()).round() as usize
+    }
+
     /// Whether the source should ask [`Self::rest`] once the broker has
     /// nothing more ready: something was read since the last rest.
     pub(super) fn after_reads(&self) -> bool {
@@ -131,14 +150,9 @@ impl IntakePace {
     }
 
     /// The broker has nothing more ready at `now`: how long to sleep, if
-    /// at all; never past `due`, when gathered windows are due at scoring,
-    /// and not when the journal was `committed` since the last rest.
-    pub(super) fn rest(
-        &mut self,
-        now: Instant,
-        due: Option<Instant>,
-        committed: bool,
-    ) -> Option<Duration> {
+    /// at all; not when the journal was `committed` since the last rest.
+    /// Windows due before the sleep ends go to scoring before it.
+    pub(super) fn rest(&mut self, now: Instant, committed: bool) -> Option<Duration> {
         let read = std::mem::take(&mut self.read);
         self.drained = Some(now);
         let since = *self.since.get_or_insert(now);
@@ -153,7 +167,6 @@ impl IntakePace {
         // PER_SLEEP messages at the rate of the last window, at most a tick.
         let sleep =
             Duration::from_secs_f64(f64::from(PER_SLEEP) / self.rate?.max(1.0)).min(self.tick);
-        let sleep = due.map_or(sleep, |d| sleep.min(d.saturating_duration_since(now)));
         (sleep >= MIN_SLEEP).then_some(sleep)
     }
 }
@@ -171,37 +184,42 @@ mod tests {
         for _ in 0..=per_s {
             p.read();
             t += Duration::from_secs(1) / per_s;
-            p.rest(t, None, false);
+            p.rest(t, false);
         }
         t
     }
 
     #[test]
-    fn a_trickle_sleeps_a_tick_but_not_past_due_windows() {
+    fn a_trickle_sleeps_a_tick() {
         let mut p = IntakePace::new(MS(100), false);
-        assert_eq!(p.tick, MS(50));
+        assert_eq!(p.tick, MS(96));
         // Idle: nothing to rest after, so the source waits on the socket.
         assert!(!p.after_reads());
         // The first second has no rate to go by.
         let t = Instant::now();
         p.read();
-        assert_eq!(p.rest(t, None, false), None);
-        // 200 messages per second: 50 take 250 ms, so a tick.
+        assert_eq!(p.rest(t, false), None);
+        // 200 messages per second: 50 take 250 ms, so a tick (96 ms).
         let t = settle(&mut p, t, 200);
         p.read();
-        assert_eq!(p.rest(t, None, false), Some(MS(50)));
-        // Not past windows due; none when they are due.
-        p.read();
-        assert_eq!(p.rest(t, Some(t + MS(20)), false), Some(MS(20)));
-        p.read();
-        assert_eq!(p.rest(t, Some(t), false), None);
+        assert_eq!(p.rest(t, false), Some(MS(96)));
         // Nothing read: wait on the socket.
-        assert_eq!(p.rest(t, None, false), None);
+        assert_eq!(p.rest(t, false), None);
         // 2,000 per second: 25 ms.
         let t = settle(&mut p, t, 2_000);
         p.read();
-        let sleep = p.rest(t, None, false).unwrap();
+        let sleep = p.rest(t, false).unwrap();
         assert!(sleep.abs_diff(MS(25)) < MS(1), "{sleep:?}");
+    }
+
+    #[test]
+    fn a_tick_predicts_the_messages_of_the_rate_a_short_sleep_none() {
+        let mut p = IntakePace::new(MS(250), true);
+        assert_eq!(p.expected(MS(240)), 0, "no rate known yet");
+        settle(&mut p, Instant::now(), 200);
+        assert_eq!(p.expected(MS(240)), 48);
+        assert_eq!(p.expected(MS(120)), 24);
+        assert_eq!(p.expected(MS(25)), 0);
     }
 
     #[test]
@@ -210,24 +228,24 @@ mod tests {
         let t = Instant::now() + MS(1_000);
         // Due 5 ms (a fiftieth) before max_wait is over.
         let wait = MS(245);
-        // Nothing drained yet: the message may have waited a tick unread.
-        assert_eq!(p.handover_at(t), t - MS(125) + wait);
+        // Nothing drained yet: the message may have waited a tick (240 ms)
+        // unread.
+        assert_eq!(p.handover_at(t), t - MS(240) + wait);
         // Drained at t, then a tick's sleep: what the next read brings is
-        // due max_wait after t, not after the read, so one call scores what
-        // this read and the next bring.
+        // due max_wait after t, 5 ms after that read, before the next one.
         p.read();
-        p.rest(t, None, false);
-        assert_eq!(p.handover_at(t + MS(125)), t + wait);
+        p.rest(t, false);
+        assert_eq!(p.handover_at(t + MS(240)), t + wait);
         // A message read at once, without a sleep: due max_wait after the
         // socket was found empty, shortly before.
         assert_eq!(p.handover_at(t + MS(3)), t + wait);
         // The source stayed busy long after it last drained: never more
         // than a tick is assumed unread.
-        assert_eq!(p.handover_at(t + MS(1_000)), t + MS(875) + wait);
+        assert_eq!(p.handover_at(t + MS(1_000)), t + MS(760) + wait);
         // Pacing off: the full wait from now, less a fiftieth (0 of 5 ms).
         let mut fast = IntakePace::new(MS(5), false);
         fast.read();
-        fast.rest(t, None, false);
+        fast.rest(t, false);
         assert_eq!(fast.handover_at(t + MS(1)), t + MS(6) - MS(5) / 50);
     }
 
@@ -238,7 +256,7 @@ mod tests {
         for _ in 0..PACE_BELOW {
             p.read();
         }
-        assert_eq!(p.rest(t, None, false), None);
+        assert_eq!(p.rest(t, false), None);
         // Acknowledgements that wait for the journal: its pacer keeps them
         // within the broker's window, so a large read is no sign of it.
         let mut journaled = IntakePace::new(MS(100), true);
@@ -246,19 +264,19 @@ mod tests {
         for _ in 0..PACE_BELOW {
             journaled.read();
         }
-        assert_eq!(journaled.rest(tj, None, false), Some(MS(50)));
+        assert_eq!(journaled.rest(tj, false), Some(MS(96)));
         p.read();
-        assert_eq!(p.rest(t, None, true), None);
+        assert_eq!(p.rest(t, true), None);
         p.read();
-        assert_eq!(p.rest(t, None, false), Some(MS(50)));
+        assert_eq!(p.rest(t, false), Some(MS(96)));
         // 50,000 per second: 1 ms for 50, too short.
         let t = settle(&mut p, t, 50_000);
         p.read();
-        assert_eq!(p.rest(t, None, false), None);
+        assert_eq!(p.rest(t, false), None);
         let mut fast = IntakePace::new(MS(5), false);
         assert_eq!(fast.tick, Duration::ZERO);
         let t = settle(&mut fast, t, 200);
         fast.read();
-        assert_eq!(fast.rest(t, None, false), None);
+        assert_eq!(fast.rest(t, false), None);
     }
 }

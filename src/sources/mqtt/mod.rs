@@ -353,7 +353,13 @@ pub async fn run_source(
                 // while we run), then maybe a sleep (intake_pace.rs).
                 () = std::future::ready(()), if pace.after_reads() => {
                     let now = tokio::time::Instant::now();
-                    if !out.is_empty() && handover_timer.deadline() <= now && !send_windows(&windows, &mut out, &metrics).await {
+                    let sleep = pace.rest(now, pacer.take_committed());
+                    // Windows due before the sleep ends go now: a wake-up
+                    // for them alone costs more than their early call.
+                    if !out.is_empty()
+                        && handover_timer.deadline() <= now + sleep.unwrap_or_default()
+                        && !send_windows(&windows, &mut out, &metrics).await
+                    {
                         break;
                     }
                     // What waits for its commit reaches the file before the
@@ -369,9 +375,7 @@ pub async fn run_source(
                         stall = Some(JournalStall::begin(&e, &metrics));
                         continue;
                     }
-                    let due = (!out.is_empty()).then(|| handover_timer.deadline());
-                    let sleep = pace.rest(now, due, pacer.take_committed());
-                    pacer.rested(unacked.len(), sleep.is_some());
+                    pacer.rested(unacked.len(), sleep.map(|s| pace.expected(s)));
                     if let Some(sleep) = sleep {
                         std::thread::sleep(sleep);
                         // Let the runtime look at the socket: until it does,

@@ -17,8 +17,12 @@
 //! client that acknowledges in batches hold hundreds, as each PUBACK lets
 //! up to its window (20) more through, but past those it holds new
 //! messages until the next acknowledgement. So once `sync_after` wait, a
-//! sleep that brought nothing commits: what the broker holds back waits
-//! about a rest, not the whole interval (up to a second before this rule).
+//! sleep that brought nothing commits, and so does one of at least half a
+//! pace tick that brought fewer than three quarters of what the rate of
+//! the last second predicts (20 of the 48 a 240 ms sleep brings at 200
+//! messages per second): what the broker holds back waits about a rest,
+//! not another long one or the whole interval (up to a second before
+//! these rules).
 //! A rest without a sleep gives nothing to judge by: then the commit goes
 //! a pace tick later at the latest ([`SyncPacer::commit_by`]).
 //!
@@ -48,9 +52,10 @@ pub(super) struct SyncPacer {
     /// The most messages seen waiting at once on this connection: the
     /// broker's in-flight window is at least this.
     room: usize,
-    /// Messages waiting when the source last slept, or `None` when it
-    /// last rested without a sleep (nothing to learn from the next read).
-    at_rest: Option<usize>,
+    /// Messages waiting when the source last slept and how many the rate
+    /// predicted would arrive during the sleep, or `None` when it last
+    /// rested without a sleep (nothing to learn from the next read).
+    at_rest: Option<(usize, usize)>,
     /// No waiting for more before this (the last try found none).
     probe_after: Option<Instant>,
 }
@@ -87,19 +92,31 @@ impl SyncPacer {
         self.probe_after.is_none_or(|t| now >= t)
     }
 
+    /// Whether the last sleep brought fewer messages than the rate
+    /// predicted (under three quarters), or none: the broker holds some
+    /// back for want of acknowledgements.
+    fn held_back(&self, pending: usize) -> bool {
+        self.at_rest.is_some_and(|(r, expected)| {
+            let brought = pending.saturating_sub(r);
+            brought == 0 || brought * 4 < expected * 3
+        })
+    }
+
     /// Whether to commit now: the oldest has waited a whole interval;
-    /// `sync_after` wait and a sleep brought none (the broker may have
-    /// stopped short of the room learned, as mosquitto does at times:
-    /// what it holds back would wait for the interval); or the limit
-    /// waits and the pacer does not wait for more (see the module's doc).
+    /// `sync_after` wait and a sleep brought fewer than the rate predicts
+    /// (the broker stopped short of the room learned, as mosquitto does:
+    /// what it holds back would wait another sleep, or the interval); or
+    /// the limit waits and the pacer does not wait for more (see the
+    /// module's doc).
     pub(super) fn due(&self, pending: usize, now: Instant) -> bool {
         if self.deadline(pending).is_some_and(|d| d <= now) {
             return true;
         }
-        if pending >= self.after && self.at_rest == Some(pending) {
+        if pending >= self.after && self.held_back(pending) {
             return true;
         }
-        pending >= self.limit() && !(self.probing(now) && self.at_rest.is_some_and(|r| pending > r))
+        pending >= self.limit()
+            && !(self.probing(now) && self.at_rest.is_some_and(|(r, _)| pending > r))
     }
 
     /// The source rests without a sleep (it waits on the socket) with
@@ -116,9 +133,11 @@ impl SyncPacer {
     }
 
     /// The source rests with `pending` messages waiting, all delivered
-    /// without an acknowledgement; it `slept` (or waits on the socket).
-    pub(super) fn rested(&mut self, pending: usize, slept: bool) {
-        self.at_rest = slept.then_some(pending);
+    /// without an acknowledgement; it sleeps, and at the rate of the last
+    /// second `expected` messages arrive meanwhile (`None`: it waits on
+    /// the socket).
+    pub(super) fn rested(&mut self, pending: usize, expected: Option<usize>) {
+        self.at_rest = expected.map(|e| (pending, e));
         self.room = self.room.max(pending);
     }
 
@@ -137,11 +156,7 @@ impl SyncPacer {
     /// nothing of the window.)
     pub(super) fn commit_due(&mut self, pending: usize, now: Instant) {
         let timed_out = self.deadline(pending).is_some_and(|d| d <= now);
-        if pending >= self.limit()
-            && self.at_rest == Some(pending)
-            && !timed_out
-            && self.probing(now)
-        {
+        if pending >= self.limit() && self.held_back(pending) && !timed_out && self.probing(now) {
             self.probe_after = Some(now + PROBE_BACKOFF);
         }
     }
@@ -214,11 +229,12 @@ mod tests {
         let ms = Duration::from_millis;
         let mut p = SyncPacer::new(ms(1000), 16);
         p.note(1, t);
-        // The source slept with 10 waiting, and the next read brought 25:
-        // past sync_after, but the broker is still delivering.
-        p.rested(10, true);
+        // The source slept with 10 waiting, and the next read brought the
+        // 25 the rate predicted: past sync_after, but the broker is still
+        // delivering.
+        p.rested(10, Some(25));
         assert!(!p.due(35, t));
-        p.rested(35, true);
+        p.rested(35, Some(25));
         assert!(!p.due(60, t));
         // The interval ends the wait; that is no sign of the window.
         assert!(p.due(60, t + ms(1000)));
@@ -226,17 +242,17 @@ mod tests {
         p.committed(60);
         // Now at four fifths of the 60 seen waiting, once nothing new came.
         p.note(1, t + ms(1000));
-        p.rested(40, true);
+        p.rested(40, Some(8));
         assert!(!p.due(47, t + ms(1100)));
         assert!(!p.due(48, t + ms(1100)), "still delivering");
-        p.rested(48, true);
+        p.rested(48, Some(8));
         assert!(p.due(48, t + ms(1200)), "nothing came during the sleep");
         // That commit is taken as the window: for a minute, commits go at
         // the limit whatever arrives.
         p.commit_due(48, t + ms(1200));
         p.committed(48);
         p.note(1, t + ms(1300));
-        p.rested(10, true);
+        p.rested(10, Some(8));
         assert!(!p.due(47, t + ms(1300)));
         assert!(p.due(48, t + ms(1300)));
         p.commit_due(48, t + ms(1300));
@@ -244,7 +260,7 @@ mod tests {
         // A minute later the pacer waits for more again.
         let later = t + ms(61_300);
         p.note(1, later);
-        p.rested(10, true);
+        p.rested(10, Some(8));
         assert!(!p.due(48, later));
     }
 
@@ -264,21 +280,29 @@ mod tests {
         let t = Instant::now();
         let mut p = SyncPacer::new(Duration::from_secs(1), 16);
         p.note(1, t);
-        p.rested(0, true);
-        p.rested(200, true);
+        p.rested(0, Some(200));
+        p.rested(200, Some(200));
         p.committed(200);
         // The room is 200, so the count is 160; this time the broker stops
         // at 120. Without the rule, those 120 and whatever the broker holds
         // back would wait for the interval.
         p.note(1, t);
-        p.rested(90, true);
-        assert!(!p.due(120, t), "the sleep brought more");
-        p.rested(120, true);
+        p.rested(90, Some(30));
+        assert!(!p.due(120, t), "the sleep brought what the rate predicts");
+        p.rested(120, Some(30));
         assert!(p.due(120, t), "a sleep brought nothing");
-        // A sleep with fewer than sync_after waiting does not commit.
+        // Nor need it bring nothing: mosquitto lets 20 through after an
+        // acknowledgement, and holds the rest. A 240 ms sleep at 200
+        // messages per second should bring 48.
         p.committed(120);
         p.note(1, t);
-        p.rested(10, true);
+        p.rested(20, Some(48));
+        assert!(p.due(40, t), "20 of 48 came: the broker holds the rest");
+        assert!(!p.due(56, t), "36 of 48 came");
+        // A sleep with fewer than sync_after waiting does not commit.
+        p.committed(40);
+        p.note(1, t);
+        p.rested(10, Some(30));
         assert!(!p.due(10, t));
     }
 
@@ -290,12 +314,12 @@ mod tests {
         // The source waits on the socket instead of sleeping: the next
         // check would learn nothing, so the commit goes at once and no
         // back-off follows.
-        p.rested(20, false);
+        p.rested(20, None);
         assert!(p.due(20, t));
         p.commit_due(20, t);
         p.committed(20);
         p.note(1, t);
-        p.rested(10, true);
+        p.rested(10, Some(10));
         assert!(!p.due(20, t), "still waits for more once the source sleeps");
         // A reconnect (maybe to another node) forgets the window learned.
         p.dropped();
