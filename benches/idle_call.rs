@@ -5,8 +5,9 @@
 //! - `back to back`: one call right after another;
 //! - `caches evicted`: after 16 MiB were written, which evicts the data
 //!   caches the call used;
-//! - `after 125 ms idle`: after the thread slept one pace tick, as the
-//!   daemon's threads do between wake-ups at a low rate.
+//! - `after 125 ms idle`: after the thread slept 125 ms (the pace tick
+//!   until the seventh round, 240 ms now), as the daemon's threads do
+//!   between wake-ups at a low rate.
 //!
 //! The third minus the second is what idling costs beyond cold data: on
 //! a virtual machine, mostly instruction-side state (branch predictors,
