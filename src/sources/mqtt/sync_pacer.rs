@@ -8,10 +8,11 @@
 //! A broker with a larger window lets more wait, and MQTT 3.1.1 does not
 //! say how many: the pacer learns it (docs/low-rate.md §8). Messages that
 //! wait are a lower bound of the window (`room`); once `sync_after` wait,
-//! it commits only when no more arrived since the source last rested,
-//! and from then on at four fifths of the most seen waiting. Where the
-//! broker did stop at the window, that costs one rest's delay of the
-//! acknowledgements, and the pacer does not try again for a minute.
+//! it commits only when a sleep brought fewer than the rate predicts
+//! (below), and from then on at four fifths of the most seen waiting.
+//! Where the broker did stop at the window, that costs one rest's delay
+//! of the acknowledgements, and the pacer does not try again for a
+//! minute.
 //!
 //! A broker may stop short of the room seen: mosquitto 2.0.11 lets a
 //! client that acknowledges in batches hold hundreds, as each PUBACK lets
@@ -150,10 +151,10 @@ impl SyncPacer {
     }
 
     /// The source commits because [`Self::due`] said so. If that was
-    /// because nothing arrived while more than the count waited, the
-    /// broker may have stopped at its window: no waiting for more for a
-    /// while. (Commits for other reasons, a segment's rotation, say, tell
-    /// nothing of the window.)
+    /// because a sleep brought fewer than predicted while more than the
+    /// count waited, the broker may have stopped at its window: no waiting
+    /// for more for a while. (Commits for other reasons, a segment's
+    /// rotation, say, tell nothing of the window.)
     pub(super) fn commit_due(&mut self, pending: usize, now: Instant) {
         let timed_out = self.deadline(pending).is_some_and(|d| d <= now);
         if pending >= self.limit() && self.held_back(pending) && !timed_out && self.probing(now) {
