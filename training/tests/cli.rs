@@ -4,8 +4,12 @@
 //! report, determinism, every bad-input case, the shipped `models/pump.onnx`
 //! and SKAB.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use common::workspace;
 
 use anomalyd::core::contract::{METADATA_KEY, ModelMetadata};
 use anomalyd::core::synth::{self, FaultKind, PUMP_CHANNELS};
@@ -14,14 +18,6 @@ use anomalyd_train::export::onnx_proto::ModelProto;
 use prost::Message;
 
 const BIN: &str = env!("CARGO_BIN_EXE_anomalyd-train");
-
-/// Workspace root (the trainer lives in `<root>/training`).
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("training/ has a parent")
-        .to_path_buf()
-}
 
 fn trainer(args: &[&str]) -> Output {
     Command::new(BIN)
@@ -537,16 +533,10 @@ fn shipped_pump_model_matches_its_graph_and_the_simulator() {
 
 #[test]
 fn skab_valve1_first_400_rows() {
-    let skab = std::env::var_os("SKAB_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("../shared/data/skab"));
-    let csv = skab.join("valve1/0.csv");
-    if !csv.is_file() {
-        let reason = format!("SKAB data not found at {} (set SKAB_DIR)", csv.display());
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{reason}");
-        eprintln!("skipping: {reason}");
+    let Some(skab) = common::data_dir("SKAB_DIR", "skab", "SKAB", &["valve1/0.csv"]) else {
         return;
-    }
+    };
+    let csv = skab.join("valve1/0.csv");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("skab.onnx");
     let o = trainer(&[

@@ -8,7 +8,8 @@
 //! Data: `$SKAB_DIR`, else `<workspace>/../shared/data/skab`; skipped with a
 //! message when absent, a failure under `CI=true`.
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::process::Command;
 
 use anomalyd::cmd::replay::{ReplayOptions, replay};
@@ -18,40 +19,6 @@ use anomalyd_train::eval::{Confusion, SKAB_LABEL_COLUMN, read_labels, read_repla
 const TRAIN: &str = env!("CARGO_BIN_EXE_anomalyd-train");
 const SCORE: &str = env!("CARGO_BIN_EXE_anomalyd-skab-score");
 const FILES: [&str; 2] = ["valve1/1.csv", "other/3.csv"];
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("training/ has a parent")
-        .to_path_buf()
-}
-
-fn skab_dir() -> Option<PathBuf> {
-    let dir = match std::env::var_os("SKAB_DIR") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => workspace().join("../shared/data/skab"),
-    };
-    if FILES.iter().all(|f| dir.join(f).is_file()) {
-        return Some(dir);
-    }
-    let reason = format!(
-        "SKAB files {FILES:?} not found under {} (set SKAB_DIR)",
-        dir.display()
-    );
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{reason}; required when CI=true"
-    );
-    eprintln!("skipping: {reason}");
-    None
-}
-
-fn ort_library() -> PathBuf {
-    match std::env::var_os("ORT_DYLIB_PATH") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => workspace().join(".ort/libonnxruntime.so.1.31.1"),
-    }
-}
 
 /// `all files: F1 0.822 FAR 9.25 % MAR 24.46 % (16205 rows)` -> (F1, FAR, rows).
 fn printed_totals(stdout: &str) -> (f64, f64, u64) {
@@ -79,13 +46,13 @@ fn printed_totals(stdout: &str) -> (f64, f64, u64) {
 
 #[test]
 fn train_replay_and_score_two_skab_files() {
-    let Some(skab) = skab_dir() else {
+    let Some(skab) = common::data_dir("SKAB_DIR", "skab", "SKAB", &FILES) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path();
     let runtime = RuntimeOptions {
-        library_path: Some(ort_library()),
+        library_path: Some(common::ort_library()),
         ..RuntimeOptions::cpu()
     };
     let mut logs = Vec::new();
@@ -100,7 +67,7 @@ fn train_replay_and_score_two_skab_files() {
             .args(["--rows", "0..400", "--out"])
             .arg(&model)
             .arg("--ort-library")
-            .arg(ort_library())
+            .arg(common::ort_library())
             .output()
             .expect("run anomalyd-train");
         assert!(

@@ -9,7 +9,8 @@
 //! Data: `$TEP_DIR`, else `<workspace>/../shared/data/tep`; skipped with a
 //! message when absent, a failure under `CI=true`.
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::process::Command;
 
 use anomalyd::cmd::replay::{ReplayOptions, replay};
@@ -22,43 +23,8 @@ const SCORE: &str = env!("CARGO_BIN_EXE_anomalyd-tep-score");
 /// Normal operation, fault 1 (a feed ratio step: every method finds it)
 /// and fault 5 (a step the control loop hides within hours).
 const FILES: [&str; 3] = ["d00_te.csv", "d01_te.csv", "d05_te.csv"];
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("training/ has a parent")
-        .to_path_buf()
-}
-
-fn tep_dir() -> Option<PathBuf> {
-    let dir = match std::env::var_os("TEP_DIR") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => workspace().join("../shared/data/tep"),
-    };
-    if std::iter::once("d00.csv")
-        .chain(FILES)
-        .all(|f| dir.join(f).is_file())
-    {
-        return Some(dir);
-    }
-    let reason = format!(
-        "Tennessee Eastman files d00.csv and {FILES:?} not found under {} (set TEP_DIR)",
-        dir.display()
-    );
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{reason}; required when CI=true"
-    );
-    eprintln!("skipping: {reason}");
-    None
-}
-
-fn ort_library() -> PathBuf {
-    match std::env::var_os("ORT_DYLIB_PATH") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => workspace().join(".ort/libonnxruntime.so.1.31.1"),
-    }
-}
+/// The training file besides them.
+const NEEDED: [&str; 4] = ["d00.csv", FILES[0], FILES[1], FILES[2]];
 
 /// `mean FDR 0.994 FAR 0.52 % (faults 1,5; 1280 normal rows)` -> (FDR, FAR).
 fn printed_summary(stdout: &str) -> (f64, f64) {
@@ -75,7 +41,7 @@ fn printed_summary(stdout: &str) -> (f64, f64) {
 
 #[test]
 fn train_on_normal_operation_replay_and_score_three_tep_files() {
-    let Some(tep) = tep_dir() else {
+    let Some(tep) = common::data_dir("TEP_DIR", "tep", "Tennessee Eastman", &NEEDED) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -88,7 +54,7 @@ fn train_on_normal_operation_replay_and_score_three_tep_files() {
         .arg(&model)
         .args(["--epochs", "30"])
         .arg("--ort-library")
-        .arg(ort_library())
+        .arg(common::ort_library())
         .output()
         .expect("run anomalyd-train");
     let train_out = String::from_utf8_lossy(&o.stdout);
@@ -102,7 +68,7 @@ fn train_on_normal_operation_replay_and_score_three_tep_files() {
         "{train_out}"
     );
     let runtime = RuntimeOptions {
-        library_path: Some(ort_library()),
+        library_path: Some(common::ort_library()),
         ..RuntimeOptions::cpu()
     };
     let mut logs = Vec::new();

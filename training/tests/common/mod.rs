@@ -1,0 +1,45 @@
+//! What the trainer's integration tests share: where the workspace, the
+//! ONNX Runtime library and the benchmark data are. Each test crate uses a
+//! part of it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+/// The repository root (the trainer lives in `<root>/training`).
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("training/ has a parent")
+        .to_path_buf()
+}
+
+/// `ORT_DYLIB_PATH`, else the library `scripts/setup.sh` puts in `.ort/`.
+pub fn ort_library() -> PathBuf {
+    match std::env::var_os("ORT_DYLIB_PATH") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => workspace().join(".ort/libonnxruntime.so.1.31.1"),
+    }
+}
+
+/// The folder `$var` names, else `<workspace>/../shared/data/<name>`, if
+/// every one of `files` is in it. Otherwise `None` after printing why the
+/// test is skipped; under `CI=true` the test fails instead.
+pub fn data_dir(var: &str, name: &str, what: &str, files: &[&str]) -> Option<PathBuf> {
+    let dir = match std::env::var_os(var) {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => workspace().join("../shared/data").join(name),
+    };
+    if files.iter().all(|f| dir.join(f).is_file()) {
+        return Some(dir);
+    }
+    let reason = format!(
+        "{what} files {files:?} not found under {} (set {var})",
+        dir.display()
+    );
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{reason}; required when CI=true"
+    );
+    eprintln!("skipping: {reason}");
+    None
+}
