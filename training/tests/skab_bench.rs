@@ -12,8 +12,6 @@ mod common;
 
 use std::process::Command;
 
-use anomalyd::cmd::replay::{ReplayOptions, replay};
-use anomalyd::model::RuntimeOptions;
 use anomalyd_train::eval::{Confusion, SKAB_LABEL_COLUMN, read_labels, read_replay, score_rows};
 
 const TRAIN: &str = env!("CARGO_BIN_EXE_anomalyd-train");
@@ -51,10 +49,6 @@ fn train_replay_and_score_two_skab_files() {
     };
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path();
-    let runtime = RuntimeOptions {
-        library_path: Some(common::ort_library()),
-        ..RuntimeOptions::cpu()
-    };
     let mut logs = Vec::new();
     let mut library_total = Confusion::default();
     for file in FILES {
@@ -76,20 +70,7 @@ fn train_replay_and_score_two_skab_files() {
             String::from_utf8_lossy(&o.stderr)
         );
         let replay_csv = out.join(format!("{stem}.csv"));
-        let (summary, rows) = replay(&ReplayOptions {
-            model,
-            input: log.clone(),
-            asset: "replay".into(),
-            output: Some(replay_csv.clone()),
-            config: None,
-            influx: false,
-            timestamp_column: None,
-            runtime: runtime.clone(),
-            batch: 256,
-            rule: None,
-            progress: false,
-        })
-        .unwrap_or_else(|e| panic!("replay of {file}: {e}"));
+        let (summary, rows) = common::replay_log(&model, &log, &replay_csv);
         assert_eq!(summary.rows, rows.len());
         assert!(summary.windows > 600, "{summary:?}");
         // The library's view of the same files, for the cross-check below.
@@ -101,21 +82,7 @@ fn train_replay_and_score_two_skab_files() {
     }
 
     let plot = out.join("plot.png");
-    let o = Command::new(SCORE)
-        .arg("--replays")
-        .arg(out)
-        .arg("--plot")
-        .arg(&plot)
-        .args(["--plot-file", "other/3"])
-        .args(&logs)
-        .output()
-        .expect("run anomalyd-skab-score");
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let stdout = common::score(SCORE, out, &plot, "other/3", &logs);
     for name in ["valve1/1", "other/3", "total", "valve1: F1", "other: F1"] {
         assert!(stdout.contains(name), "{name} missing from:\n{stdout}");
     }

@@ -13,8 +13,6 @@ mod common;
 
 use std::process::Command;
 
-use anomalyd::cmd::replay::{ReplayOptions, replay};
-use anomalyd::model::RuntimeOptions;
 use anomalyd_train::eval::tep::{FaultRun, UNDETECTABLE_FAULTS, fault_number, summarise};
 use anomalyd_train::eval::{SKAB_LABEL_COLUMN, read_labels, read_replay, score_rows};
 
@@ -67,29 +65,12 @@ fn train_on_normal_operation_replay_and_score_three_tep_files() {
         train_out.contains("false alarms on the calibration windows: expected"),
         "{train_out}"
     );
-    let runtime = RuntimeOptions {
-        library_path: Some(common::ort_library()),
-        ..RuntimeOptions::cpu()
-    };
     let mut logs = Vec::new();
     let mut runs = Vec::new();
     for file in FILES {
         let log = tep.join(file);
         let replay_csv = out.join(file);
-        let (summary, rows) = replay(&ReplayOptions {
-            model: model.clone(),
-            input: log.clone(),
-            asset: "replay".into(),
-            output: Some(replay_csv.clone()),
-            config: None,
-            influx: false,
-            timestamp_column: None,
-            runtime: runtime.clone(),
-            batch: 256,
-            rule: None,
-            progress: false,
-        })
-        .unwrap_or_else(|e| panic!("replay of {file}: {e}"));
+        let (summary, rows) = common::replay_log(&model, &log, &replay_csv);
         assert_eq!(summary.rows, 960);
         assert_eq!(rows.len(), 960);
         let labels = read_labels(&log, SKAB_LABEL_COLUMN).unwrap();
@@ -103,21 +84,7 @@ fn train_on_normal_operation_replay_and_score_three_tep_files() {
     let library = summarise(&runs, &UNDETECTABLE_FAULTS);
 
     let plot = out.join("plot.png");
-    let o = Command::new(SCORE)
-        .arg("--replays")
-        .arg(out)
-        .arg("--plot")
-        .arg(&plot)
-        .args(["--plot-file", "d01_te"])
-        .args(&logs)
-        .output()
-        .expect("run anomalyd-tep-score");
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let stdout = common::score(SCORE, out, &plot, "d01_te", &logs);
     let (mean_fdr, far) = printed_summary(&stdout);
     assert!(
         (mean_fdr - library.mean_fdr.unwrap()).abs() < 1e-3,

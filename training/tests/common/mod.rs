@@ -4,6 +4,10 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anomalyd::cmd::replay::{ReplayOptions, ReplaySummary, RowResult, replay};
+use anomalyd::model::RuntimeOptions;
 
 /// The repository root (the trainer lives in `<root>/training`).
 pub fn workspace() -> PathBuf {
@@ -42,4 +46,48 @@ pub fn data_dir(var: &str, name: &str, what: &str, files: &[&str]) -> Option<Pat
     );
     eprintln!("skipping: {reason}");
     None
+}
+
+/// Replays `log` through the daemon's pipeline (`anomalyd::cmd::replay`)
+/// with `model`, writing the per-row results to `csv`.
+pub fn replay_log(model: &Path, log: &Path, csv: &Path) -> (ReplaySummary, Vec<RowResult>) {
+    replay(&ReplayOptions {
+        model: model.to_path_buf(),
+        input: log.to_path_buf(),
+        asset: "replay".into(),
+        output: Some(csv.to_path_buf()),
+        config: None,
+        influx: false,
+        timestamp_column: None,
+        runtime: RuntimeOptions {
+            library_path: Some(ort_library()),
+            ..RuntimeOptions::cpu()
+        },
+        batch: 256,
+        rule: None,
+        progress: false,
+    })
+    .unwrap_or_else(|e| panic!("replay of {}: {e}", log.display()))
+}
+
+/// Runs a benchmark's scorer binary over the replays in `replays` for
+/// `logs`, drawing `plot_file` to `plot`; its standard output, once it
+/// succeeded.
+pub fn score(bin: &str, replays: &Path, plot: &Path, plot_file: &str, logs: &[PathBuf]) -> String {
+    let o = Command::new(bin)
+        .arg("--replays")
+        .arg(replays)
+        .arg("--plot")
+        .arg(plot)
+        .args(["--plot-file", plot_file])
+        .args(logs)
+        .output()
+        .unwrap_or_else(|e| panic!("run {bin}: {e}"));
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    stdout
 }
