@@ -16,9 +16,11 @@
 //! `cargo bench -p anomalyd --bench idle_call` (about 25 s); needs the
 //! ONNX Runtime library (`ORT_DYLIB_PATH` or `./.ort/`).
 
+mod idle;
+
 use std::hint::black_box;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anomalyd::model::{BatchOutput, LoadedModel, RuntimeOptions};
 
@@ -29,13 +31,6 @@ const IDLE: Duration = Duration::from_millis(125);
 /// depend on them).
 fn windows(n: usize) -> Vec<f32> {
     (0..n).map(|i| ((i % 17) as f32 - 8.0) / 4.0).collect()
-}
-
-/// Median, 10th and 90th percentile in microseconds.
-fn summary(mut us: Vec<f64>) -> (f64, f64, f64) {
-    us.sort_by(f64::total_cmp);
-    let at = |q: f64| us[((us.len() - 1) as f64 * q).round() as usize];
-    (at(0.5), at(0.1), at(0.9))
 }
 
 fn main() {
@@ -51,39 +46,24 @@ fn main() {
     let per_window = model.window_len();
     let input = windows(per_window * 50);
     let mut out = BatchOutput::default();
-    let mut evict = vec![0u8; 16 << 20];
     println!(
         "{}: one ONNX Runtime call, microseconds: median (p10-p90)",
         path.display()
     );
     for batch in [1usize, 25, 50] {
-        let mut row = format!("  batch {batch:>2}:");
-        for way in ["back to back", "caches evicted", "after 125 ms idle"] {
-            let mut us = Vec::with_capacity(CALLS);
-            for _ in 0..CALLS {
-                match way {
-                    "caches evicted" => {
-                        for (i, b) in evict.iter_mut().enumerate().step_by(64) {
-                            *b = b.wrapping_add(i as u8);
-                        }
-                        black_box(&evict);
-                    }
-                    "after 125 ms idle" => std::thread::sleep(IDLE),
-                    _ => {}
-                }
-                let t = Instant::now();
-                if let Err(e) =
-                    model.run_into(black_box(&input[..per_window * batch]), batch, &mut out)
-                {
-                    eprintln!("inference failed: {e}");
-                    return;
-                }
-                us.push(t.elapsed().as_secs_f64() * 1e6);
-                black_box(&out.score);
+        let row = idle::three_ways(IDLE, CALLS, 1, || {
+            model
+                .run_into(black_box(&input[..per_window * batch]), batch, &mut out)
+                .map(|()| {
+                    black_box(&out.score);
+                })
+        });
+        match row {
+            Ok(row) => println!("  batch {batch:>2}:{row}"),
+            Err(e) => {
+                eprintln!("inference failed: {e}");
+                return;
             }
-            let (p50, p10, p90) = summary(us);
-            row += &format!("  {way} {p50:.0} ({p10:.0}-{p90:.0})");
         }
-        println!("{row}");
     }
 }

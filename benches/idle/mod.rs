@@ -1,0 +1,52 @@
+//! What `idle_call` and `idle_source` share: one piece of work timed three
+//! ways, as a thread at a low rate meets it (docs/low-rate.md §7).
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+/// Median, 10th and 90th percentile.
+fn summary(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    (at(0.5), at(0.1), at(0.9))
+}
+
+/// Times `work` `reps` times each way: back to back; after 16 MiB were
+/// written, which evicts the data caches it used; after the thread slept
+/// `idle`. Per way, the median (10th-90th percentile) of its time divided
+/// by `per`, in microseconds; the first error `work` returns ends it.
+pub fn three_ways<E>(
+    idle: Duration,
+    reps: usize,
+    per: usize,
+    mut work: impl FnMut() -> Result<(), E>,
+) -> Result<String, E> {
+    let mut evict = vec![0u8; 16 << 20];
+    let mut row = String::new();
+    for way in 0..3 {
+        let mut us = Vec::with_capacity(reps);
+        for _ in 0..reps {
+            match way {
+                1 => {
+                    for (i, b) in evict.iter_mut().enumerate().step_by(64) {
+                        *b = b.wrapping_add(i as u8);
+                    }
+                    black_box(&evict);
+                }
+                2 => std::thread::sleep(idle),
+                _ => {}
+            }
+            let t = Instant::now();
+            work()?;
+            us.push(t.elapsed().as_secs_f64() * 1e6 / per as f64);
+        }
+        let (p50, p10, p90) = summary(us);
+        let name = match way {
+            0 => "back to back".to_string(),
+            1 => "caches evicted".to_string(),
+            _ => format!("after {} ms idle", idle.as_millis()),
+        };
+        row += &format!("  {name} {p50:.1} ({p10:.1}-{p90:.1})");
+    }
+    Ok(row)
+}
