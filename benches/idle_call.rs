@@ -19,10 +19,9 @@
 mod idle;
 
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use anomalyd::model::{BatchOutput, LoadedModel, RuntimeOptions};
+use anomalyd::model::BatchOutput;
 
 const CALLS: usize = 60;
 const IDLE: Duration = Duration::from_millis(125);
@@ -34,14 +33,8 @@ fn windows(n: usize) -> Vec<f32> {
 }
 
 fn main() {
-    let path = std::env::var_os("ANOMALYD_BENCH_CONV_MODEL")
-        .map_or_else(|| PathBuf::from("models/pump.onnx"), PathBuf::from);
-    let mut model = match LoadedModel::load(&path, &RuntimeOptions::cpu()) {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("{}: skipped: {e}", path.display());
-            return;
-        }
+    let Some((path, mut model)) = idle::bench_model() else {
+        return;
     };
     let per_window = model.window_len();
     let input = windows(per_window * 50);

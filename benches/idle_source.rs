@@ -19,7 +19,6 @@
 mod idle;
 
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +26,6 @@ use anomalyd::cmd::simulate::{Layout, MessageFormatter};
 use anomalyd::config::{PayloadKind, TopicMapping, TopicPattern};
 use anomalyd::core::Message;
 use anomalyd::core::synth::{PUMP_CHANNELS, generate};
-use anomalyd::model::{LoadedModel, RuntimeOptions};
 use anomalyd::ops::Metrics;
 use anomalyd::pipeline::{Binder, FeatureStage, ModelSlot, StageSettings};
 use anomalyd::sources::mqtt::Decoder;
@@ -40,14 +38,8 @@ const PERIOD_MS: i64 = 1000;
 const START_MS: i64 = 1_767_225_600_000;
 
 fn main() {
-    let path = std::env::var_os("ANOMALYD_BENCH_CONV_MODEL")
-        .map_or_else(|| PathBuf::from("models/pump.onnx"), PathBuf::from);
-    let model = match LoadedModel::load(&path, &RuntimeOptions::cpu()) {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("{}: skipped: {e}", path.display());
-            return;
-        }
+    let Some((_, model)) = idle::bench_model() else {
+        return;
     };
     let window = model.window_len() / PUMP_CHANNELS.len();
     let channels: Vec<String> = PUMP_CHANNELS.iter().map(|c| c.to_string()).collect();

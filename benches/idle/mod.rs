@@ -1,8 +1,26 @@
-//! What `idle_call` and `idle_source` share: one piece of work timed three
-//! ways, as a thread at a low rate meets it (docs/low-rate.md §7).
+//! What `idle_call` and `idle_source` share: the model they load, and one
+//! piece of work timed three ways, as a thread at a low rate meets it
+//! (docs/low-rate.md §7).
 
 use std::hint::black_box;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+use anomalyd::model::{LoadedModel, RuntimeOptions};
+
+/// The shipped conv model, or the one `ANOMALYD_BENCH_CONV_MODEL` names,
+/// and its path; `None` (printed) when it cannot be loaded.
+pub fn bench_model() -> Option<(PathBuf, LoadedModel)> {
+    let path = std::env::var_os("ANOMALYD_BENCH_CONV_MODEL")
+        .map_or_else(|| PathBuf::from("models/pump.onnx"), PathBuf::from);
+    match LoadedModel::load(&path, &RuntimeOptions::cpu()) {
+        Ok(m) => Some((path, m)),
+        Err(e) => {
+            eprintln!("{}: skipped: {e}", path.display());
+            None
+        }
+    }
+}
 
 /// Median, 10th and 90th percentile.
 fn summary(mut v: Vec<f64>) -> (f64, f64, f64) {
