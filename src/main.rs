@@ -103,8 +103,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // core even at full load (inference has its own thread), and a
             // second worker only adds wake-ups between the two per message
             // (docs/low-rate.md §2).
+            // Named so that `top -H` and the bench's per-thread figures
+            // tell the sink and HTTP side from the pipeline's own threads.
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
+                .thread_name("anomalyd-async")
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;

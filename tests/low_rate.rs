@@ -72,6 +72,20 @@ fn source_thread_counts(pid: u32) -> (u64, u64) {
     total.expect("the daemon has an anomalyd-mqtt thread")
 }
 
+/// Names of the daemon's threads.
+fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .map(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        })
+        .collect()
+}
+
 /// What one run measured.
 struct Run {
     syncs: f64,
@@ -156,6 +170,18 @@ fn syncs_for(broker: &Mosquitto, vm: &VictoriaMetrics, prefix: &str, env: &[(&st
     let on_time = daemon
         .metric("anomalyd_window_wait_seconds_bucket{le=\"0.25\"}")
         .unwrap_or(0.0);
+    // Every thread carries the daemon's names, so that `top -H` and the
+    // load bench tell the journal's syncs from the sink and HTTP side.
+    let names = thread_names(daemon.child.id());
+    assert!(
+        syncs == 0.0 || names.iter().any(|n| n == "anomalyd-sync"),
+        "journal syncs ran, but no anomalyd-sync thread: {names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n == "anomalyd-async")
+            && !names.iter().any(|n| n.starts_with("tokio-")),
+        "threads: {names:?}"
+    );
     assert!(daemon.terminate(Duration::from_secs(20)).success());
     Run {
         syncs,

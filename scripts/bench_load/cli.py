@@ -126,6 +126,10 @@ def main(argv=None):
         print()
         print(report.summary(bench.results, stacks, qos_levels))
         print(report.rate_summary(bench.results, stacks))
+        fits = report.fixed_and_per_message(bench.results)
+        if fits:
+            print()
+            print(fits)
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(bench.results, f, indent=1)

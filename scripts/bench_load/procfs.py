@@ -16,16 +16,20 @@ def proc_cpu(pid):
         return None
 
 
+def tasks(pid):
+    """The /proc directories of a process's threads; empty when it is gone."""
+    try:
+        return [f"/proc/{pid}/task/{tid}" for tid in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return []
+
+
 def thread_cpu(pid):
     """CPU seconds per thread name (threads of one name summed)."""
     out = {}
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return out
-    for tid in tids:
+    for base in tasks(pid):
         try:
-            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+            with open(f"{base}/stat") as f:
                 raw = f.read()
         except OSError:
             continue
@@ -89,17 +93,52 @@ def context_switches(pid):
     """Voluntary + involuntary context switches of all threads of a process
     (each voluntary one is a thread going to sleep, so each later wake-up);
     None when gone."""
-    total = 0
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
+    found = tasks(pid)
+    if not found:
         return None
-    for tid in tids:
+    total = 0
+    for base in found:
         try:
-            with open(f"/proc/{pid}/task/{tid}/status") as f:
+            with open(f"{base}/status") as f:
                 for line in f:
                     if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
                         total += int(line.split()[1])
         except OSError:
             continue
     return total
+
+
+def thread_sched(pid):
+    """Per thread name (threads of one name summed): nanoseconds on a CPU
+    (`/proc/PID/task/TID/schedstat`, the scheduler's own clock, exact where
+    utime and stime count 10 ms ticks) and context switches, voluntary
+    plus involuntary. Empty when the process is gone."""
+    out = {}
+    for base in tasks(pid):
+        try:
+            with open(f"{base}/comm") as f:
+                name = f.read().strip()
+            with open(f"{base}/schedstat") as f:
+                ns = int(f.read().split()[0])
+            switches = 0
+            with open(f"{base}/status") as f:
+                for line in f:
+                    if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                        switches += int(line.split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        ns0, sw0 = out.get(name, (0, 0))
+        out[name] = (ns0 + ns, sw0 + switches)
+    return out
+
+
+def thread_rates(before, after, wall_s):
+    """Per thread name between two `thread_sched` snapshots: ms of CPU per
+    second and context switches per second, busiest first."""
+    rows = []
+    for name, (ns1, sw1) in after.items():
+        ns0, sw0 = before.get(name, (0, 0))
+        if wall_s > 0 and (ns1 > ns0 or sw1 > sw0):
+            rows.append((name, (ns1 - ns0) / 1e6 / wall_s, (sw1 - sw0) / wall_s))
+    rows.sort(key=lambda r: -r[1])
+    return [{"thread": n, "cpu_ms_per_s": ms, "switches_per_s": sw} for n, ms, sw in rows]

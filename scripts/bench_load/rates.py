@@ -18,7 +18,16 @@ at its maximum. Per point (ASSETS assets at RATE rows/s each):
    thread going to sleep to be woken again), and for anomalyd its journal
    syncs per second (`anomalyd_journal_syncs_total`) and how long its
    windows waited for scoring (`anomalyd_window_wait_seconds`: the mean,
-   and the histogram bucket bound that holds 99 % of them).
+   and the histogram bucket bound that holds 99 % of them);
+4. where the CPU went: ms of CPU per second and context switches per
+   second of each thread name over the same span, from the scheduler's
+   own clock (`schedstat`, exact where /proc's utime and stime count 10 ms
+   ticks: a 1 Hz point is a few dozen of those).
+
+With several asset counts at one rate, the summary fits the stack's CPU
+per second as a fixed part plus a part per message (least squares over
+the points): the fixed part is what the stack's wake-ups cost whatever
+the load, the slope what one more message costs at that rate.
 """
 
 import time
@@ -26,7 +35,7 @@ import time
 from bench_load import report
 from bench_load.common import CHANNELS, PERIOD_NS, START_NS
 from bench_load.consumers import is_anomalyd, metrics_of
-from bench_load.procfs import context_switches, proc_cpu
+from bench_load.procfs import context_switches, proc_cpu, thread_rates, thread_sched
 from bench_load.publisher import anchor_of, publish
 
 
@@ -89,9 +98,10 @@ def run_rate(bench, stack, qos, assets, rate, seconds):
     m0 = metrics_of(consumer.metrics_port)
     cpu0 = proc_cpu(pid)
     ctx0 = context_switches(pid)
+    threads0 = thread_sched(pid)
     start_ts = iso(START_NS + prefill * PERIOD_NS)
     pub = publish(s, bench.pub_bin, assets, rows, qos, rate=rate, start_ts=start_ts, spread=True)
-    last_cpu, last_ctx = cpu0, ctx0
+    last_cpu, last_ctx, threads1 = cpu0, ctx0, threads0
     progress_at, last_points = time.time(), -1
     while True:
         points, _ = tap.snapshot()
@@ -99,6 +109,7 @@ def run_rate(bench, stack, qos, assets, rate, seconds):
         c = proc_cpu(pid)
         if c is not None:
             last_cpu, last_ctx = c, context_switches(pid) or last_ctx
+            threads1 = thread_sched(pid) or threads1
         if points >= expected:
             break
         if points != last_points:
@@ -129,6 +140,8 @@ def run_rate(bench, stack, qos, assets, rate, seconds):
         "cpu_s_per_million": cpu / readings * 1e6,
         "core_percent": 100 * cpu / wall if wall > 0 else 0.0,
         "context_switches_per_message": (last_ctx - ctx0) / messages if ctx0 is not None else None,
+        "messages_per_s": messages / wall if wall > 0 else 0.0,
+        "threads": thread_rates(threads0, threads1, wall),
     }
     if is_anomalyd(stack):
         key = "anomalyd_journal_syncs_total"

@@ -166,6 +166,50 @@ def rate_phase(p):
         + f"points {p['points_accepted']:,}/{p['points_expected']:,}{extra}",
         flush=True,
     )
+    threads = p.get("threads") or []
+    if threads:
+        total = sum(t["cpu_ms_per_s"] for t in threads)
+        print(
+            f"    all threads {total:.2f} ms of CPU/s; by thread, ms of CPU/s (switches/s): "
+            + ", ".join(f"{t['thread']} {t['cpu_ms_per_s']:.2f} ({t['switches_per_s']:.1f})" for t in threads[:6]),
+            flush=True,
+        )
+
+
+def fixed_and_per_message(results):
+    """Per stack, QoS and rate with two or more asset counts: the
+    least-squares line of ms of CPU per second (CPU-s / wall-s) against
+    messages per second. Its intercept is the fixed cost of the stack's
+    wake-ups, its slope the cost of one more message at that rate."""
+    groups = {}
+    for p in results["phases"]:
+        if p["mode"] == "rate" and p.get("messages_per_s"):
+            key = (p["stack"], p["qos"], p["rate_rows_per_s"])
+            # The threads' sum from the scheduler's clock where there is one:
+            # /proc's 10 ms ticks are too coarse for a few ms of CPU per second.
+            threads = p.get("threads") or []
+            ms = sum(t["cpu_ms_per_s"] for t in threads) if threads else 10 * p["core_percent"]
+            groups.setdefault(key, []).append((p["messages_per_s"], ms, p["assets"]))
+    lines = []
+    for (stack, qos, rate), pts in groups.items():
+        if len({a for _, _, a in pts}) < 2:
+            continue
+        n = len(pts)
+        mx = sum(x for x, _, _ in pts) / n
+        my = sum(y for _, y, _ in pts) / n
+        sxx = sum((x - mx) ** 2 for x, _, _ in pts)
+        if sxx <= 0:
+            continue
+        slope = sum((x - mx) * (y - my) for x, y, _ in pts) / sxx
+        fixed = my - slope * mx
+        assets = ", ".join(str(a) for a in sorted({a for _, _, a in pts}))
+        lines.append(
+            f"  {stack:<16} QoS {qos} at {rate:g} Hz ({assets} assets): "
+            f"{fixed:.2f} ms of CPU per second fixed + {1000 * slope:.1f} us per message"
+        )
+    if not lines:
+        return ""
+    return "\n".join(["CPU at one rate, fixed part and part per message (least squares over the asset counts):"] + lines)
 
 
 def rate_summary(results, stacks):

@@ -208,7 +208,9 @@ impl Sessions {
         // own single-threaded runtime: at low rates its reads are paced by
         // sleeping that thread (docs/low-rate.md §4), which must hold up
         // no other session, the sink or the HTTP endpoint.
+        // Its blocking threads run the journal's syncs (`anomalyd-sync`).
         let runtime = tokio::runtime::Builder::new_current_thread()
+            .thread_name("anomalyd-sync")
             .enable_all()
             .build()
             .map_err(DaemonError::Thread)?;
