@@ -7,8 +7,10 @@
 # frames of 8 channels. Prints readings/s, CPU seconds per million readings,
 # peak RSS, p50/p99 publish-to-database latency at half of each stack's
 # maximum load, drops, the ratios, CPU per reading and % of one core at
-# fixed rates (with context switches per message and journal syncs per
-# second), and anomalyd's RSS split with 1,000 assets. How each figure is
+# fixed rates (with context switches per message, journal syncs per
+# second and each thread's CPU; with several asset counts at one rate, its
+# fixed part and its part per message), and anomalyd's RSS split with
+# 1,000 assets. How each figure is
 # taken: the docstrings of scripts/bench_load/ and scripts/bench_load/rates.py
 # (the Python package that runs the bench; `--help` prints the first).
 #
