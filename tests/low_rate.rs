@@ -44,21 +44,29 @@ fn publish_spread(port: u16, prefix: &str, qos: u8) -> Duration {
     started.elapsed()
 }
 
+/// The daemon's threads: each one's /proc directory and name.
+fn threads(pid: u32) -> Vec<(std::path::PathBuf, String)> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .map(|t| {
+            let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            (t.path(), name.trim().to_string())
+        })
+        .collect()
+}
+
 /// Context switches and write-class system calls (`write`, `writev`:
 /// `syscw` in its `io`) so far of the daemon's MQTT source thread
 /// (`anomalyd-mqtt`): each voluntary switch is the thread going to sleep.
 fn source_thread_counts(pid: u32) -> (u64, u64) {
     let mut total = None;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .flatten()
-    {
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if comm.trim() != "anomalyd-mqtt" {
+    for (task, name) in threads(pid) {
+        if name != "anomalyd-mqtt" {
             continue;
         }
         let field = |file: &str, key: &str| -> u64 {
-            std::fs::read_to_string(task.path().join(file))
+            std::fs::read_to_string(task.join(file))
                 .unwrap_or_default()
                 .lines()
                 .filter(|l| l.contains(key))
@@ -70,20 +78,6 @@ fn source_thread_counts(pid: u32) -> (u64, u64) {
         *writes += field("io", "syscw:");
     }
     total.expect("the daemon has an anomalyd-mqtt thread")
-}
-
-/// Names of the daemon's threads.
-fn thread_names(pid: u32) -> Vec<String> {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .flatten()
-        .map(|t| {
-            std::fs::read_to_string(t.path().join("comm"))
-                .unwrap_or_default()
-                .trim()
-                .to_string()
-        })
-        .collect()
 }
 
 /// What one run measured.
@@ -172,7 +166,10 @@ fn syncs_for(broker: &Mosquitto, vm: &VictoriaMetrics, prefix: &str, env: &[(&st
         .unwrap_or(0.0);
     // Every thread carries the daemon's names, so that `top -H` and the
     // load bench tell the journal's syncs from the sink and HTTP side.
-    let names = thread_names(daemon.child.id());
+    let names: Vec<String> = threads(daemon.child.id())
+        .into_iter()
+        .map(|(_, name)| name)
+        .collect();
     assert!(
         syncs == 0.0 || names.iter().any(|n| n == "anomalyd-sync"),
         "journal syncs ran, but no anomalyd-sync thread: {names:?}"

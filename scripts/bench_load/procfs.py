@@ -96,16 +96,21 @@ def context_switches(pid):
     found = tasks(pid)
     if not found:
         return None
-    total = 0
-    for base in found:
-        try:
-            with open(f"{base}/status") as f:
-                for line in f:
-                    if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
-                        total += int(line.split()[1])
-        except OSError:
-            continue
-    return total
+    return sum(task_switches(base) or 0 for base in found)
+
+
+def task_switches(base):
+    """Voluntary + involuntary context switches of one thread (its /proc
+    directory); None when it is gone."""
+    try:
+        with open(f"{base}/status") as f:
+            return sum(
+                int(line.split()[1])
+                for line in f
+                if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:"))
+            )
+    except OSError:
+        return None
 
 
 def thread_sched(pid):
@@ -120,12 +125,10 @@ def thread_sched(pid):
                 name = f.read().strip()
             with open(f"{base}/schedstat") as f:
                 ns = int(f.read().split()[0])
-            switches = 0
-            with open(f"{base}/status") as f:
-                for line in f:
-                    if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
-                        switches += int(line.split()[1])
         except (OSError, ValueError, IndexError):
+            continue
+        switches = task_switches(base)
+        if switches is None:
             continue
         ns0, sw0 = out.get(name, (0, 0))
         out[name] = (ns0 + ns, sw0 + switches)

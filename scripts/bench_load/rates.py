@@ -101,7 +101,7 @@ def run_rate(bench, stack, qos, assets, rate, seconds):
     threads0 = thread_sched(pid)
     start_ts = iso(START_NS + prefill * PERIOD_NS)
     pub = publish(s, bench.pub_bin, assets, rows, qos, rate=rate, start_ts=start_ts, spread=True)
-    last_cpu, last_ctx, threads1 = cpu0, ctx0, threads0
+    last_cpu, last_ctx = cpu0, ctx0
     progress_at, last_points = time.time(), -1
     while True:
         points, _ = tap.snapshot()
@@ -109,7 +109,6 @@ def run_rate(bench, stack, qos, assets, rate, seconds):
         c = proc_cpu(pid)
         if c is not None:
             last_cpu, last_ctx = c, context_switches(pid) or last_ctx
-            threads1 = thread_sched(pid) or threads1
         if points >= expected:
             break
         if points != last_points:
@@ -118,12 +117,15 @@ def run_rate(bench, stack, qos, assets, rate, seconds):
             break
         time.sleep(0.05)
     points, last_ack = tap.snapshot()
+    # The consumer runs until stop_consumer below: one snapshot, not one per poll.
+    threads1 = thread_sched(pid) or threads0
     m1 = metrics_of(consumer.metrics_port)
     pub.wait()
     anchor = anchor_of(pub.stderr.read()) or time.time()
     bench.stop_consumer(stack, consumer)
     wall = (last_ack or time.time()) - anchor
     cpu = last_cpu - cpu0
+    threads = thread_rates(threads0, threads1, wall)
     messages = assets * rows
     phase = {
         "stack": stack,
@@ -141,7 +143,8 @@ def run_rate(bench, stack, qos, assets, rate, seconds):
         "core_percent": 100 * cpu / wall if wall > 0 else 0.0,
         "context_switches_per_message": (last_ctx - ctx0) / messages if ctx0 is not None else None,
         "messages_per_s": messages / wall if wall > 0 else 0.0,
-        "threads": thread_rates(threads0, threads1, wall),
+        "threads": threads,
+        "threads_cpu_ms_per_s": sum(t["cpu_ms_per_s"] for t in threads),
     }
     if is_anomalyd(stack):
         key = "anomalyd_journal_syncs_total"

@@ -168,9 +168,8 @@ def rate_phase(p):
     )
     threads = p.get("threads") or []
     if threads:
-        total = sum(t["cpu_ms_per_s"] for t in threads)
         print(
-            f"    all threads {total:.2f} ms of CPU/s; by thread, ms of CPU/s (switches/s): "
+            f"    all threads {p['threads_cpu_ms_per_s']:.2f} ms of CPU/s; by thread, ms of CPU/s (switches/s): "
             + ", ".join(f"{t['thread']} {t['cpu_ms_per_s']:.2f} ({t['switches_per_s']:.1f})" for t in threads[:6]),
             flush=True,
         )
@@ -187,8 +186,7 @@ def fixed_and_per_message(results):
             key = (p["stack"], p["qos"], p["rate_rows_per_s"])
             # The threads' sum from the scheduler's clock where there is one:
             # /proc's 10 ms ticks are too coarse for a few ms of CPU per second.
-            threads = p.get("threads") or []
-            ms = sum(t["cpu_ms_per_s"] for t in threads) if threads else 10 * p["core_percent"]
+            ms = p.get("threads_cpu_ms_per_s") or 10 * p["core_percent"]
             groups.setdefault(key, []).append((p["messages_per_s"], ms, p["assets"]))
     lines = []
     for (stack, qos, rate), pts in groups.items():
