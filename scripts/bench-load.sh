@@ -9,14 +9,15 @@
 # maximum load, drops, the ratios, CPU per reading and % of one core at
 # fixed rates (with context switches per message, journal syncs per
 # second and each thread's CPU; with several asset counts at one rate, its
-# fixed part and its part per message), and anomalyd's RSS split with
-# 1,000 assets. How each figure is
+# fixed part and its part per message; each rate point's CPU per reading
+# against the same stack's maximum), and anomalyd's RSS split with 1,000
+# assets; --repeat N runs each point N times (medians and ranges). How each figure is
 # taken: the docstrings of scripts/bench_load/ and scripts/bench_load/rates.py
 # (the Python package that runs the bench; `--help` prints the first).
 #
 # Usage: scripts/bench-load.sh [--assets 200] [--rows 600] [--qos 0,1]
 #          [--stacks anomalyd,anomalyd+journal,python,python-ort1]
-#          [--rates 1,10] [--rate-assets 200,1000] [--rate-s 20]
+#          [--rates 1,10] [--rate-assets 200,1000] [--rate-s 20] [--repeat 1]
 #          [--latency-s 20] [--footprint-assets 1000]
 #          [--config FILE] [--publisher BIN] [--json FILE] [--help]
 # The Python stack's packages, pinned in scripts/bench_load/requirements.txt,

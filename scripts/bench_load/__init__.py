@@ -22,9 +22,15 @@ Measured per stack and QoS:
   the moment the database answers 2xx to the write that holds the score of
   the window ending at row i; latency = that moment - scheduled publish of
   row i. A late publisher makes this larger, never smaller.
+- fixed rates: CPU per reading and % of one core at ROWS/s per asset
+  (`rates.py`), and each against the same stack's maximum.
 - footprint: anomalyd alone with many assets; RSS split from
   /proc/PID/smaps into heap/anonymous memory and the ONNX Runtime
   library's file pages.
+
+With `--repeat N` every throughput run and fixed-rate point runs N times,
+the stacks taking turns, and the summary gives medians and ranges: one run
+of a point varies by more than a tenth on a shared machine.
 
 A reading is one channel value (the Python stack prints frames as
 "readings": they are converted).

@@ -33,6 +33,13 @@ def parse_args(argv=None):
     ap.add_argument("--rates", default="1,10", help="fixed rates, rows/s per asset (empty: none)")
     ap.add_argument("--rate-assets", default="200,1000", help="asset counts of the fixed-rate points")
     ap.add_argument("--rate-s", type=float, default=20.0, help="measured seconds of a fixed-rate point")
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs of each throughput run and fixed-rate point, the stacks taking turns; "
+        "the summary gives each load's median and range",
+    )
     ap.add_argument("--latency-s", type=float, default=20.0, help="length of a latency run (0: none)")
     ap.add_argument("--footprint-assets", type=int, default=1000, help="assets of the RSS run (0: none)")
     ap.add_argument("--footprint-rows", type=int, default=120)
@@ -99,23 +106,26 @@ def main(argv=None):
             f":{services.tap_port}; scratch {services.dir}",
             flush=True,
         )
+        runs = range(max(1, args.repeat))
         for q in qos_levels:
             if args.rows > 0:
                 bench.broker_alone(args.assets, args.rows, q)
-            for stack in stacks if args.rows > 0 else ():
-                if not applies(stack, q):
-                    continue
-                p = bench.run_phase(stack, q, args.assets, args.rows)
-                if args.latency_s > 0 and p["readings_per_s"] > 0:
-                    rate = p["readings_per_s"] / 2 / (args.assets * CHANNELS)
-                    rows = max(bench.window + 20, int(rate * args.latency_s))
-                    bench.run_phase(stack, q, args.assets, rows, rate=rate)
+            for run in runs if args.rows > 0 else ():
+                for stack in stacks:
+                    if not applies(stack, q):
+                        continue
+                    p = bench.run_phase(stack, q, args.assets, args.rows)
+                    if run == 0 and args.latency_s > 0 and p["readings_per_s"] > 0:
+                        rate = p["readings_per_s"] / 2 / (args.assets * CHANNELS)
+                        rows = max(bench.window + 20, int(rate * args.latency_s))
+                        bench.run_phase(stack, q, args.assets, rows, rate=rate)
         for q in qos_levels:
             for assets in [int(a) for a in args.rate_assets.split(",") if a]:
                 for rate in [float(r) for r in args.rates.split(",") if r]:
-                    for stack in stacks:
-                        if applies(stack, q):
-                            run_rate(bench, stack, q, assets, rate, args.rate_s)
+                    for _ in runs:
+                        for stack in stacks:
+                            if applies(stack, q):
+                                run_rate(bench, stack, q, assets, rate, args.rate_s)
         for pace in (args.footprint_rate, None) if args.footprint_assets and "anomalyd" in stacks else ():
             # Steady state at a paced rate, then a burst as fast as the broker
             # delivers (the queues between the stages fill up).
@@ -126,6 +136,10 @@ def main(argv=None):
         print()
         print(report.summary(bench.results, stacks, qos_levels))
         print(report.rate_summary(bench.results, stacks))
+        ratios = report.against_maximum(bench.results, stacks)
+        if ratios:
+            print()
+            print(ratios)
         fits = report.fixed_and_per_message(bench.results)
         if fits:
             print()

@@ -2,6 +2,8 @@
 the footprint runs, and the summary table of both stacks side by side with
 their ratios."""
 
+from statistics import median
+
 from bench_load.common import CHANNELS
 
 
@@ -210,34 +212,100 @@ def fixed_and_per_message(results):
     return "\n".join(["CPU at one rate, fixed part and part per message (least squares over the asset counts):"] + lines)
 
 
-def rate_summary(results, stacks):
-    """CPU-s per million readings and % of one core by load: the maximum
-    (throughput runs) and every fixed rate, one column pair per stack."""
-    rows = {}
+def _by_load(results):
+    """Every throughput run and fixed-rate point, grouped: {(qos, assets,
+    rate or None for the maximum): {stack: [(CPU-s per million readings,
+    % of one core, journal syncs per second or None, CPU-s per million
+    readings from the scheduler's clock where there is one), ...]}}, in run
+    order."""
+    loads = {}
     for p in results["phases"]:
         if p["mode"] == "throughput":
-            load = f"QoS {p['qos']} {p['assets']} assets, maximum"
+            key = (p["qos"], p["assets"], None)
             pct = 100 * p["cpu_s"] / p["wall_s"] if p["wall_s"] > 0 else 0.0
         elif p["mode"] == "rate":
-            load = f"QoS {p['qos']} {p['assets']} assets x {p['rate_rows_per_s']:g} Hz"
+            key = (p["qos"], p["assets"], p["rate_rows_per_s"])
             pct = p["core_percent"]
         else:
             continue
-        rows.setdefault(load, {})[p["stack"]] = (p["cpu_s_per_million"], pct, p.get("journal_syncs_per_s"))
-    if not rows:
+        runs = loads.setdefault(key, {}).setdefault(p["stack"], [])
+        # The fourth figure: from the scheduler's clock where there is one.
+        per_m = p.get("sched_cpu_s_per_million") or p["cpu_s_per_million"]
+        runs.append((p["cpu_s_per_million"], pct, p.get("journal_syncs_per_s"), per_m))
+    return loads
+
+
+def _load_label(qos, assets, rate):
+    return f"QoS {qos} {assets} assets, maximum" if rate is None else f"QoS {qos} {assets} assets x {rate:g} Hz"
+
+
+def rate_summary(results, stacks):
+    """CPU-s per million readings and % of one core by load: the maximum
+    (throughput runs) and every fixed rate, one column pair per stack; the
+    median where a load ran more than once (--repeat)."""
+    loads = _by_load(results)
+    if not loads:
         return ""
-    lines = ["CPU by load: CPU-s per million readings / % of one core (journal syncs per second)"]
+    most = max(len(runs) for by in loads.values() for runs in by.values())
+    lines = [
+        "CPU by load: CPU-s per million readings / % of one core (journal syncs per second)"
+        + (f", medians of up to {most} runs" if most > 1 else "")
+    ]
     lines.append(f"{'':32}" + "".join(f"{s:>24}" for s in stacks))
-    for load, by in rows.items():
+    for key, by in loads.items():
         cells = []
         for s in stacks:
             if s not in by:
                 cells.append(f"{'-':>24}")
                 continue
-            per_m, pct, syncs = by[s]
-            cell = f"{per_m:.2f} / {pct:.2f} %"
-            if syncs is not None and s == "anomalyd+journal":
-                cell += f" ({syncs:.1f})"
+            runs = by[s]
+            cell = f"{median([r[0] for r in runs]):.2f} / {median([r[1] for r in runs]):.2f} %"
+            syncs = [r[2] for r in runs if r[2] is not None]
+            if syncs and s == "anomalyd+journal":
+                cell += f" ({median(syncs):.1f})"
             cells.append(f"{cell:>24}")
-        lines.append(f"  {load:<30}" + "".join(cells))
+        lines.append(f"  {_load_label(*key):<30}" + "".join(cells))
     return "\n".join(lines)
+
+
+def against_maximum(results, stacks):
+    """Each fixed-rate point's CPU per reading as a multiple of the same
+    stack's at the maximum (same QoS, and same assets where that ran, else
+    the throughput runs' asset count): the median run's, and the
+    range of the point's runs, each against the maximum's median. A
+    point's CPU is taken from the scheduler's clock where it has one."""
+    loads = _by_load(results)
+    lines = []
+    for (qos, assets, rate), by in loads.items():
+        if rate is None:
+            continue
+        # The maximum at the same asset count, else the one run (--assets).
+        peak_key = (qos, assets, None)
+        if peak_key not in loads:
+            peak_key = next((k for k in loads if k[0] == qos and k[2] is None), None)
+        top = loads.get(peak_key, {})
+        cells = []
+        for s in stacks:
+            if s not in by or s not in top:
+                continue
+            peak = median([r[0] for r in top[s]])
+            if peak <= 0:
+                continue
+            per_m = [r[3] for r in by[s]]
+            cell = f"{s} {median(per_m) / peak:.2f}x"
+            if len(per_m) > 1:
+                cell += f" ({min(per_m) / peak:.2f}-{max(per_m) / peak:.2f}, {len(per_m)} runs)"
+            cell += f" [/proc {median([r[0] for r in by[s]]) / peak:.2f}x]"
+            cells.append(cell)
+        if cells:
+            label = _load_label(qos, assets, rate)
+            if peak_key[1] != assets:
+                label += f" (maximum at {peak_key[1]})"
+            lines.append(f"  {label:<30}  " + "   ".join(cells))
+    if not lines:
+        return ""
+    head = (
+        "CPU per reading against the same stack's maximum load "
+        "(fixed rates from the scheduler's clock; in brackets from /proc's ticks)"
+    )
+    return "\n".join([head] + lines)
