@@ -114,7 +114,7 @@ def task_switches(base):
 
 
 def thread_sched(pid):
-    """Per thread name (threads of one name summed): nanoseconds on a CPU
+    """Per thread id: its name, nanoseconds on a CPU
     (`/proc/PID/task/TID/schedstat`, the scheduler's own clock, exact where
     utime and stime count 10 ms ticks) and context switches, voluntary
     plus involuntary. Empty when the process is gone."""
@@ -130,18 +130,30 @@ def thread_sched(pid):
         switches = task_switches(base)
         if switches is None:
             continue
-        ns0, sw0 = out.get(name, (0, 0))
-        out[name] = (ns0 + ns, sw0 + switches)
+        out[os.path.basename(base)] = (name, ns, switches)
     return out
 
 
+def threads_gone(before, after):
+    """Threads of the first snapshot missing from the second: they exited
+    in between (e.g. an idle blocking-pool thread), and what they ran since
+    the first is not in the second."""
+    return len(set(before) - set(after))
+
+
 def thread_rates(before, after, wall_s):
-    """Per thread name between two `thread_sched` snapshots: ms of CPU per
-    second and context switches per second, busiest first."""
+    """Per thread name (threads of one name summed) between two
+    `thread_sched` snapshots: ms of CPU per second and context switches
+    per second, busiest first. A thread that started in between counts
+    from zero; one that exited is left out (`threads_gone`)."""
+    by_name = {}
+    for tid, (name, ns1, sw1) in after.items():
+        _, ns0, sw0 = before.get(tid, (name, 0, 0))
+        ns, sw = by_name.get(name, (0, 0))
+        by_name[name] = (ns + ns1 - ns0, sw + sw1 - sw0)
     rows = []
-    for name, (ns1, sw1) in after.items():
-        ns0, sw0 = before.get(name, (0, 0))
-        if wall_s > 0 and (ns1 > ns0 or sw1 > sw0):
-            rows.append((name, (ns1 - ns0) / 1e6 / wall_s, (sw1 - sw0) / wall_s))
+    for name, (ns, sw) in by_name.items():
+        if wall_s > 0 and (ns > 0 or sw > 0):
+            rows.append((name, ns / 1e6 / wall_s, sw / wall_s))
     rows.sort(key=lambda r: -r[1])
     return [{"thread": n, "cpu_ms_per_s": ms, "switches_per_s": sw} for n, ms, sw in rows]

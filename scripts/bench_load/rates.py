@@ -35,7 +35,7 @@ import time
 from bench_load import report
 from bench_load.common import CHANNELS, PERIOD_NS, START_NS
 from bench_load.consumers import is_anomalyd, metrics_of
-from bench_load.procfs import context_switches, proc_cpu, thread_rates, thread_sched
+from bench_load.procfs import context_switches, proc_cpu, thread_rates, thread_sched, threads_gone
 from bench_load.publisher import anchor_of, publish
 
 
@@ -146,9 +146,13 @@ def run_rate(bench, stack, qos, assets, rate, seconds):
         "threads": threads,
         "threads_cpu_ms_per_s": sum(t["cpu_ms_per_s"] for t in threads),
     }
-    if threads and wall > 0:
+    gone = threads_gone(threads0, threads1)
+    if gone:
+        phase["threads_gone"] = gone
+    elif threads and wall > 0:
         # The same from the scheduler's clock: at 1 Hz /proc's 10 ms ticks
-        # count 18 or 19 of them in a point, 5 % apart.
+        # count 18 or 19 of them in a point, 5 % apart. Not when a thread
+        # exited meanwhile: its share is missing there, not from /proc.
         phase["sched_cpu_s_per_million"] = phase["threads_cpu_ms_per_s"] * wall / 1000 / readings * 1e6
     if is_anomalyd(stack):
         key = "anomalyd_journal_syncs_total"

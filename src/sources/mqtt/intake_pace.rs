@@ -37,6 +37,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::WINDOWS_PER_SEND;
+
 /// Reads of this many messages or more are not followed by a sleep.
 pub(super) const PACE_BELOW: u32 = 16;
 
@@ -63,6 +65,21 @@ const HANDOVER_SLACK: u32 = 50;
 
 /// A `runtime.max_wait_ms` below this turns pacing off.
 const MIN_MAX_WAIT: Duration = Duration::from_millis(8);
+
+/// Most windows one hand-over gathers while the source sleeps at least
+/// [`SLOW_SLEEP`] between reads (up to 2,500 messages per second) and the
+/// scoring thread has nothing queued: it scores them in calls of
+/// `runtime.max_batch` back to back, woken once. With hand-overs of
+/// [`WINDOWS_PER_SEND`] it was woken 31 times a second at 2,000 windows
+/// per second, and each wake-up costs more than a call made at once after
+/// another (docs/low-rate.md §3). At higher rates hand-overs stay at
+/// [`WINDOWS_PER_SEND`]: there windows gather fast, and waiting for 256
+/// raised the median latency at half the maximum load by 6 to 9 ms.
+pub(super) const SLOW_HANDOVER: usize = 256;
+
+/// Sleeps this long or longer mark a rate at which hand-overs gather
+/// [`SLOW_HANDOVER`] windows.
+const SLOW_SLEEP: Duration = Duration::from_millis(20);
 
 /// Counts what the source read since it last rested and decides whether,
 /// and how long, it sleeps now.
@@ -117,6 +134,23 @@ impl IntakePace {
     pub(super) fn handover_at(&self, now: Instant) -> Instant {
         let arrived = now.checked_sub(self.tick).unwrap_or(now);
         self.drained.map_or(arrived, |d| d.max(arrived)) + self.wait
+    }
+
+    /// How many gathered windows go to scoring at once, before the first
+    /// falls due: [`SLOW_HANDOVER`] at a rate whose sleeps last
+    /// [`SLOW_SLEEP`] or more while `scoring_idle` (nothing queued for the
+    /// scoring thread, so the queue stays bounded), else
+    /// [`WINDOWS_PER_SEND`].
+    pub(super) fn handover_size(&self, scoring_idle: bool) -> usize {
+        let slow = self.tick >= SLOW_SLEEP
+            && self
+                .rate
+                .is_some_and(|r| f64::from(PER_SLEEP) / r.max(1.0) >= SLOW_SLEEP.as_secs_f64());
+        if slow && scoring_idle {
+            SLOW_HANDOVER
+        } else {
+            WINDOWS_PER_SEND
+        }
     }
 
     /// A message was read.
@@ -210,6 +244,26 @@ mod tests {
         p.read();
         let sleep = p.rest(t, false).unwrap();
         assert!(sleep.abs_diff(MS(25)) < MS(1), "{sleep:?}");
+    }
+
+    #[test]
+    fn hand_overs_gather_more_windows_at_a_low_rate_into_an_idle_scoring_thread() {
+        let mut p = IntakePace::new(MS(250), false);
+        // No rate known yet.
+        assert_eq!(p.handover_size(true), WINDOWS_PER_SEND);
+        // 2,000 messages per second: 25 ms sleeps.
+        settle(&mut p, Instant::now(), 2_000);
+        assert_eq!(p.handover_size(true), SLOW_HANDOVER);
+        // Something still queued for scoring: the queue stays bounded.
+        assert_eq!(p.handover_size(false), WINDOWS_PER_SEND);
+        // 5,000 per second: 10 ms sleeps.
+        let mut fast = IntakePace::new(MS(250), false);
+        settle(&mut fast, Instant::now(), 5_000);
+        assert_eq!(fast.handover_size(true), WINDOWS_PER_SEND);
+        // Pacing off (a short max_wait): as before.
+        let mut off = IntakePace::new(MS(5), false);
+        settle(&mut off, Instant::now(), 200);
+        assert_eq!(off.handover_size(true), WINDOWS_PER_SEND);
     }
 
     #[test]

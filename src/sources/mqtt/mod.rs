@@ -509,7 +509,9 @@ pub async fn run_source(
                         if partition.is_some() {
                             note_marks(&mut marks, &out[gathered..]);
                         }
-                        if out.len() >= WINDOWS_PER_SEND {
+                        if out.len() >= WINDOWS_PER_SEND
+                            && out.len() >= pace.handover_size(windows.is_empty())
+                        {
                             if !send_windows(&windows, &mut out, &metrics).await {
                                 break;
                             }
