@@ -29,6 +29,10 @@
 //!   add latency), or right after a journal commit (the sync's end wakes the
 //!   source to write its acknowledgements; docs/low-rate.md §4 says when
 //!   they wait for the next tick instead).
+//! - Up to 2,500 messages per second a hand-over to scoring gathers up to
+//!   [`SLOW_HANDOVER`] windows, not [`WINDOWS_PER_SEND`], while nothing is
+//!   queued for scoring ([`IntakePace::handover_size`]): the scoring thread
+//!   is woken once for several calls.
 //! - When nothing came since the last rest the source waits on the socket
 //!   as before: an idle daemon is not woken by ticks.
 //! - A `max_wait_ms` under 8 ms turns pacing off.
