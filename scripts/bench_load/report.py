@@ -192,8 +192,8 @@ def fixed_and_per_message(results):
             key = (p["stack"], p["qos"], p["rate_rows_per_s"])
             # The threads' sum from the scheduler's clock where there is one:
             # /proc's 10 ms ticks are too coarse for a few ms of CPU per second.
-            # Not where a thread exited meanwhile: its share is missing there.
-            ms = (not p.get("threads_gone") and p.get("threads_cpu_ms_per_s")) or 10 * p["core_percent"]
+            # Where rates.py found it whole (no thread exited meanwhile).
+            ms = p["threads_cpu_ms_per_s"] if "sched_cpu_s_per_million" in p else 10 * p["core_percent"]
             groups.setdefault(key, []).append((p["messages_per_s"], ms, p["assets"]))
     lines = []
     for (stack, qos, rate), pts in groups.items():

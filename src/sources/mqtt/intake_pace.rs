@@ -146,10 +146,7 @@ impl IntakePace {
     /// scoring thread, so the queue stays bounded), else
     /// [`WINDOWS_PER_SEND`].
     pub(super) fn handover_size(&self, scoring_idle: bool) -> usize {
-        let slow = self.tick >= SLOW_SLEEP
-            && self
-                .rate
-                .is_some_and(|r| f64::from(PER_SLEEP) / r.max(1.0) >= SLOW_SLEEP.as_secs_f64());
+        let slow = self.paced_sleep().is_some_and(|s| s >= SLOW_SLEEP);
         if slow && scoring_idle {
             SLOW_HANDOVER
         } else {
@@ -202,10 +199,16 @@ impl IntakePace {
         if committed || read == 0 || (read >= PACE_BELOW && !self.journaled) {
             return None;
         }
-        // PER_SLEEP messages at the rate of the last window, at most a tick.
-        let sleep =
-            Duration::from_secs_f64(f64::from(PER_SLEEP) / self.rate?.max(1.0)).min(self.tick);
+        let sleep = self.paced_sleep()?;
         (sleep >= MIN_SLEEP).then_some(sleep)
+    }
+
+    /// How long a sleep lasts at the rate of the last window: as long as
+    /// [`PER_SLEEP`] messages take, at most a tick (zero with pacing off);
+    /// none before a rate is known.
+    fn paced_sleep(&self) -> Option<Duration> {
+        let rate = self.rate?.max(1.0);
+        Some(Duration::from_secs_f64(f64::from(PER_SLEEP) / rate).min(self.tick))
     }
 }
 
