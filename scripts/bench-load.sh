@@ -11,7 +11,9 @@
 # second and each thread's CPU; with several asset counts at one rate, its
 # fixed part and its part per message; each rate point's CPU per reading
 # against the same stack's maximum), and anomalyd's RSS split with 1,000
-# assets; --repeat N runs each point N times (medians and ranges). How each figure is
+# assets; --repeat N runs each point N times (medians and ranges);
+# --against BIN runs BIN beside the build at each fixed-rate point, on one
+# broker and publisher, and prints B/A of their CPU. How each figure is
 # taken: the docstrings of scripts/bench_load/ and scripts/bench_load/rates.py
 # (the Python package that runs the bench; `--help` prints the first).
 #
@@ -19,7 +21,7 @@
 #          [--stacks anomalyd,anomalyd+journal,python,python-ort1]
 #          [--rates 1,10] [--rate-assets 200,1000] [--rate-s 20] [--repeat 1]
 #          [--latency-s 20] [--footprint-assets 1000]
-#          [--config FILE] [--publisher BIN] [--json FILE] [--help]
+#          [--config FILE] [--publisher BIN] [--against BIN] [--json FILE] [--help]
 # The Python stack's packages, pinned in scripts/bench_load/requirements.txt,
 # go into target/bench-venv (from PyPI, once, and again when the pins change).
 # ANOMALYD_BIN=PATH runs that binary instead of building the release one

@@ -12,6 +12,8 @@ import bench_load
 from bench_load import report
 from bench_load.bench import Bench
 from bench_load.common import CHANNELS, ROOT
+from bench_load.consumers import is_anomalyd
+from bench_load.paired import run_paired
 from bench_load.rates import run_rate
 from bench_load.services import Services
 
@@ -80,6 +82,11 @@ def parse_args(argv=None):
     ap.add_argument(
         "--python-stack", default=os.path.join(ROOT, "..", "shared", "baselines", "python_stack.py")
     )
+    ap.add_argument(
+        "--against",
+        help="another anomalyd binary: each fixed-rate point runs it beside --anomalyd on one broker and "
+        "publisher, --repeat spans of --rate-s seconds, and prints B/A of their CPU (bench_load/paired.py)",
+    )
     ap.add_argument("--json", help="write every figure here")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
     return ap.parse_args(argv)
@@ -122,6 +129,13 @@ def main(argv=None):
         for q in qos_levels:
             for assets in [int(a) for a in args.rate_assets.split(",") if a]:
                 for rate in [float(r) for r in args.rates.split(",") if r]:
+                    if args.against:
+                        for stack in stacks:
+                            if is_anomalyd(stack) and applies(stack, q):
+                                run_paired(
+                                    bench, os.path.abspath(args.against), stack, q, assets, rate, args.rate_s, len(runs)
+                                )
+                        continue
                     for _ in runs:
                         for stack in stacks:
                             if applies(stack, q):

@@ -119,7 +119,7 @@ impl StatusBoard {
                         .iter()
                         .enumerate()
                         .max_by(|a, b| a.1.total_cmp(b.1))
-                        .and_then(|(i, _)| r.binding.channels.get(i).cloned());
+                        .and_then(|(i, _)| r.binding.channels.get(i));
                     let ts_ms = r.ts.div_euclid(1_000_000);
                     let entry =
                         b.assets
@@ -140,7 +140,10 @@ impl StatusBoard {
                     entry.score = r.score;
                     entry.threshold = r.threshold;
                     entry.anomalous = r.anomalous;
-                    entry.top_channel = top;
+                    // Mostly the same channel as before: no new string then.
+                    if entry.top_channel.as_ref() != top {
+                        entry.top_channel = top.cloned();
+                    }
                     if entry.history.len() == HISTORY {
                         entry.history.pop_front();
                     }
@@ -272,5 +275,17 @@ mod tests {
         assert_eq!(doc.alerts[0].start_ms, 1000);
         let json = serde_json::to_value(&doc).unwrap();
         assert_eq!(json["assets"][0]["history"][0][1], 5.0);
+        // Another channel takes the lead: the top channel follows it.
+        b.record(&[Output::Score(ScoreRecord {
+            binding,
+            ts: 100_000_000_000,
+            score: 0.5,
+            threshold: 1.0,
+            anomalous: false,
+            probability: 0.5,
+            channel_error: vec![0.7, 0.2],
+        })]);
+        let doc = b.snapshot(&Metrics::default());
+        assert_eq!(doc.assets[0].top_channel.as_deref(), Some("a"));
     }
 }

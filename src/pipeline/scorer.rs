@@ -11,7 +11,7 @@ use std::time::Instant;
 use super::features::ScoreRequest;
 use super::output::{Output, ScoreRecord};
 use crate::core::detect::{AlertKind, Decision, Detector, OpenAlert};
-use crate::model::{LoadedModel, RuntimeError};
+use crate::model::{BatchOutput, LoadedModel, RuntimeError};
 use crate::ops::metrics::Metrics;
 
 /// A message to the scoring thread.
@@ -59,6 +59,8 @@ pub struct Scorer {
     detectors: HashMap<Arc<str>, Detector>,
     metrics: Arc<Metrics>,
     batch: Vec<f32>,
+    /// The last call's outputs, its vectors reused by the next.
+    out: BatchOutput,
     /// Open alerts from before a restart, for assets not seen since.
     restore: HashMap<String, OpenAlert>,
     /// Start of each restored alert: windows before it (history replayed
@@ -74,6 +76,7 @@ impl Scorer {
             detectors: HashMap::new(),
             metrics,
             batch: Vec::new(),
+            out: BatchOutput::default(),
             restore: HashMap::new(),
             restored_from: HashMap::new(),
         }
@@ -158,22 +161,20 @@ impl Scorer {
             let waited = (now - r.cut_ns).max(0) as f64 / 1e9;
             self.metrics.window_wait.observe(waited);
         }
-        // Group by model, keeping request order within each model.
+        // Group by model, keeping request order within each model; each
+        // request's model is looked up once.
+        let model_of: Vec<usize> = requests
+            .iter()
+            .map(|r| self.model_index(&r.binding.model))
+            .collect();
         let mut order: Vec<usize> = (0..requests.len()).collect();
-        order.sort_by_key(|&i| self.model_index(&requests[i].binding.model));
+        order.sort_by_key(|&i| model_of[i]);
         let mut results: Vec<Option<(f32, Vec<f32>)>> = vec![None; requests.len()];
-        let mut start = 0;
-        while start < order.len() {
-            let mi = self.model_index(&requests[order[start]].binding.model);
-            let mut end = start + 1;
-            while end < order.len() && self.model_index(&requests[order[end]].binding.model) == mi {
-                end += 1;
-            }
-            self.score_group(mi, &order[start..end], requests, &mut results);
-            start = end;
+        for group in order.chunk_by(|&i, &j| model_of[i] == model_of[j]) {
+            self.score_group(model_of[group[0]], group, requests, &mut results);
         }
         let mut changed_alerts = false;
-        for (req, res) in requests.drain(..).zip(results) {
+        for ((req, res), mi) in requests.drain(..).zip(results).zip(model_of) {
             let Some((score, channel_error)) = res else {
                 continue;
             };
@@ -191,11 +192,7 @@ impl Scorer {
             if det.settings() != &b.detector {
                 det.set_settings(b.detector);
             }
-            let meta = self
-                .models
-                .iter()
-                .find(|m| m.name == b.model)
-                .map(|m| &m.model.metadata);
+            let meta = self.models.get(mi).map(|m| &m.model.metadata);
             // The model's score smoothing (its threshold was calibrated on
             // the smoothed validation scores); a reload may change it.
             if let Some(m) = meta {
@@ -278,8 +275,9 @@ impl Scorer {
             return;
         }
         let t0 = Instant::now();
-        match model.run(&self.batch, used.len()) {
-            Ok(outp) => {
+        let outp = &mut self.out;
+        match model.run_into(&self.batch, used.len(), outp) {
+            Ok(()) => {
                 self.metrics
                     .inference_latency
                     .observe(t0.elapsed().as_secs_f64());
