@@ -10,7 +10,7 @@ five runs at 200 assets x 10 Hz, docs/low-rate.md §7), because the
 neighbours' load changes from minute to minute. Run together, both builds
 see the same neighbours: one build against itself at 200 assets x 1 Hz
 with the journal gave a median B/A of 0.97, 0.99 and 1.02 in three
-pairs (14 spans of 30 s, each within 0.95 to 1.03), where the absolute
+pairs (12 spans of 30 s, each within 0.95 to 1.03), where the absolute
 figures moved by a fifth. At these rates the two daemons use well under
 1 % of a core each, so they hardly disturb each other. A change counts
 only where its B/A falls outside about 0.97 to 1.03.
