@@ -174,7 +174,6 @@ def rate_phase(p):
     if threads:
         print(
             f"    all threads {p['threads_cpu_ms_per_s']:.2f} ms of CPU/s"
-            + (f" ({p['threads_gone']} exited meanwhile, not in it)" if p.get("threads_gone") else "")
             + "; by thread, ms of CPU/s (switches/s): "
             + ", ".join(f"{t['thread']} {t['cpu_ms_per_s']:.2f} ({t['switches_per_s']:.1f})" for t in threads[:6]),
             flush=True,
@@ -192,7 +191,6 @@ def fixed_and_per_message(results):
             key = (p["stack"], p["qos"], p["rate_rows_per_s"])
             # The threads' sum from the scheduler's clock where there is one:
             # /proc's 10 ms ticks are too coarse for a few ms of CPU per second.
-            # Where rates.py found it whole (no thread exited meanwhile).
             ms = p["threads_cpu_ms_per_s"] if "sched_cpu_s_per_million" in p else 10 * p["core_percent"]
             groups.setdefault(key, []).append((p["messages_per_s"], ms, p["assets"]))
     lines = []
