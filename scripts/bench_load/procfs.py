@@ -134,18 +134,12 @@ def thread_sched(pid):
     return out
 
 
-def threads_gone(before, after):
-    """Threads of the first snapshot missing from the second: they exited
-    in between (e.g. an idle blocking-pool thread), and what they ran since
-    the first is not in the second."""
-    return len(set(before) - set(after))
-
-
 def thread_rates(before, after, wall_s):
     """Per thread name (threads of one name summed) between two
     `thread_sched` snapshots: ms of CPU per second and context switches
     per second, busiest first. A thread that started in between counts
-    from zero; one that exited is left out (`threads_gone`)."""
+    from zero; one missing from `after` is left out (rates.py keeps each
+    thread's last reading in `after`, so one that exited still counts)."""
     by_name = {}
     for tid, (name, ns1, sw1) in after.items():
         _, ns0, sw0 = before.get(tid, (name, 0, 0))

@@ -173,8 +173,7 @@ def rate_phase(p):
     threads = p.get("threads") or []
     if threads:
         print(
-            f"    all threads {p['threads_cpu_ms_per_s']:.2f} ms of CPU/s"
-            + "; by thread, ms of CPU/s (switches/s): "
+            f"    all threads {p['threads_cpu_ms_per_s']:.2f} ms of CPU/s; by thread, ms of CPU/s (switches/s): "
             + ", ".join(f"{t['thread']} {t['cpu_ms_per_s']:.2f} ({t['switches_per_s']:.1f})" for t in threads[:6]),
             flush=True,
         )
