@@ -105,6 +105,8 @@ pub(super) struct IntakePace {
     wait: Duration,
     /// Acknowledgements wait for journal commits (sync_pacer.rs).
     journaled: bool,
+    /// A commit's acknowledgements were written since the last rest.
+    acked: bool,
 }
 
 impl IntakePace {
@@ -125,6 +127,7 @@ impl IntakePace {
             drained: None,
             wait: max_wait - max_wait / HANDOVER_SLACK,
             journaled,
+            acked: false,
         }
     }
 
@@ -181,14 +184,25 @@ impl IntakePace {
     /// Whether the source should ask [`Self::rest`] once the broker has
     /// nothing more ready: something was read since the last rest.
     pub(super) fn after_reads(&self) -> bool {
-        self.read > 0
+        self.read > 0 || self.acked
+    }
+
+    /// A commit's acknowledgements were written: the source may rest, and
+    /// sleep, without reading first. What the broker sends for them waits
+    /// in the socket for the next tick instead of waking the source for a
+    /// read of its own (docs/low-rate.md §4).
+    pub(super) fn acked(&mut self) {
+        self.acked = true;
     }
 
     /// The broker has nothing more ready at `now`: how long to sleep, if
-    /// at all; not when the journal was `committed` since the last rest.
-    /// Windows due before the sleep ends go to scoring before it.
+    /// at all; not when the journal was `committed` since the last rest,
+    /// unless the acknowledgements of every commit have gone out since
+    /// ([`Self::acked`]). Windows due before the sleep ends go to scoring
+    /// before it.
     pub(super) fn rest(&mut self, now: Instant, committed: bool) -> Option<Duration> {
         let read = std::mem::take(&mut self.read);
+        let acked = std::mem::take(&mut self.acked);
         self.drained = Some(now);
         let since = *self.since.get_or_insert(now);
         if now - since >= RATE_WINDOW {
@@ -196,7 +210,8 @@ impl IntakePace {
             self.counted = 0;
             self.since = Some(now);
         }
-        if committed || read == 0 || (read >= PACE_BELOW && !self.journaled) {
+        // Once a commit's acknowledgements are out, nothing waits for it.
+        if (committed || read == 0) && !acked || (read >= PACE_BELOW && !self.journaled) {
             return None;
         }
         let sleep = self.paced_sleep()?;
@@ -308,6 +323,32 @@ mod tests {
         fast.read();
         fast.rest(t, false);
         assert_eq!(fast.handover_at(t + MS(1)), t + MS(6) - MS(5) / 50);
+    }
+
+    #[test]
+    fn once_a_commits_acknowledgements_are_out_the_source_sleeps_without_a_read() {
+        let mut p = IntakePace::new(MS(250), true);
+        let t = settle(&mut p, Instant::now(), 200);
+        // A read, then a commit: the source waits on the socket for the
+        // sync's end, which writes the acknowledgements.
+        p.read();
+        assert_eq!(p.rest(t, true), None);
+        assert!(!p.after_reads(), "nothing read since: no rest to ask for");
+        p.acked();
+        // What the broker sends for them waits for the next tick.
+        assert!(p.after_reads());
+        assert_eq!(p.rest(t + MS(2), false), Some(MS(240)));
+        // The windows read next are due from this rest, when the socket
+        // was last found empty.
+        p.read();
+        assert_eq!(p.handover_at(t + MS(242)), t + MS(2) + MS(245));
+        // The acknowledgements of a commit made since the last rest are
+        // out too: the sleep does not hold them.
+        p.read();
+        p.acked();
+        assert_eq!(p.rest(t + MS(250), true), Some(MS(240)));
+        // Idle after that: the socket wakes the source.
+        assert!(!p.after_reads());
     }
 
     #[test]

@@ -16,7 +16,8 @@ use crate::pipeline::{FeatureStage, InferenceMsg, WindowSender};
 use crate::state::journal::Journal;
 
 /// Replays what an earlier run journaled, oldest first, through the
-/// pipeline; then a barrier covers it.
+/// pipeline, and logs how many messages it took how long; then a barrier
+/// covers it.
 pub(super) async fn replay_journal(
     journal: &mut Journal,
     paths: Vec<std::path::PathBuf>,
@@ -26,6 +27,7 @@ pub(super) async fn replay_journal(
     metrics: &Metrics,
     confirm: &std::sync::Arc<tokio::sync::watch::Sender<Option<u64>>>,
 ) -> bool {
+    let started = Instant::now();
     let mut msg = Message::default();
     let mut out = Vec::with_capacity(WINDOWS_PER_SEND);
     let total = paths.len();
@@ -76,6 +78,14 @@ pub(super) async fn replay_journal(
     }
     if !out.is_empty() && !send_windows(windows, &mut out, metrics).await {
         return false;
+    }
+    let n = metrics.journal_replayed.load(Relaxed);
+    if n > 0 {
+        tracing::info!(
+            messages = n,
+            ms = started.elapsed().as_millis() as u64,
+            "replayed the intake journal"
+        );
     }
     if let Some(seq) = journal.newest_closed() {
         let barrier = crate::pipeline::Barrier {

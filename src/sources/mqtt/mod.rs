@@ -129,22 +129,10 @@ pub async fn run_source(
     let (client, mut eventloop) = AsyncClient::new(first, 256);
     let local_newest = partition::newest_segment_ns(&replay);
     // Journal first: what an earlier run received is scored before new data.
-    if let Some(j) = journal.as_mut() {
-        let started = Instant::now();
-        let Some(confirm) = confirm.as_ref() else {
-            return;
-        };
-        if !replay_journal(j, replay, &decoder, &mut stage, &windows, &metrics, confirm).await {
-            return;
-        }
-        let n = metrics.journal_replayed.load(Relaxed);
-        if n > 0 {
-            tracing::info!(
-                messages = n,
-                ms = started.elapsed().as_millis() as u64,
-                "replayed the intake journal"
-            );
-        }
+    if let (Some(j), Some(confirm)) = (journal.as_mut(), confirm.as_ref())
+        && !replay_journal(j, replay, &decoder, &mut stage, &windows, &metrics, confirm).await
+    {
+        return;
     }
     // A partition taken from another daemon: its history and open alerts.
     if let Some(p) = &partition
@@ -314,7 +302,11 @@ pub async fn run_source(
                 }
                 // Synced journal records: their PUBACKs go out together.
                 Some(b) = acks.synced.recv(), if journal.is_some() => {
+                    let all = pacer.synced(b.len());
                     send_acks(&mut eventloop, b, epoch, &metrics).await;
+                    if all {
+                        pace.acked();
+                    }
                     continue;
                 }
                 // While the journal cannot write, the broker is not polled:

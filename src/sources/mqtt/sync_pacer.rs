@@ -59,6 +59,8 @@ pub(super) struct SyncPacer {
     at_rest: Option<(usize, usize)>,
     /// No waiting for more before this (the last try found none).
     probe_after: Option<Instant>,
+    /// Commits handed to the sync whose acknowledgements are not yet out.
+    syncing: usize,
 }
 
 impl SyncPacer {
@@ -72,6 +74,7 @@ impl SyncPacer {
             room: 0,
             at_rest: None,
             probe_after: None,
+            syncing: 0,
         }
     }
 
@@ -164,6 +167,9 @@ impl SyncPacer {
 
     /// The `pending` waiting messages were committed.
     pub(super) fn committed(&mut self, pending: usize) {
+        if pending > 0 {
+            self.syncing += 1;
+        }
         self.room = self.room.max(pending);
         self.at_rest = None;
         self.waiting_since = None;
@@ -177,6 +183,16 @@ impl SyncPacer {
         self.room = 0;
         self.at_rest = None;
         self.probe_after = None;
+        // A sync under way acknowledges nothing on the new connection.
+        self.syncing = 0;
+    }
+
+    /// `batches` commits came back synced and their acknowledgements are
+    /// going out: whether none is still syncing, so that the source may
+    /// sleep (intake_pace.rs).
+    pub(super) fn synced(&mut self, batches: usize) -> bool {
+        self.syncing = self.syncing.saturating_sub(batches);
+        self.syncing == 0
     }
 
     /// Whether a commit was made since the last call: its acknowledgements
@@ -305,6 +321,24 @@ mod tests {
         p.note(1, t);
         p.rested(10, Some(30));
         assert!(!p.due(10, t));
+    }
+
+    #[test]
+    fn the_source_learns_when_no_commit_is_still_syncing() {
+        let mut p = SyncPacer::new(Duration::from_secs(1), 16);
+        // Nothing waited: no batch went to the sync.
+        p.committed(0);
+        assert!(p.synced(0));
+        p.committed(16);
+        p.committed(4);
+        // The first batch back; the second still syncs, and its
+        // acknowledgements would wait out a sleep.
+        assert!(!p.synced(1));
+        assert!(p.synced(1));
+        // A reconnect: what was syncing acknowledges nothing there.
+        p.committed(16);
+        p.dropped();
+        assert!(p.synced(0));
     }
 
     #[test]
