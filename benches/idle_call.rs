@@ -1,17 +1,21 @@
 //! What one ONNX Runtime call costs when the thread was idle before it, as
 //! the scoring thread is at a low rate (docs/low-rate.md §7): the shipped
 //! conv model (or `ANOMALYD_BENCH_CONV_MODEL`) at 1, 25 and 50 windows,
-//! timed three ways, 60 calls each, median and 10th/90th percentiles:
+//! timed four ways, 60 calls each, median and 10th/90th percentiles:
 //! - `back to back`: one call right after another;
 //! - `caches evicted`: after 16 MiB were written, which evicts the data
 //!   caches the call used;
 //! - `after 125 ms idle`: after the thread slept 125 ms (the pace tick
 //!   until the seventh round, 240 ms now), as the daemon's threads do
-//!   between wake-ups at a low rate.
+//!   between wake-ups at a low rate;
+//! - `after 125 ms spinning`: after it spun as long, never leaving its
+//!   core.
 //!
-//! The third minus the second is what idling costs beyond cold data: on
-//! a virtual machine, mostly instruction-side state (branch predictors,
-//! instruction caches) lost while the core served others.
+//! The third minus the second is what idling costs beyond cold data. The
+//! fourth tells whose doing that is: when a thread that kept its core
+//! loses as much, the state was lost to time on the machine (its
+//! neighbours, the host), not to the thread's sleep, and no way of
+//! waiting saves it; only fewer wake-ups do.
 //!
 //! `cargo bench -p anomalyd --bench idle_call` (about 25 s); needs the
 //! ONNX Runtime library (`ORT_DYLIB_PATH` or `./.ort/`).
@@ -44,7 +48,7 @@ fn main() {
         path.display()
     );
     for batch in [1usize, 25, 50] {
-        let row = idle::three_ways(IDLE, CALLS, 1, || {
+        let row = idle::four_ways(IDLE, CALLS, 1, || {
             model
                 .run_into(black_box(&input[..per_window * batch]), batch, &mut out)
                 .map(|()| {

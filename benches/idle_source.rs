@@ -3,11 +3,13 @@
 //! pump model send one JSON frame each per second, and every 240 ms pace
 //! tick the source decodes the next 48 and feeds them to the feature stage
 //! (align, window, normalise), each asset's state touched once a second.
-//! Three ways, 60 ticks each, median and 10th/90th percentiles per
+//! Four ways, 60 ticks each, median and 10th/90th percentiles per
 //! message:
 //! - `back to back`: one tick right after another;
 //! - `caches evicted`: after 16 MiB were written;
-//! - `after 240 ms idle`: after the thread slept a pace tick.
+//! - `after 240 ms idle`: after the thread slept a pace tick;
+//! - `after 240 ms spinning`: after it spun as long, never leaving its
+//!   core.
 //!
 //! Compare with `idle_call` (the same for an ONNX Runtime call) and with
 //! `stages` (`source_side`: one asset, always hot).
@@ -88,7 +90,7 @@ fn main() {
     println!(
         "{ASSETS} assets, {PER_TICK} JSON frames per tick (decode, align, window, normalise), microseconds per message: median (p10-p90)"
     );
-    let row = idle::three_ways(IDLE, TICKS, PER_TICK, || {
+    let row = idle::four_ways(IDLE, TICKS, PER_TICK, || {
         feed(PER_TICK, &mut windows);
         Ok::<(), ()>(())
     });

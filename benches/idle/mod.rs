@@ -1,5 +1,5 @@
 //! What `idle_call` and `idle_source` share: the model they load, and one
-//! piece of work timed three ways, as a thread at a low rate meets it
+//! piece of work timed four ways, as a thread at a low rate meets it
 //! (docs/low-rate.md §7).
 
 use std::hint::black_box;
@@ -31,9 +31,14 @@ fn summary(mut v: Vec<f64>) -> (f64, f64, f64) {
 
 /// Times `work` `reps` times each way: back to back; after 16 MiB were
 /// written, which evicts the data caches it used; after the thread slept
-/// `idle`. Per way, the median (10th-90th percentile) of its time divided
-/// by `per`, in microseconds; the first error `work` returns ends it.
-pub fn three_ways<E>(
+/// `idle`; after it spun for `idle` without sleeping, keeping its core.
+/// Per way, the median (10th-90th percentile) of its time divided by
+/// `per`, in microseconds; the first error `work` returns ends it.
+///
+/// If spinning costs the next call as much as sleeping, what the call
+/// loses is lost to time on the machine (its neighbours, the host), not
+/// to the thread going to sleep.
+pub fn four_ways<E>(
     idle: Duration,
     reps: usize,
     per: usize,
@@ -41,7 +46,7 @@ pub fn three_ways<E>(
 ) -> Result<String, E> {
     let mut evict = vec![0u8; 16 << 20];
     let mut row = String::new();
-    for way in 0..3 {
+    for way in 0..4 {
         let mut us = Vec::with_capacity(reps);
         for _ in 0..reps {
             match way {
@@ -52,6 +57,12 @@ pub fn three_ways<E>(
                     black_box(&evict);
                 }
                 2 => std::thread::sleep(idle),
+                3 => {
+                    let t = Instant::now();
+                    while t.elapsed() < idle {
+                        std::hint::spin_loop();
+                    }
+                }
                 _ => {}
             }
             let t = Instant::now();
@@ -62,7 +73,8 @@ pub fn three_ways<E>(
         let name = match way {
             0 => "back to back".to_string(),
             1 => "caches evicted".to_string(),
-            _ => format!("after {} ms idle", idle.as_millis()),
+            2 => format!("after {} ms idle", idle.as_millis()),
+            _ => format!("after {} ms spinning", idle.as_millis()),
         };
         row += &format!("  {name} {p50:.1} ({p10:.1}-{p90:.1})");
     }
