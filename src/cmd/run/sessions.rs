@@ -130,9 +130,6 @@ impl Sessions {
                     retention_s,
                     "intake journal opened: messages are acknowledged once journaled"
                 );
-                for b in &mut brokers {
-                    b.set_manual_acks(true);
-                }
                 Some(JournalParts {
                     journal,
                     replay,
@@ -143,6 +140,14 @@ impl Sessions {
             }
             _ => None,
         };
+        // The source acknowledges QoS 1/2 messages itself: after their
+        // journal sync, or without a journal at its next rest, all of a
+        // read's in one write (sources/mqtt/acks.rs).
+        if settings.qos.acknowledged() {
+            for b in &mut brokers {
+                b.set_manual_acks(true);
+            }
+        }
         let mut stage = FeatureStage::new(
             slots.to_vec(),
             Binder::from_config(cfg),

@@ -421,7 +421,7 @@ impl Metrics {
         c(
             &mut o,
             "mqtt_acks_total",
-            "Acknowledgements sent for journaled messages.",
+            "Acknowledgements (PUBACK, PUBREC) of QoS 1/2 messages sent, in batches.",
             &self.acks_sent,
         );
         g(

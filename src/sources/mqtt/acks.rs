@@ -181,18 +181,61 @@ pub(super) fn commit_journal(
     Ok(())
 }
 
+/// Most acknowledgements held for the next rest without a journal: under
+/// a steady flow the source may not rest for a while.
+const HELD_ACKS: usize = 1024;
+
+/// Without a journal: holds a message's acknowledgement for the next rest
+/// ([`ack_read`]), or writes all held at once when [`HELD_ACKS`] wait.
+pub(super) async fn hold_ack(
+    eventloop: &mut EventLoop,
+    unacked: &mut Vec<(u16, QoS)>,
+    ack: (u16, QoS),
+    epoch: u64,
+    metrics: &Metrics,
+) {
+    unacked.push(ack);
+    if unacked.len() >= HELD_ACKS {
+        ack_read(eventloop, unacked, epoch, metrics).await;
+    }
+}
+
+/// Without a journal: the PUBACKs (PUBRECs) of everything read since the
+/// last rest, in one write. The source calls it when it rests, before it
+/// may sleep, so a read's acknowledgements go together, and the broker
+/// sends what it held back for them while the source sleeps
+/// (docs/low-rate.md §4).
+pub(super) async fn ack_read(
+    eventloop: &mut EventLoop,
+    unacked: &mut Vec<(u16, QoS)>,
+    epoch: u64,
+    metrics: &Metrics,
+) {
+    let batch = AckBatch {
+        epoch,
+        sync: None,
+        acks: std::mem::take(unacked),
+    };
+    send_acks(eventloop, vec![batch], epoch, metrics).await;
+}
+
 /// At shutdown, what was journaled is synced and acknowledged, best effort
 /// (otherwise the broker redelivers it at the next start; duplicates are
 /// harmless): the syncs under way finish first (the queue to the ack task
 /// is closed, so the task ends after them), then the rest is synced here.
+/// Without a journal, what was read since the last rest is acknowledged.
 pub(super) async fn ack_at_shutdown(
-    journal: &mut Journal,
+    journal: Option<&mut Journal>,
     unacked: &mut Vec<(u16, QoS)>,
     acks: AckQueues,
     eventloop: &mut EventLoop,
     epoch: u64,
     metrics: &Metrics,
 ) {
+    let Some(journal) = journal else {
+        ack_read(eventloop, unacked, epoch, metrics).await;
+        return;
+    };
     let AckQueues {
         to_sync,
         mut synced,

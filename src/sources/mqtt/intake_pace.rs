@@ -105,7 +105,8 @@ pub(super) struct IntakePace {
     wait: Duration,
     /// Acknowledgements wait for journal commits (sync_pacer.rs).
     journaled: bool,
-    /// A commit's acknowledgements were written since the last rest.
+    /// Acknowledgements were written since the last rest: those of every
+    /// commit under way, or without a journal those of what was read.
     acked: bool,
 }
 
@@ -187,10 +188,11 @@ impl IntakePace {
         self.read > 0 || self.acked
     }
 
-    /// A commit's acknowledgements were written: the source may rest, and
-    /// sleep, without reading first. What the broker sends for them waits
-    /// in the socket for the next tick instead of waking the source for a
-    /// read of its own (docs/low-rate.md §4).
+    /// Acknowledgements were written (those of every commit under way, or
+    /// without a journal those of what was read): the source may rest, and
+    /// sleep, without reading first and after a large read. What the
+    /// broker sends for them waits in the socket for the next tick instead
+    /// of waking the source for a read of its own (docs/low-rate.md §4).
     pub(super) fn acked(&mut self) {
         self.acked = true;
     }
@@ -211,7 +213,7 @@ impl IntakePace {
             self.since = Some(now);
         }
         // Once a commit's acknowledgements are out, nothing waits for it.
-        if (committed || read == 0) && !acked || (read >= PACE_BELOW && !self.journaled) {
+        if (committed || read == 0 || (read >= PACE_BELOW && !self.journaled)) && !acked {
             return None;
         }
         let sleep = self.paced_sleep()?;
@@ -359,6 +361,13 @@ mod tests {
             p.read();
         }
         assert_eq!(p.rest(t, false), None);
+        // Unless the read's acknowledgements were just written together:
+        // what the broker held back for them comes during the sleep.
+        for _ in 0..PACE_BELOW {
+            p.read();
+        }
+        p.acked();
+        assert_eq!(p.rest(t, false), Some(MS(96)));
         // Acknowledgements that wait for the journal: its pacer keeps them
         // within the broker's window, so a large read is no sign of it.
         let mut journaled = IntakePace::new(MS(100), true);

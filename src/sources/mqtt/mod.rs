@@ -47,7 +47,7 @@ use tokio_util::sync::CancellationToken;
 use crate::core::reading::Message;
 use crate::ops::metrics::Metrics;
 use crate::pipeline::{Barrier, InferenceMsg, WindowSender};
-use acks::{AckQueues, ack_at_shutdown, commit_journal, send_acks};
+use acks::{AckQueues, ack_at_shutdown, ack_read, commit_journal, hold_ack, send_acks};
 use intake_pace::IntakePace;
 use journal_replay::replay_journal;
 pub use options::{MqttError, broker_options, mqtt_options, qos};
@@ -330,7 +330,7 @@ pub async fn run_source(
                 // Only when the broker has nothing more ready for us right now:
                 // journaled messages are synced and acknowledged together once
                 // the pacer says so.
-                () = std::future::ready(()), if stall.is_none() && !unacked.is_empty()
+                () = std::future::ready(()), if stall.is_none() && journal.is_some() && !unacked.is_empty()
                     && pacer.due(unacked.len(), tokio::time::Instant::now()) => {
                     if let Some(j) = journal.as_mut() {
                         pacer.commit_due(unacked.len(), tokio::time::Instant::now());
@@ -344,6 +344,10 @@ pub async fn run_source(
                 // Nothing more ready: due windows go (their timer cannot fire
                 // while we run), then maybe a sleep (intake_pace.rs).
                 () = std::future::ready(()), if pace.after_reads() => {
+                    if journal.is_none() && !unacked.is_empty() {
+                        ack_read(&mut eventloop, &mut unacked, epoch, &metrics).await;
+                        pace.acked();
+                    }
                     let now = tokio::time::Instant::now();
                     let sleep = pace.rest(now, pacer.take_committed());
                     // Windows due before the sleep ends go now: a wake-up
@@ -491,6 +495,10 @@ pub async fn run_source(
                         }
                     }
                 }
+                if journal.is_none() && p.qos != QoS::AtMostOnce {
+                    let ack = (p.pkid, p.qos);
+                    hold_ack(&mut eventloop, &mut unacked, ack, epoch, &metrics).await;
+                }
                 if rejected {
                     continue;
                 }
@@ -553,9 +561,8 @@ pub async fn run_source(
     if !out.is_empty() {
         send_windows(&windows, &mut out, &metrics).await;
     }
-    if let Some(j) = journal.as_mut()
-        && stall.is_none()
-    {
+    if stall.is_none() {
+        let j = journal.as_mut();
         ack_at_shutdown(j, &mut unacked, acks, &mut eventloop, epoch, &metrics).await;
     }
     // A partition's session leaves its handover record for the next owner.
