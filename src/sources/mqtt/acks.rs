@@ -181,9 +181,10 @@ pub(super) fn commit_journal(
     Ok(())
 }
 
-/// Most acknowledgements held for the next rest without a journal: under
-/// a steady flow the source may not rest for a while.
-const HELD_ACKS: usize = 1024;
+/// Most acknowledgements held before they go out whatever the pace: a
+/// journal commit, or without a journal a write of them, at once. Under a
+/// steady flow the source may not rest for a while.
+pub(super) const HELD_ACKS: usize = 1024;
 
 /// Without a journal: holds a message's acknowledgement for the next rest
 /// ([`ack_read`]), or writes all held at once when [`HELD_ACKS`] wait.

@@ -212,7 +212,9 @@ impl IntakePace {
             self.counted = 0;
             self.since = Some(now);
         }
-        // Once a commit's acknowledgements are out, nothing waits for it.
+        // Once the acknowledgements are out (every commit's, or a read's
+        // without a journal), nothing waits for them and the broker sends
+        // what it held back meanwhile.
         if (committed || read == 0 || (read >= PACE_BELOW && !self.journaled)) && !acked {
             return None;
         }

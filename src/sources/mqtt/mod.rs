@@ -47,7 +47,7 @@ use tokio_util::sync::CancellationToken;
 use crate::core::reading::Message;
 use crate::ops::metrics::Metrics;
 use crate::pipeline::{Barrier, InferenceMsg, WindowSender};
-use acks::{AckQueues, ack_at_shutdown, ack_read, commit_journal, hold_ack, send_acks};
+use acks::{AckQueues, HELD_ACKS, ack_at_shutdown, ack_read, commit_journal, hold_ack, send_acks};
 use intake_pace::IntakePace;
 use journal_replay::replay_journal;
 pub use options::{MqttError, broker_options, mqtt_options, qos};
@@ -467,7 +467,7 @@ pub async fn run_source(
                                 metrics.journal_records.fetch_add(1, Relaxed);
                             }
                             unacked.push((p.pkid, p.qos));
-                            if unacked.len() >= 1024 {
+                            if unacked.len() >= HELD_ACKS {
                                 if let Err(e) = commit_journal(
                                     j,
                                     &mut unacked,
