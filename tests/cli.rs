@@ -1,6 +1,7 @@
 //! The commands that check and exit: `run` and `check-config` refuse a bad
 //! config or model with exit code 78 and name the key or file, and
-//! `inspect-model` prints the model's contract.
+//! `inspect-model` prints the model's contract without ONNX Runtime's
+//! telemetry uploader starting.
 
 use std::path::Path;
 use std::process::Command;
@@ -118,6 +119,43 @@ fn inspect_model_prints_metadata_and_io() {
     ] {
         assert!(text.contains(needle), "{needle} missing:\n{text}");
     }
+}
+
+/// Loading ONNX Runtime leaves no trace of its telemetry uploader: the
+/// official 1.31.1 build writes a device identifier and an event cache
+/// under `~/.cache/Microsoft` when it starts the uploader (which then calls
+/// out to Microsoft), unless `ORT_DISABLE_TELEMETRY` is set before it
+/// initialises. The binary sets it itself; `CI` is removed because ONNX
+/// Runtime also stays quiet under CI, which would hide a regression here.
+#[test]
+fn loading_onnx_runtime_starts_no_telemetry_uploader() {
+    let home = tempfile::tempdir().unwrap();
+    run_checked(
+        Command::new(anomalyd_bin())
+            .arg("inspect-model")
+            .arg(shipped_model())
+            .env("ORT_DYLIB_PATH", ort_dylib())
+            .env("HOME", home.path())
+            .env_remove("XDG_CACHE_HOME")
+            .env_remove("ORT_DISABLE_TELEMETRY")
+            .env_remove("CI"),
+    );
+    let left: Vec<_> = walk(home.path());
+    assert!(left.is_empty(), "ONNX Runtime wrote {left:?}");
+}
+
+/// Every file below `dir`.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
 }
 
 /// check-config reads a `/run/credentials/...` secret from

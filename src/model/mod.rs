@@ -11,6 +11,7 @@ mod check;
 mod inspect;
 mod runtime;
 mod session;
+mod telemetry;
 
 use std::path::PathBuf;
 
@@ -18,6 +19,7 @@ pub use self::check::{FileDigest, file_digest};
 pub use self::inspect::{describe_model, read_metadata};
 pub use self::runtime::{ActiveProvider, DEV_LIBRARY_FILE, RuntimeOptions, init_runtime};
 pub use self::session::{BatchOutput, LoadedModel};
+pub use self::telemetry::{TELEMETRY_VAR, opt_out_of_telemetry, telemetry_off};
 pub use crate::core::execution_provider::ExecutionProvider;
 
 /// Errors of the runtime wrapper. Each carries the file it is about.

@@ -147,7 +147,11 @@ fn with_runtime<T>(
                         library: candidate.clone(),
                         message: e.to_string(),
                     })?;
-                tracing::info!(library = %candidate.display(), "ONNX Runtime loaded");
+                tracing::info!(
+                    library = %candidate.display(),
+                    telemetry = if super::telemetry_off() { "off" } else { "on" },
+                    "ONNX Runtime loaded"
+                );
                 let rt = Runtime {
                     library: candidate,
                     env,

@@ -48,7 +48,7 @@ pub use offline::{ReplayRow, replay_scores, run_trainer, trainer_bin};
 pub use paths::{
     anomalyd_bin, file_mode, ort_dylib, read_repo_file, skab_dir, tool, workspace_root,
 };
-pub use process::{free_port, output_text, port_open, run_output, wait_until};
+pub use process::{free_port, output_text, port_open, run_checked, run_output, wait_until};
 pub use series::{Series, point_count};
 pub use stack::Stack;
 pub use subscriber::{MqttSubscriber, Received};

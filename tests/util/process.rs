@@ -155,7 +155,7 @@ pub(super) fn require_binary(path: &str, package: &str) {
 }
 
 /// Runs `cmd` to completion; panics when it fails.
-pub(super) fn run_checked(cmd: &mut Command) {
+pub fn run_checked(cmd: &mut Command) {
     let out = run_output(cmd);
     assert!(
         out.status.success(),

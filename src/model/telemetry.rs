@@ -1,0 +1,42 @@
+//! ONNX Runtime's own usage telemetry, turned off for the whole process.
+//!
+//! The official Linux builds of ONNX Runtime since 1.29 (the PyPI wheel the
+//! daemon is shipped and tested with) carry Microsoft's 1DS uploader. When
+//! the library creates its environment, the uploader writes a persistent
+//! device identifier and an event cache under
+//! `~/.cache/Microsoft/DeveloperTools/.onnxruntime/`, and a thread of its own
+//! then resolves and posts to `mobile.events.data.microsoft.com` every few
+//! seconds: a gateway that should talk only to its broker and its database
+//! would call out, and on a plant network without a way out it spawns
+//! resolver threads and retries for as long as it runs. ONNX Runtime's
+//! `DisableTelemetryEvents` (what `with_telemetry(false)` calls) only mutes
+//! the events; the environment variable `ORT_DISABLE_TELEMETRY=1`, read once
+//! when the library initialises, keeps the uploader from starting at all
+//! (docs/architecture.md §8).
+
+/// The variable ONNX Runtime reads (once, when it creates its environment).
+pub const TELEMETRY_VAR: &str = "ORT_DISABLE_TELEMETRY";
+
+/// Sets `ORT_DISABLE_TELEMETRY=1` for this process unless it is already set
+/// (an operator's explicit value is kept, `0` included). Every binary that
+/// may load ONNX Runtime calls it first thing in `main`.
+///
+/// # Safety
+/// It sets an environment variable, which is sound only while no other
+/// thread may read the environment: call it before the process starts a
+/// second thread.
+#[allow(unsafe_code)]
+pub unsafe fn opt_out_of_telemetry() {
+    if std::env::var_os(TELEMETRY_VAR).is_none() {
+        // SAFETY: the caller guarantees that this is the only thread.
+        unsafe { std::env::set_var(TELEMETRY_VAR, "1") };
+    }
+}
+
+/// Whether ONNX Runtime's uploader stays off in this process: the variable
+/// holds `1`, `true` or `yes`, the values ONNX Runtime 1.31.1 was seen to
+/// take (`0` and `2` leave the uploader on).
+pub fn telemetry_off() -> bool {
+    std::env::var(TELEMETRY_VAR)
+        .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
+}
