@@ -4,8 +4,9 @@
 //! socket when it starts with `@`) and the watchdog interval derived from
 //! `$WATCHDOG_USEC`/`$WATCHDOG_PID`. Everything is a no-op outside systemd.
 //! The `*_to`/`*_from` variants take the environment as arguments, because
-//! changing the process environment is `unsafe` in edition 2024 and this crate
-//! forbids unsafe code.
+//! changing the process environment is `unsafe` in edition 2024 (sound only
+//! before a second thread starts, as `model::opt_out_of_telemetry` does):
+//! tests pass an environment instead.
 
 use std::io;
 use std::os::linux::net::SocketAddrExt;
