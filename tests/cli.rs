@@ -129,19 +129,24 @@ fn inspect_model_prints_metadata_and_io() {
 /// Runtime also stays quiet under CI, which would hide a regression here.
 #[test]
 fn loading_onnx_runtime_starts_no_telemetry_uploader() {
-    let home = tempfile::tempdir().unwrap();
-    run_checked(
-        Command::new(anomalyd_bin())
-            .arg("inspect-model")
+    // Unset, and set empty (which the library reads as "on").
+    for value in [None, Some("")] {
+        let home = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new(anomalyd_bin());
+        cmd.arg("inspect-model")
             .arg(shipped_model())
             .env("ORT_DYLIB_PATH", ort_dylib())
             .env("HOME", home.path())
             .env_remove("XDG_CACHE_HOME")
-            .env_remove("ORT_DISABLE_TELEMETRY")
-            .env_remove("CI"),
-    );
-    let left: Vec<_> = walk(home.path());
-    assert!(left.is_empty(), "ONNX Runtime wrote {left:?}");
+            .env_remove("CI");
+        match value {
+            Some(v) => cmd.env("ORT_DISABLE_TELEMETRY", v),
+            None => cmd.env_remove("ORT_DISABLE_TELEMETRY"),
+        };
+        run_checked(&mut cmd);
+        let left: Vec<_> = walk(home.path());
+        assert!(left.is_empty(), "{value:?}: ONNX Runtime wrote {left:?}");
+    }
 }
 
 /// Every file below `dir`.

@@ -17,9 +17,10 @@
 /// The variable ONNX Runtime reads (once, when it creates its environment).
 pub const TELEMETRY_VAR: &str = "ORT_DISABLE_TELEMETRY";
 
-/// Sets `ORT_DISABLE_TELEMETRY=1` for this process unless it is already set
-/// (an operator's explicit value is kept, `0` included). Every binary that
-/// may load ONNX Runtime calls it first thing in `main`.
+/// Sets `ORT_DISABLE_TELEMETRY=1` for this process unless it already holds
+/// a value (an operator's explicit value is kept, `0` included; an empty one
+/// counts as unset). Every binary that may load ONNX Runtime calls it first
+/// thing in `main`.
 ///
 /// # Safety
 /// It sets an environment variable, which is sound only while no other
@@ -27,7 +28,7 @@ pub const TELEMETRY_VAR: &str = "ORT_DISABLE_TELEMETRY";
 /// second thread.
 #[allow(unsafe_code)]
 pub unsafe fn opt_out_of_telemetry() {
-    if std::env::var_os(TELEMETRY_VAR).is_none() {
+    if std::env::var_os(TELEMETRY_VAR).is_none_or(|v| v.is_empty()) {
         // SAFETY: the caller guarantees that this is the only thread.
         unsafe { std::env::set_var(TELEMETRY_VAR, "1") };
     }
@@ -37,6 +38,27 @@ pub unsafe fn opt_out_of_telemetry() {
 /// holds `1`, `true` or `yes`, the values ONNX Runtime 1.31.1 was seen to
 /// take (`0` and `2` leave the uploader on).
 pub fn telemetry_off() -> bool {
-    std::env::var(TELEMETRY_VAR)
-        .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
+    std::env::var(TELEMETRY_VAR).is_ok_and(|v| turns_off(&v))
+}
+
+fn turns_off(value: &str) -> bool {
+    matches!(value.to_ascii_lowercase().as_str(), "1" | "true" | "yes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::turns_off;
+
+    /// The log line's `telemetry="off"` follows what the library does with
+    /// each value (measured with `anomalyd inspect-model` and a scratch
+    /// `HOME`).
+    #[test]
+    fn the_values_that_turn_the_uploader_off() {
+        for v in ["1", "true", "TRUE", "yes"] {
+            assert!(turns_off(v), "{v}");
+        }
+        for v in ["0", "2", "", "false", "no"] {
+            assert!(!turns_off(v), "{v}");
+        }
+    }
 }
