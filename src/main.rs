@@ -83,11 +83,7 @@ fn print_error(err: &anyhow::Error) {
 
 fn main() -> ExitCode {
     // First, while this is the only thread (docs/architecture.md §8).
-    #[allow(unsafe_code)]
-    // SAFETY: no other thread exists yet.
-    unsafe {
-        anomalyd::model::opt_out_of_telemetry();
-    }
+    anomalyd::model::opt_out_of_telemetry();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,

@@ -19,7 +19,7 @@ pub use self::check::{FileDigest, file_digest};
 pub use self::inspect::{describe_model, read_metadata};
 pub use self::runtime::{ActiveProvider, DEV_LIBRARY_FILE, RuntimeOptions, init_runtime};
 pub use self::session::{BatchOutput, LoadedModel};
-pub use self::telemetry::{TELEMETRY_VAR, opt_out_of_telemetry, telemetry_off};
+pub use self::telemetry::opt_out_of_telemetry;
 pub use crate::core::execution_provider::ExecutionProvider;
 
 /// Errors of the runtime wrapper. Each carries the file it is about.

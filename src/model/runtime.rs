@@ -149,7 +149,7 @@ fn with_runtime<T>(
                     })?;
                 tracing::info!(
                     library = %candidate.display(),
-                    telemetry = if super::telemetry_off() { "off" } else { "on" },
+                    telemetry = if super::telemetry::telemetry_off() { "off" } else { "on" },
                     "ONNX Runtime loaded"
                 );
                 let rt = Runtime {

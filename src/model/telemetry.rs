@@ -15,21 +15,22 @@
 //! (docs/architecture.md §8).
 
 /// The variable ONNX Runtime reads (once, when it creates its environment).
-pub const TELEMETRY_VAR: &str = "ORT_DISABLE_TELEMETRY";
+const TELEMETRY_VAR: &str = "ORT_DISABLE_TELEMETRY";
 
 /// Sets `ORT_DISABLE_TELEMETRY=1` for this process unless it already holds
 /// a value (an operator's explicit value is kept, `0` included; an empty one
 /// counts as unset). Every binary that may load ONNX Runtime calls it first
 /// thing in `main`.
 ///
-/// # Safety
-/// It sets an environment variable, which is sound only while no other
-/// thread may read the environment: call it before the process starts a
-/// second thread.
+/// Setting a variable is sound only while no other thread may read the
+/// environment, so it is set only when `/proc/self/task` lists this thread
+/// alone (no other can start meanwhile: this one would have to start it).
 #[allow(unsafe_code)]
-pub unsafe fn opt_out_of_telemetry() {
-    if std::env::var_os(TELEMETRY_VAR).is_none_or(|v| v.is_empty()) {
-        // SAFETY: the caller guarantees that this is the only thread.
+pub fn opt_out_of_telemetry() {
+    let unset = std::env::var_os(TELEMETRY_VAR).is_none_or(|v| v.is_empty());
+    let alone = std::fs::read_dir("/proc/self/task").is_ok_and(|d| d.count() == 1);
+    if unset && alone {
+        // SAFETY: this is the process's only thread (checked above).
         unsafe { std::env::set_var(TELEMETRY_VAR, "1") };
     }
 }
@@ -37,7 +38,7 @@ pub unsafe fn opt_out_of_telemetry() {
 /// Whether ONNX Runtime's uploader stays off in this process: the variable
 /// holds `1`, `true` or `yes`, the values ONNX Runtime 1.31.1 was seen to
 /// take (`0` and `2` leave the uploader on).
-pub fn telemetry_off() -> bool {
+pub(super) fn telemetry_off() -> bool {
     std::env::var(TELEMETRY_VAR).is_ok_and(|v| turns_off(&v))
 }
 

@@ -9,11 +9,7 @@ use clap::{CommandFactory as _, FromArgMatches as _};
 
 fn main() -> ExitCode {
     // First, while this is the only thread (docs/architecture.md §8).
-    #[allow(unsafe_code)]
-    // SAFETY: no other thread exists yet.
-    unsafe {
-        anomalyd::model::opt_out_of_telemetry();
-    }
+    anomalyd::model::opt_out_of_telemetry();
     let matches = Args::command().get_matches();
     // Exclusive: clap has skipped the required options, so this comes first.
     if let Some(dir) = matches.get_one::<std::path::PathBuf>("generate_docs") {

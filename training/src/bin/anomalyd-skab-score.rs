@@ -46,11 +46,7 @@ struct Args {
 
 fn main() -> ExitCode {
     // First, while this is the only thread (docs/architecture.md §8).
-    #[allow(unsafe_code)]
-    // SAFETY: no other thread exists yet.
-    unsafe {
-        anomalyd::model::opt_out_of_telemetry();
-    }
+    anomalyd::model::opt_out_of_telemetry();
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
